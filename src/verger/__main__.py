@@ -1,0 +1,3 @@
+from verger.cli.main import main
+
+main()

@@ -1,0 +1,206 @@
+"""Reading verger.yml: YAML with line numbers, validated whole, errors listed at once."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+from verger.config.model import Config
+from verger.errors import ConfigError
+
+FILENAME = "verger.yml"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A validated config and where it came from."""
+
+    config: Config
+    path: Path
+
+    @property
+    def root(self) -> Path:
+        """The folder the config lives in: the app's folder and home of .verger/."""
+        return self.path.parent
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".verger"
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The config file to use: ``-c PATH`` or verger.yml in the current folder."""
+    if explicit is not None:
+        path = Path(explicit)
+        if path.is_dir():
+            path = path / FILENAME
+        if not path.is_file():
+            raise ConfigError(
+                f"no config file at {path}",
+                "check the path given with -c, or run 'verger init' to write one",
+            )
+        return path.resolve()
+    path = Path.cwd() / FILENAME
+    if not path.is_file():
+        raise ConfigError(
+            f"no {FILENAME} in {Path.cwd()}",
+            "run 'verger init' to write a starter config, or pass -c PATH",
+        )
+    return path.resolve()
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Loaded:
+    """Find, parse and validate the config, raising one ConfigError listing every problem."""
+    path = find_config(explicit)
+    document = _parse(path)
+    return Loaded(validate(document, path), path)
+
+
+def _parse(path: Path) -> CommentedMap:
+    yaml = YAML(typ="rt")
+    try:
+        document = yaml.load(path.read_text(encoding="utf-8"))
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path.name}:{mark.line + 1}" if mark is not None else path.name
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"{where}: the file is not valid YAML ({problem})",
+            "fix the indentation or quoting on that line",
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", "check the file's permissions") from exc
+    if document is None:
+        raise ConfigError(
+            f"{path.name} is empty", "run 'verger init' to write a starter config"
+        )
+    if not isinstance(document, CommentedMap):
+        raise ConfigError(
+            f"{path.name}:1: expected a mapping of keys such as app: and start:",
+            "see 'verger init' for the shape of the file",
+        )
+    return document
+
+
+def validate(document: CommentedMap, path: Path) -> Config:
+    """Validate a parsed document, reporting each problem with file:line and key."""
+    try:
+        return Config.model_validate(_expand(_plain(document)))
+    except ValidationError as exc:
+        found = [_describe(error, document, path) for error in exc.errors()]
+        problems = [text for _, text in sorted(found, key=lambda item: item[0])]
+        count = len(problems)
+        noun = "problem" if count == 1 else "problems"
+        raise ConfigError(
+            f"{path.name} has {count} {noun}" + (f": {problems[0]}" if count == 1 else ""),
+            "fix the lines named above and run 'verger check' again",
+            problems=problems if count > 1 else [],
+        ) from None
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, CommentedMap):
+        return {str(key): _plain(value) for key, value in node.items()}
+    if isinstance(node, CommentedSeq):
+        return [_plain(item) for item in node]
+    return node
+
+
+def _expand(node: Any) -> Any:
+    """Replace ``${NAME}`` with the environment variable NAME, left as is when unset."""
+    if isinstance(node, dict):
+        return {key: _expand(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_expand(item) for item in node]
+    if isinstance(node, str):
+        return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(0)), node)
+    return node
+
+
+def _describe(error: Any, document: CommentedMap, path: Path) -> tuple[int, str]:
+    loc = tuple(part for part in error["loc"] if not _is_validator_name(part))
+    line = _line_of(document, loc)
+    key = ".".join(str(part) for part in loc) or "(top level)"
+    where = f"{path.name}:{line}" if line else path.name
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = _fields_at(loc[:-1])
+        near = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        accepted = f" (accepted: {', '.join(known)})" if known and not near else ""
+        return line or 0, f"{where}: {key}: unknown key{hint}{accepted}"
+    if kind == "missing":
+        return line or 0, f"{where}: {key}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    return line or 0, f"{where}: {key}: {message}"
+
+
+def _is_validator_name(part: Any) -> bool:
+    # Pydantic puts the tag of a union or function validator into the location.
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def _line_of(document: CommentedMap, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest part of ``loc`` that exists in the file."""
+    node: Any = document
+    line: int | None = 1
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model accepts at a location, for suggesting a near match."""
+    annotation: Any = Config
+    for part in loc:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+    model = _model_of(annotation)
+    return list(model.model_fields) if model else []
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    model = _model_of(annotation)
+    if model is not None:
+        field = model.model_fields.get(str(part))
+        return field.annotation if field else None
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (dict, list) and args:
+        return args[-1]
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            found = _step(arg, part)
+            if found is not None:
+                return found
+    return None
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return None

@@ -1,0 +1,208 @@
+"""The typed shape of verger.yml.
+
+Every section is a Pydantic model that forbids unknown keys, so a typo is an
+error that names the nearest valid key rather than a setting silently ignored.
+Contradictions between sections are refused when the whole config is built.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from verger.config.types import Duration, Listen, Rate
+
+NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Health(Section):
+    path: str = "/health"
+    interval: Duration = 1.0
+    timeout: Duration = 2.0
+    healthy_after: int = Field(3, ge=1, le=100)
+    start_timeout: Duration = 60.0
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("expected a path starting with /, such as /health")
+        return value
+
+    @model_validator(mode="after")
+    def _timings(self) -> Health:
+        if self.interval <= 0:
+            raise ValueError("health.interval must be more than 0s")
+        if self.start_timeout < self.interval * self.healthy_after:
+            raise ValueError(
+                f"health.start_timeout ({self.start_timeout:g}s) is shorter than "
+                f"healthy_after x interval ({self.healthy_after} x "
+                f"{self.interval:g}s), so no release could ever become healthy"
+            )
+        return self
+
+
+HTTP_CHECK = re.compile(r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)\s+(/\S*)$")
+
+
+class Smoke(Section):
+    """One smoke test: an HTTP request (``http: GET /path``) or a command (``run``)."""
+
+    name: str | None = None
+    http: str | None = None
+    run: str | None = None
+    expect: int | None = Field(None, ge=100, le=599)
+    body: str | None = None
+    contains: str | None = None
+    timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Smoke:
+        if (self.http is None) == (self.run is None):
+            raise ValueError("a smoke test has exactly one of http: or run:")
+        if self.http is not None and not HTTP_CHECK.match(self.http):
+            raise ValueError(f"expected http: METHOD /path such as GET /health, got {self.http!r}")
+        if self.run is not None and (self.expect or self.contains or self.body):
+            raise ValueError("expect, body and contains apply to http: smoke tests only")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.http or self.run or "smoke"
+
+
+class Watch(Section):
+    duration: Duration = 120.0
+    max_error_rate: Rate = 0.01
+    max_p95: Duration = 1.0
+    min_requests: int = Field(1, ge=1)
+    interval: Duration = 1.0
+
+
+class Environment(Section):
+    listen: Listen
+    env: dict[str, str] = Field(default_factory=dict)
+    router: Literal["builtin", "haproxy"] = "builtin"
+    requires: str | None = None
+    approval: Literal["auto", "manual"] = "auto"
+    drain_timeout: Duration = 30.0
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_strings(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {str(k): "" if v is None else str(v) for k, v in value.items()}
+        return value
+
+
+class Webhook(Section):
+    url: str
+    events: list[Literal["started", "succeeded", "failed", "rolled_back"]] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value
+
+
+class Notify(Section):
+    webhooks: list[Webhook] = Field(default_factory=list)
+
+    @field_validator("webhooks", mode="before")
+    @classmethod
+    def _plain_urls(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"url": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
+class Config(Section):
+    app: str
+    state: str = ".verger/state.db"
+    build: str | None = None
+    start: str
+    health: Health = Field(default_factory=Health)
+    smoke: list[Smoke] = Field(default_factory=list)
+    watch: Watch = Field(default_factory=Watch)
+    keep_previous: Duration = 1800.0
+    environments: dict[str, Environment]
+    notify: Notify = Field(default_factory=Notify)
+
+    @field_validator("app")
+    @classmethod
+    def _app_name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError(
+                "expected a short lowercase name (letters, digits, - and _), "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("environments")
+    @classmethod
+    def _environment_names(cls, value: dict[str, Environment]) -> dict[str, Environment]:
+        if not value:
+            raise ValueError("at least one environment is needed, such as staging:")
+        for name in value:
+            if not NAME.match(name):
+                raise ValueError(f"environment name {name!r} must be short and lowercase")
+        return value
+
+    @model_validator(mode="after")
+    def _contradictions(self) -> Config:
+        listens: dict[str, str] = {}
+        for name, environment in self.environments.items():
+            if environment.requires is not None:
+                if environment.requires == name:
+                    raise ValueError(f"environments.{name}.requires names itself")
+                if environment.requires not in self.environments:
+                    known = ", ".join(sorted(self.environments))
+                    raise ValueError(
+                        f"environments.{name}.requires names "
+                        f"{environment.requires!r}, which is not an environment "
+                        f"(known: {known})"
+                    )
+            port = environment.listen.rpartition(":")[2]
+            if port in listens:
+                raise ValueError(
+                    f"environments.{name}.listen uses port {port}, already used "
+                    f"by environments.{listens[port]}"
+                )
+            listens[port] = name
+        self._check_cycles()
+        return self
+
+    def _check_cycles(self) -> None:
+        for name in self.environments:
+            seen = [name]
+            current = self.environments[name].requires
+            while current is not None:
+                if current in seen:
+                    chain = " -> ".join([*seen, current])
+                    raise ValueError(f"environments form a cycle of requires: {chain}")
+                seen.append(current)
+                current = self.environments[current].requires
+
+    def order(self) -> list[str]:
+        """Environment names in release order: each after the one it requires."""
+        done: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in done:
+                return
+            requires = self.environments[name].requires
+            if requires:
+                visit(requires)
+            done.append(name)
+
+        for name in self.environments:
+            visit(name)
+        return done
