@@ -1,4 +1,4 @@
-"""Reading verger.yml: YAML with line numbers, validated whole, errors listed at once."""
+"""Reading verger.yml: YAML with line numbers, validated whole, all errors at once."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from verger.errors import ConfigError
 
 FILENAME = "verger.yml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A whole-config check names the key it is about first: "environments.b.listen uses".
+_KEY_FIRST = re.compile(r"^([a-z_]+(?:\.[A-Za-z0-9_-]+)+) (.+)$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_config(explicit: str | os.PathLike[str] | None = None) -> Loaded:
-    """Find, parse and validate the config, raising one ConfigError listing every problem."""
+    """Find, parse and validate the config; one ConfigError lists every problem."""
     path = find_config(explicit)
     document = _parse(path)
     return Loaded(validate(document, path), path)
@@ -81,7 +83,9 @@ def _parse(path: Path) -> CommentedMap:
             "fix the indentation or quoting on that line",
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}", "check the file's permissions") from exc
+        raise ConfigError(
+            f"cannot read {path}: {exc}", "check the file's permissions"
+        ) from exc
     if document is None:
         raise ConfigError(
             f"{path.name} is empty", "run 'verger init' to write a starter config"
@@ -104,7 +108,8 @@ def validate(document: CommentedMap, path: Path) -> Config:
         count = len(problems)
         noun = "problem" if count == 1 else "problems"
         raise ConfigError(
-            f"{path.name} has {count} {noun}" + (f": {problems[0]}" if count == 1 else ""),
+            f"{path.name} has {count} {noun}"
+            + (f": {problems[0]}" if count == 1 else ""),
             "fix the lines named above and run 'verger check' again",
             problems=problems if count > 1 else [],
         ) from None
@@ -131,6 +136,8 @@ def _expand(node: Any) -> Any:
 
 def _describe(error: Any, document: CommentedMap, path: Path) -> tuple[int, str]:
     loc = tuple(part for part in error["loc"] if not _is_validator_name(part))
+    message = error["msg"].removeprefix("Value error, ")
+    loc, message = _key_from_message(loc, message)
     line = _line_of(document, loc)
     key = ".".join(str(part) for part in loc) or "(top level)"
     where = f"{path.name}:{line}" if line else path.name
@@ -143,8 +150,30 @@ def _describe(error: Any, document: CommentedMap, path: Path) -> tuple[int, str]
         return line or 0, f"{where}: {key}: unknown key{hint}{accepted}"
     if kind == "missing":
         return line or 0, f"{where}: {key}: required key is missing"
-    message = error["msg"].removeprefix("Value error, ")
-    return line or 0, f"{where}: {key}: {message}"
+    return line or 0, f"{where}: {key}: {message}{_unset_hint(error.get('input'))}"
+
+
+def _key_from_message(
+    loc: tuple[Any, ...], message: str
+) -> tuple[tuple[Any, ...], str]:
+    """Point a whole-section error at the key its message names, for a precise line."""
+    match = _KEY_FIRST.match(message)
+    if match is None:
+        return loc, message
+    named = tuple(match.group(1).split("."))
+    if named[: len(loc)] != loc:
+        return loc, message
+    return named, match.group(2)
+
+
+def _unset_hint(value: Any) -> str:
+    """Say so when a rejected value still holds a ``${NAME}`` that was not set."""
+    if not isinstance(value, str):
+        return ""
+    names = _ENV_REF.findall(value)
+    if not names:
+        return ""
+    return f" (environment variable {names[0]} is not set)"
 
 
 def _is_validator_name(part: Any) -> bool:
@@ -160,7 +189,11 @@ def _line_of(document: CommentedMap, loc: tuple[Any, ...]) -> int | None:
         if isinstance(node, CommentedMap) and part in node:
             line = node.lc.key(part)[0] + 1
             node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+        elif (
+            isinstance(node, CommentedSeq)
+            and isinstance(part, int)
+            and part < len(node)
+        ):
             line = node.lc.item(part)[0] + 1
             node = node[part]
         else:

@@ -7,6 +7,7 @@ Contradictions between sections are refused when the whole config is built.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Literal
 
@@ -25,7 +26,7 @@ class Health(Section):
     path: str = "/health"
     interval: Duration = 1.0
     timeout: Duration = 2.0
-    healthy_after: int = Field(3, ge=1, le=100)
+    healthy_after: int = Field(default=3, ge=1, le=100)
     start_timeout: Duration = 60.0
 
     @field_validator("path")
@@ -41,7 +42,7 @@ class Health(Section):
             raise ValueError("health.interval must be more than 0s")
         if self.start_timeout < self.interval * self.healthy_after:
             raise ValueError(
-                f"health.start_timeout ({self.start_timeout:g}s) is shorter than "
+                f"health.start_timeout is {self.start_timeout:g}s, shorter than "
                 f"healthy_after x interval ({self.healthy_after} x "
                 f"{self.interval:g}s), so no release could ever become healthy"
             )
@@ -67,9 +68,13 @@ class Smoke(Section):
         if (self.http is None) == (self.run is None):
             raise ValueError("a smoke test has exactly one of http: or run:")
         if self.http is not None and not HTTP_CHECK.match(self.http):
-            raise ValueError(f"expected http: METHOD /path such as GET /health, got {self.http!r}")
+            raise ValueError(
+                f"expected http: METHOD /path such as GET /health, got {self.http!r}"
+            )
         if self.run is not None and (self.expect or self.contains or self.body):
-            raise ValueError("expect, body and contains apply to http: smoke tests only")
+            raise ValueError(
+                "expect, body and contains apply to http: smoke tests only"
+            )
         return self
 
     @property
@@ -81,7 +86,7 @@ class Watch(Section):
     duration: Duration = 120.0
     max_error_rate: Rate = 0.01
     max_p95: Duration = 1.0
-    min_requests: int = Field(1, ge=1)
+    min_requests: int = Field(default=1, ge=1)
     interval: Duration = 1.0
 
 
@@ -148,12 +153,16 @@ class Config(Section):
 
     @field_validator("environments")
     @classmethod
-    def _environment_names(cls, value: dict[str, Environment]) -> dict[str, Environment]:
+    def _environment_names(
+        cls, value: dict[str, Environment]
+    ) -> dict[str, Environment]:
         if not value:
             raise ValueError("at least one environment is needed, such as staging:")
         for name in value:
             if not NAME.match(name):
-                raise ValueError(f"environment name {name!r} must be short and lowercase")
+                raise ValueError(
+                    f"environment name {name!r} must be short and lowercase"
+                )
         return value
 
     @model_validator(mode="after")
@@ -164,12 +173,7 @@ class Config(Section):
                 if environment.requires == name:
                     raise ValueError(f"environments.{name}.requires names itself")
                 if environment.requires not in self.environments:
-                    known = ", ".join(sorted(self.environments))
-                    raise ValueError(
-                        f"environments.{name}.requires names "
-                        f"{environment.requires!r}, which is not an environment "
-                        f"(known: {known})"
-                    )
+                    raise ValueError(self._unknown_requires(name, environment.requires))
             port = environment.listen.rpartition(":")[2]
             if port in listens:
                 raise ValueError(
@@ -180,6 +184,15 @@ class Config(Section):
         self._check_cycles()
         return self
 
+    def _unknown_requires(self, name: str, requires: str) -> str:
+        known = sorted(self.environments)
+        near = difflib.get_close_matches(requires, known, n=1, cutoff=0.6)
+        suggestion = f"; did you mean {near[0]!r}?" if near else ""
+        return (
+            f"environments.{name}.requires names {requires!r}, which is not an "
+            f"environment (known: {', '.join(known)}){suggestion}"
+        )
+
     def _check_cycles(self) -> None:
         for name in self.environments:
             seen = [name]
@@ -187,7 +200,9 @@ class Config(Section):
             while current is not None:
                 if current in seen:
                     chain = " -> ".join([*seen, current])
-                    raise ValueError(f"environments form a cycle of requires: {chain}")
+                    raise ValueError(
+                        f"environments.{name}.requires forms a cycle: {chain}"
+                    )
                 seen.append(current)
                 current = self.environments[current].requires
 

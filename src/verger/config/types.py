@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, PlainSerializer
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+# The unit is optional so that a quoted or ${VAR}-expanded "30" reads as seconds.
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from ``30s``, ``5m``, ``1h``, ``250ms``, ``7d`` or a bare number of seconds."""
+    """Seconds from ``30s``, ``5m``, ``1h``, ``250ms``, ``7d`` or a bare number."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 5m or 1h")
     if isinstance(value, int | float):
@@ -22,7 +23,7 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return float(match.group(1)) * _UNITS[match.group(2)]
+            return float(match.group(1)) * _UNITS[match.group(2) or "s"]
     raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {value!r}")
 
 
@@ -42,26 +43,32 @@ def parse_rate(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a rate such as 1% or 0.01")
     given = value
-    if isinstance(value, str) and value.strip().endswith("%"):
+    if isinstance(value, str):
+        # A quoted or ${VAR}-expanded number is a fraction, like the bare number.
+        text = value.strip()
+        percent = text.endswith("%")
         try:
-            value = float(value.strip()[:-1]) / 100
+            value = float(text.removesuffix("%")) / (100 if percent else 1)
         except ValueError:
             raise ValueError(f"expected a rate such as 1%, got {given!r}") from None
     if isinstance(value, int | float) and 0 <= value <= 1:
         return float(value)
-    value = given
-    raise ValueError(f"expected a rate between 0% and 100%, got {value!r}")
+    raise ValueError(f"expected a rate between 0% and 100%, got {given!r}")
 
 
 def parse_listen(value: Any) -> str:
     """``HOST:PORT`` or a bare port (which listens on 127.0.0.1)."""
+    given = value
     if isinstance(value, int) and not isinstance(value, bool):
         value = f"127.0.0.1:{value}"
+    if isinstance(value, str) and value.strip().isdigit():
+        # listen: ${PORT} arrives as a string after expansion.
+        value = f"127.0.0.1:{value.strip()}"
     if not isinstance(value, str):
         raise ValueError("expected HOST:PORT such as 127.0.0.1:8080")
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:8080, got {value!r}")
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:8080, got {given!r}")
     return f"{host or '127.0.0.1'}:{int(port)}"
 
 
