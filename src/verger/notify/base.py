@@ -1,0 +1,152 @@
+"""What every notifier offers: ``send`` an event now, deliver it in the background.
+
+A deploy must never wait on a chat server, so ``send`` only schedules the
+delivery (a task in the running event loop) and returns. The agent calls
+``drain`` at shutdown to give deliveries in flight a bounded time to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+log = logging.getLogger("verger.notify")
+
+EventName = Literal["started", "succeeded", "failed", "rolled_back"]
+EVENTS: tuple[EventName, ...] = ("started", "succeeded", "failed", "rolled_back")
+
+
+@dataclass(frozen=True)
+class DeployEvent:
+    """One moment in a deploy worth telling people about."""
+
+    event: EventName
+    app: str
+    environment: str
+    version: str
+    deploy_id: int | str
+    reason: str = ""
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "app": self.app,
+            "environment": self.environment,
+            "version": self.version,
+            "reason": self.reason,
+            "deploy_id": self.deploy_id,
+            "at": self.at.isoformat(),
+        }
+
+    def sentence(self) -> str:
+        """The event as one line for a person, as chat messages show it."""
+        where = f"{self.app} {self.version} to {self.environment}"
+        text = {
+            "started": f"Deploy #{self.deploy_id} of {where} started",
+            "succeeded": f"Deploy #{self.deploy_id} of {where} succeeded",
+            "failed": f"Deploy #{self.deploy_id} of {where} failed",
+            "rolled_back": f"Deploy #{self.deploy_id} of {where} was rolled back",
+        }[self.event]
+        return f"{text}: {self.reason}" if self.reason else text
+
+
+class Notifier(ABC):
+    """Delivers deploy events somewhere, without ever holding up the caller."""
+
+    kind: str = "notifier"
+
+    def __init__(self, events: Collection[EventName] | None = None) -> None:
+        self.events = frozenset(events) if events is not None else frozenset(EVENTS)
+        # Strong references: the loop keeps only weak ones to its tasks.
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._threads: set[threading.Thread] = set()
+
+    def wants(self, event: DeployEvent) -> bool:
+        return event.event in self.events
+
+    def send(self, event: DeployEvent) -> None:
+        """Schedule delivery of ``event`` and return at once; never raises."""
+        if not self.wants(event):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._send_in_thread(event)
+            return
+        task = loop.create_task(self._guarded(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _send_in_thread(self, event: DeployEvent) -> None:
+        # Called from plain synchronous code: deliver on a loop of its own.
+        thread = threading.Thread(
+            target=asyncio.run,
+            args=(self._guarded(event),),
+            name=f"verger-notify-{self.kind}",
+            daemon=True,
+        )
+        self._threads.add(thread)
+        thread.start()
+
+    async def _guarded(self, event: DeployEvent) -> None:
+        try:
+            await self.deliver(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s could not deliver the %s event", self.kind, event.event)
+
+    @abstractmethod
+    async def deliver(self, event: DeployEvent) -> None:
+        """Deliver one event, retrying as the backend sees fit; may be cancelled."""
+
+    @property
+    def pending(self) -> int:
+        """Deliveries scheduled and not finished."""
+        alive = {thread for thread in self._threads if thread.is_alive()}
+        self._threads = alive
+        return len(self._tasks) + len(alive)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for deliveries; cancel the rest.
+
+        Returns True when everything was delivered or given up on in time.
+        """
+        deadline = time.monotonic() + timeout
+        tasks = set(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning(
+                    "%d %s deliveries still running after %.1fs; dropped them",
+                    len(late),
+                    self.kind,
+                    timeout,
+                )
+        for thread in list(self._threads):
+            left = max(0.0, deadline - time.monotonic())
+            await asyncio.to_thread(thread.join, left)
+        return self.pending == 0
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its path, query and credentials hidden: tokens live there."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    hidden = parts.path not in ("", "/") or parts.query or parts.username
+    path = "/***" if hidden else parts.path
+    return urlunsplit((parts.scheme, f"{host}{port}", path, "", ""))
