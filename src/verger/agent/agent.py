@@ -1,0 +1,429 @@
+"""The agent: the long-running verger process on a host.
+
+It keeps each environment's router and the releases' processes running
+(restarting what dies, with backoff), runs deploys as tasks, stops previous
+releases when their warm time is over, and answers the CLI on loopback HTTP
+with a token. Routers and releases run in sessions of their own: when the
+agent dies they keep serving, and the next agent adopts them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from verger.agent.files import AgentFiles, new_token
+from verger.config import Loaded, split_listen
+from verger.deploy import process
+from verger.deploy.events import Events
+from verger.deploy.machine import Context, Deployment, drain_and_stop, recover
+from verger.deploy.routers import Router, Upstream, make_router
+from verger.deploy.slots import Slots
+from verger.errors import AgentError, BusyError, DeployError, RouterError, VergerError
+from verger.state import Row, open_store
+
+log = logging.getLogger("verger.agent")
+
+SUPERVISE_EVERY = 0.25
+ROUTER_READY_TIMEOUT = 10.0
+
+
+@dataclass
+class Backoff:
+    """When a process that keeps dying may be started again."""
+
+    failures: int = 0
+    next_try: float = 0.0
+    started: float = 0.0
+
+    def failed(self) -> float:
+        if time.monotonic() - self.started > 30:
+            self.failures = 0
+        delay = min(30.0, 0.5 * 2**self.failures)
+        self.failures += 1
+        self.next_try = time.monotonic() + delay
+        return delay
+
+    def ready(self) -> bool:
+        return time.monotonic() >= self.next_try
+
+
+@dataclass
+class Running:
+    """A deploy running in this agent."""
+
+    deploy_id: int
+    environment: str
+    events: Events
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Agent:
+    loaded: Loaded
+    files: AgentFiles = field(init=False)
+    token: str = field(default_factory=new_token)
+    running: dict[str, Running] = field(default_factory=dict)
+    events: dict[int, Events] = field(default_factory=dict)
+    backoff: dict[str, Backoff] = field(default_factory=dict)
+    router_problems: dict[str, str] = field(default_factory=dict)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_all: bool = True
+
+    def __post_init__(self) -> None:
+        self.files = AgentFiles(self.loaded.state_dir)
+        self.config = self.loaded.config
+        self.store = open_store(self.config.state, self.loaded.root)
+        self.slots = Slots(self.loaded, self.store)
+        self.routers: dict[str, Router] = {
+            name: make_router(
+                env.router,
+                name,
+                env.listen,
+                self.files.run_dir,
+                env.drain_timeout,
+            )
+            for name, env in self.config.environments.items()
+        }
+        self.notifier = _make_notifier(self.loaded)
+        self.ctx = Context(self.loaded, self.store, self.slots, self.routers, self.notify)
+
+    # -- start and stop ---------------------------------------------------
+
+    def take_lock(self) -> Any:
+        """Hold the agent lock for this state folder, or refuse to start."""
+        self.files.state_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.files.lock, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise AgentError(
+                f"another agent is already running for {self.loaded.path}",
+                "use 'verger status' to see it, or 'verger down' to stop it",
+            ) from None
+        return handle
+
+    async def start(self) -> None:
+        """Adopt or start every router and release, then mark lost deploys."""
+        self.files.run_dir.mkdir(parents=True, exist_ok=True)
+        for name, env in self.config.environments.items():
+            self.store.ensure_environment(name, env.router)
+        for row in self.store.unfinished_deploys():
+            if row.status == "running":
+                self.store.update_deploy(row.id, status="interrupted")
+                log.info(
+                    "Deploy #%d of %s in %s was interrupted at step %s; the next "
+                    "deploy or rollback will finish or undo it.",
+                    row.id, row.version, row.environment, row.step,
+                )
+        await asyncio.gather(*(self.ensure_router(name) for name in self.routers))
+        await self.ensure_releases()
+
+    async def shutdown(self) -> None:
+        """Stop deploys, then (unless keeping them serving) routers and releases."""
+        for running in list(self.running.values()):
+            if running.task is not None:
+                running.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await running.task
+        if self.stop_all:
+            await asyncio.gather(
+                *(self.slots.stop_process(r) for r in self.store.running_releases())
+            )
+            for name in self.routers:
+                self.stop_router(name)
+        await self.notifier.drain(5.0)
+        self.files.remove_info()
+
+    # -- routers ----------------------------------------------------------
+
+    def router_handle(self, name: str) -> process.Handle | None:
+        row = self.store.environment(name)
+        if row is None or row.router_pid is None:
+            return None
+        return process.Handle(int(row.router_pid), str(row.router_started or ""))
+
+    def live_upstream(self, name: str) -> Upstream | None:
+        row = self.store.environment(name)
+        live = self.store.release(row.live_release) if row else None
+        if live is None or live.port is None:
+            return None
+        return Upstream(live.slot or "blue", "127.0.0.1", int(live.port))
+
+    async def ensure_router(self, name: str) -> None:
+        """Adopt the environment's router if it runs, or start it with the live routing."""
+        router = self.routers[name]
+        handle = self.router_handle(name)
+        if process.alive(handle):
+            if await self._wait_ready(router, 2.0):
+                log.info("Adopted the %s router (pid %d).", name, handle.pid)  # type: ignore[union-attr]
+                self.router_problems.pop(name, None)
+                return
+            process.stop(handle, 2.0)  # type: ignore[arg-type]
+        await self.start_router(name)
+
+    async def start_router(self, name: str) -> None:
+        router = self.routers[name]
+        host, port = split_listen(router.listen)
+        if process.port_taken(host, port):
+            self.router_problems[name] = (
+                f"port {port} ({router.listen}) is taken by another process"
+            )
+            log.error(
+                "Cannot start the %s router: %s.", name, self.router_problems[name]
+            )
+            return
+        router.prepare(self.live_upstream(name))
+        handle = process.spawn(
+            router.command(),
+            cwd=self.files.run_dir,
+            env=dict(os.environ),
+            log_path=self.files.logs_dir / f"router-{name}.log",
+        )
+        self.store.set_router(name, handle.pid, handle.started)
+        if await self._wait_ready(router, ROUTER_READY_TIMEOUT, handle):
+            log.info("Started the %s router on %s (pid %d).", name, router.listen, handle.pid)
+            self.router_problems.pop(name, None)
+            return
+        lines = process.tail(self.files.logs_dir / f"router-{name}.log", 3)
+        self.router_problems[name] = "the router did not start: " + (
+            lines[-1] if lines else "no output"
+        )
+        log.error("The %s router did not start: %s", name, "; ".join(lines))
+
+    async def _wait_ready(
+        self, router: Router, timeout: float, handle: process.Handle | None = None
+    ) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if handle is not None and not process.alive(handle):
+                return False
+            with contextlib.suppress(VergerError, OSError):
+                if await router.ready():
+                    return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def stop_router(self, name: str) -> None:
+        handle = self.router_handle(name)
+        if handle is not None:
+            process.stop(handle, 5.0)
+            log.info("Stopped the %s router.", name)
+        self.store.set_router(name, None, None)
+
+    # -- releases ---------------------------------------------------------
+
+    async def ensure_releases(self) -> None:
+        """Adopt releases that still run; start again those that should and do not."""
+        for release in self.store.running_releases():
+            if self.slots.alive(release):
+                continue
+            if release.status == "starting" and self._deploying(release):
+                continue
+            if release.status in ("starting", "green"):
+                # A release that never went live is not worth bringing back.
+                if not self._deploying(release):
+                    self.store.update_release(release.id, status="failed")
+                continue
+            await self.restart_release(release)
+
+    def _deploying(self, release: Row) -> bool:
+        running = self.running.get(release.environment)
+        if running is None:
+            return False
+        row = self.store.deploy(running.deploy_id)
+        return row is not None and row.release_id == release.id
+
+    async def restart_release(self, release: Row) -> None:
+        key = f"release-{release.id}"
+        backoff = self.backoff.setdefault(key, Backoff())
+        if not backoff.ready():
+            return
+        if release.port is None or not Path(release.folder).is_dir():
+            self.store.update_release(release.id, status="failed")
+            return
+        if release.pid is not None:
+            delay = backoff.failed()
+            log.warning(
+                "Release %s in %s (pid %s) is not running; starting it again on "
+                "port %s (next retry after %.1fs if it dies again).",
+                release.version, release.environment, release.pid, release.port, delay,
+            )
+        backoff.started = time.monotonic()
+        self.slots.start(release, int(release.port), release.slot or "blue")
+
+    async def supervise(self) -> None:
+        """The agent's loop: keep routers and releases up, retire previous releases."""
+        while not self.stopping.is_set():
+            try:
+                await self._supervise_once()
+            except VergerError as exc:
+                log.error("Supervision: %s", exc.message)
+            except Exception:
+                log.exception("Supervision failed; trying again.")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), SUPERVISE_EVERY)
+
+    async def _supervise_once(self) -> None:
+        for name in self.routers:
+            if not process.alive(self.router_handle(name)):
+                backoff = self.backoff.setdefault(f"router-{name}", Backoff())
+                if backoff.ready():
+                    if self.router_handle(name) is not None:
+                        delay = backoff.failed()
+                        log.warning(
+                            "The %s router is not running; starting it again "
+                            "(next retry after %.1fs).", name, delay,
+                        )
+                    backoff.started = time.monotonic()
+                    await self.start_router(name)
+        await self.ensure_releases()
+        now = time.time()
+        for release in self.store.running_releases():
+            if release.status == "previous" and release.stop_at and release.stop_at <= now:
+                if release.environment in self.running:
+                    continue
+                log.info(
+                    "The warm time of %s in %s is over; draining and stopping it.",
+                    release.version, release.environment,
+                )
+                await drain_and_stop(self.ctx, release, "retired")
+
+    # -- deploys ----------------------------------------------------------
+
+    def notify(self, event: str, deploy: Row | None, reason: str = "") -> None:
+        if deploy is None:
+            return
+        self.notifier.send(
+            event=event,
+            app=self.config.app,
+            environment=deploy.environment,
+            version=deploy.version,
+            deploy_id=deploy.id,
+            actor=deploy.actor,
+            reason=reason or deploy.reason or "",
+        )
+
+    async def begin(self, request: dict[str, Any]) -> int:
+        """Start a deploy or rollback task and return its id."""
+        environment = str(request.get("environment", ""))
+        kind = str(request.get("kind", "deploy"))
+        if environment not in self.config.environments:
+            known = ", ".join(self.config.environments)
+            raise DeployError(
+                f"no environment {environment!r} in {self.loaded.path.name}",
+                f"use one of: {known}",
+            )
+        self._refuse_if_busy(environment)
+        self._refuse_if_router_down(environment)
+        actor = str(request.get("actor") or "unknown")
+        version = str(request.get("version") or "")
+        forced = bool(request.get("force"))
+        if kind == "deploy":
+            self._check_promotion(environment, version, forced)
+            source = Path(str(request.get("source", "")))
+            if not source.is_dir():
+                raise DeployError(
+                    f"no release folder at {source}",
+                    "pass the folder holding the app, or run from it",
+                )
+
+        deploy_id = self.store.add_deploy(
+            environment, kind, version or "?", actor, forced=forced
+        )
+        events = Events(deploy_id)
+        self.events[deploy_id] = events
+        running = Running(deploy_id, environment, events)
+        self.running[environment] = running
+        running.task = asyncio.create_task(self._run(running, kind, request))
+        return deploy_id
+
+    async def _run(self, running: Running, kind: str, request: dict[str, Any]) -> None:
+        try:
+            for decision in await recover(self.ctx, running.environment, {running.deploy_id}):
+                running.events.emit("say", f"Recovered: {decision}.")
+            deployment = Deployment(self.ctx, running.deploy_id, running.events)
+            if kind == "rollback":
+                await deployment.rollback(request.get("to"))
+            else:
+                await deployment.deploy(Path(str(request["source"])))
+        except asyncio.CancelledError:
+            running.events.finish(status="interrupted", reason="the agent is stopping")
+            raise
+        except Exception as exc:
+            log.exception("Deploy #%d failed unexpectedly.", running.deploy_id)
+            self.store.update_deploy(running.deploy_id, status="failed", reason=str(exc))
+            running.events.finish(status="failed", reason=f"unexpected error: {exc}")
+        finally:
+            self.running.pop(running.environment, None)
+
+    def _refuse_if_busy(self, environment: str) -> None:
+        running = self.running.get(environment)
+        if running is None:
+            return
+        row = self.store.deploy(running.deploy_id)
+        assert row is not None
+        age = time.time() - row.started_at
+        raise BusyError(
+            f"a {row.kind} is already running in {environment}: #{row.id} "
+            f"{row.version} by {row.actor}, started {age:.0f}s ago, at step {row.step}",
+            f"wait for it to finish ('verger status {environment}'), then try again",
+        )
+
+    def _refuse_if_router_down(self, environment: str) -> None:
+        problem = self.router_problems.get(environment)
+        if problem:
+            raise RouterError(
+                f"the {environment} router is not running: {problem}",
+                "free the port or change environments."
+                f"{environment}.listen, then run 'verger up' again",
+            )
+
+    def _check_promotion(self, environment: str, version: str, forced: bool) -> None:
+        requires = self.config.environments[environment].requires
+        if requires is None or forced:
+            return
+        if self.store.passed(requires, version) is None:
+            raise DeployError(
+                f"{version} has not passed {requires}, which {environment} requires",
+                f"deploy it to {requires} first, or pass --force to skip the gate",
+            )
+
+
+def _make_notifier(loaded: Loaded) -> Any:
+    from verger.notify import make_notifier
+
+    return make_notifier(loaded.config.notify)
+
+
+async def serve(loaded: Loaded, stop_all_on_exit: bool = True) -> None:
+    """Run the agent until SIGTERM or a shutdown request."""
+    from verger.agent.api import start_api
+
+    agent = Agent(loaded)
+    lock = agent.take_lock()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, agent.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    try:
+        await agent.start()
+        runner, port = await start_api(agent)
+        agent.files.write_info(port, agent.token)
+        log.info("The agent is up (pid %d), answering on 127.0.0.1:%d.", os.getpid(), port)
+        await agent.supervise()
+        log.info("The agent is stopping.")
+        await runner.cleanup()
+        await agent.shutdown()
+    finally:
+        agent.files.remove_info()
+        lock.close()

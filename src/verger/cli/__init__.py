@@ -1,0 +1,1 @@
+"""The verger command line."""

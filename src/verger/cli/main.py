@@ -1,0 +1,507 @@
+"""``verger``: one command per job, each a thin layer over a subsystem's surface."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from verger import __version__
+from verger.agent.client import AgentClient
+from verger.config import FILENAME, Loaded, load_config
+from verger.errors import DeployError, VergerError
+from verger.output import Output
+
+
+class Ctx:
+    def __init__(self, config: str | None, json_mode: bool, debug: bool) -> None:
+        self.config_path = config
+        self.out = Output(json_mode=json_mode, debug=debug)
+        self.debug = debug
+        self._loaded: Loaded | None = None
+
+    @property
+    def loaded(self) -> Loaded:
+        if self._loaded is None:
+            self._loaded = load_config(self.config_path)
+        return self._loaded
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+_current: list[Ctx] = []
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", metavar="PATH", help=f"The config file (default ./{FILENAME}).")
+@click.option("--json", "json_mode", is_flag=True, help="Write results as JSON.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(__version__, prog_name="verger")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, json_mode: bool, debug: bool) -> None:
+    """verger: safe releases, proven backups and alerts for a small team."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = Ctx(config, json_mode, debug)
+    _current.append(ctx.obj)
+
+
+# -- setup ------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing verger.yml.")
+@pass_ctx
+def init(c: Ctx, force: bool) -> None:
+    """Write a commented starter verger.yml for the app in this folder."""
+    from verger.config.starter import write_starter
+
+    path = write_starter(Path.cwd(), force=force)
+    c.out.result(
+        {"written": str(path)},
+        f"Wrote {path}. Edit it, then run 'verger check'.",
+    )
+
+
+@cli.command()
+@pass_ctx
+def check(c: Ctx) -> None:
+    """Check the config and the environment: binaries, ports, reachability."""
+    from verger.checks import run_checks, worst
+
+    path = Path(c.config_path) if c.config_path else Path.cwd() / FILENAME
+    checks = run_checks(path)
+    rows = [(ch.name, ch.status, ch.message, ch.hint) for ch in checks]
+    c.out.table(
+        "Checks",
+        ["check", "status", "message", "hint"],
+        rows,
+        data=[
+            {"name": ch.name, "status": ch.status, "message": ch.message, "hint": ch.hint}
+            for ch in checks
+        ],
+    )
+    c.out.exit_code = worst(checks)
+
+
+# -- the agent --------------------------------------------------------------
+
+
+@cli.command()
+@pass_ctx
+def up(c: Ctx) -> None:
+    """Start the agent in the background."""
+    info = AgentClient(c.loaded).up(c.loaded.path)
+    word = "already running" if info["already"] else "started"
+    c.out.result(
+        {"pid": info["pid"], "port": info["port"], "already": info["already"]},
+        f"The agent is {word} (pid {info['pid']}).",
+    )
+
+
+@cli.command()
+@click.option(
+    "--keep-serving",
+    is_flag=True,
+    help="Stop only the agent; routers and releases keep serving.",
+)
+@pass_ctx
+def down(c: Ctx, keep_serving: bool) -> None:
+    """Stop the agent, and with it the routers and releases it runs."""
+    stopped = AgentClient(c.loaded).down(keep_serving=keep_serving)
+    human = "The agent stopped." if stopped else "The agent was not running."
+    c.out.result({"stopped": stopped}, human)
+
+
+@cli.command(hidden=True)
+@pass_ctx
+def agent(c: Ctx) -> None:
+    """Run the agent in the foreground (what 'verger up' starts)."""
+    from verger.agent.agent import serve
+
+    logging.basicConfig(
+        level=logging.DEBUG if c.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    _run_async(serve(c.loaded))
+
+
+def _run_async(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+# -- deploys ----------------------------------------------------------------
+
+
+def _default_version(source: Path) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(source), "describe", "--always", "--dirty", "--tags"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _follow(c: Ctx, client: AgentClient, deploy_id: int) -> dict[str, Any]:
+    """Print a deploy's events as they come and return its result."""
+    result: dict[str, Any] = {"status": "unknown"}
+    try:
+        for event in client.follow(deploy_id):
+            if event["kind"] == "result":
+                result = event
+            elif event.get("message"):
+                c.out.say(event["message"])
+    except KeyboardInterrupt:
+        c.out.warn(
+            f"stopped following; deploy #{deploy_id} goes on in the agent "
+            "('verger status' shows it)"
+        )
+        raise SystemExit(130) from None
+    return result
+
+
+def _deploy(
+    c: Ctx,
+    environment: str,
+    source: Path,
+    version: str,
+    force: bool,
+) -> dict[str, Any]:
+    from verger.state import actor
+
+    client = AgentClient(c.loaded)
+    started = client.call(
+        "POST",
+        "/v1/deploys",
+        {
+            "kind": "deploy",
+            "environment": environment,
+            "source": str(source.resolve()),
+            "version": version,
+            "force": force,
+            "actor": actor(),
+        },
+    )
+    deploy_id = int(started["deploy_id"])
+    c.out.say(f"Deploy #{deploy_id}: {version} to {environment}.")
+    result = _follow(c, client, deploy_id)
+    result["deploy_id"] = deploy_id
+    result["environment"] = environment
+    result["version"] = version
+    return result
+
+
+def _finish(c: Ctx, result: dict[str, Any]) -> None:
+    status = result.get("status")
+    if status == "succeeded":
+        verdict = result.get("verdict", "")
+        c.out.result(
+            result,
+            f"Deploy #{result['deploy_id']} of {result['version']} to "
+            f"{result['environment']} succeeded"
+            + (f" (watch window {verdict})." if verdict else "."),
+        )
+        return
+    reason = result.get("reason") or "no reason recorded"
+    if status == "rolled_back":
+        raise DeployError(
+            f"{result['version']} was rolled back in {result['environment']}: {reason}",
+            "the previous release is serving again; see 'verger logs "
+            f"{result['environment']}' for the failed release's output",
+        )
+    raise DeployError(
+        f"deploy of {result['version']} to {result['environment']} failed: {reason}",
+        result.get("hint") or "the live release keeps serving",
+    )
+
+
+@cli.command()
+@click.argument("environment")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--version", "version", help="The release's version (default: git describe).")
+@click.option("--force", is_flag=True, help="Skip the gate of the environment it requires.")
+@pass_ctx
+def deploy(c: Ctx, environment: str, path: Path | None, version: str | None, force: bool) -> None:
+    """Deploy the app in PATH (default: the config's folder) to ENVIRONMENT."""
+    source = _source(c, path)
+    result = _deploy(c, environment, source, version or _default_version(source), force)
+    _finish(c, result)
+
+
+def _source(c: Ctx, path: Path | None) -> Path:
+    source = path if path is not None else c.loaded.root
+    if not source.is_dir():
+        raise DeployError(
+            f"no release folder at {source}",
+            "pass the folder holding the app, or run from it",
+        )
+    return source
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--version", "version", help="The release's version (default: git describe).")
+@click.option("--force", is_flag=True, help="Skip promotion gates.")
+@click.option("--yes", is_flag=True, help="Approve environments with approval: manual.")
+@pass_ctx
+def release(c: Ctx, path: Path | None, version: str | None, force: bool, yes: bool) -> None:
+    """Release PATH through every environment in order: staging, then production."""
+    source = _source(c, path)
+    version = version or _default_version(source)
+    results = []
+    for environment in c.loaded.config.order():
+        _approve(c, environment, version, yes)
+        result = _deploy(c, environment, source, version, force)
+        results.append(result)
+        if result.get("status") != "succeeded":
+            _finish(c, result)
+    c.out.result(
+        {"version": version, "deploys": results},
+        f"Released {version} to {', '.join(r['environment'] for r in results)}.",
+    )
+
+
+def _approve(c: Ctx, environment: str, version: str, yes: bool) -> None:
+    if c.loaded.config.environments[environment].approval != "manual" or yes:
+        return
+    if not sys.stdin.isatty():
+        raise DeployError(
+            f"{environment} needs approval and there is no terminal to ask on",
+            "pass --yes to approve",
+        )
+    if not click.confirm(f"Release {version} to {environment}?", default=False):
+        raise DeployError(f"the release to {environment} was not approved", "")
+
+
+@cli.command()
+@click.argument("environment")
+@click.option("--to", "to_version", metavar="VERSION", help="The release to go back to.")
+@pass_ctx
+def rollback(c: Ctx, environment: str, to_version: str | None) -> None:
+    """Switch ENVIRONMENT back to the previous release (or --to VERSION)."""
+    from verger.state import actor
+
+    client = AgentClient(c.loaded)
+    started = client.call(
+        "POST",
+        "/v1/deploys",
+        {"kind": "rollback", "environment": environment, "to": to_version, "actor": actor()},
+    )
+    deploy_id = int(started["deploy_id"])
+    result = _follow(c, client, deploy_id)
+    result.update(deploy_id=deploy_id, environment=environment)
+    if result.get("status") != "succeeded":
+        raise DeployError(
+            f"rollback of {environment} failed: {result.get('reason')}",
+            result.get("hint") or "the live release keeps serving",
+        )
+    c.out.result(result, f"Rolled {environment} back.")
+
+
+# -- reading ------------------------------------------------------------------
+
+
+def _store(c: Ctx) -> Any:
+    from verger.state import open_store
+
+    return open_store(c.loaded.config.state, c.loaded.root)
+
+
+@cli.command()
+@click.argument("environment", required=False)
+@pass_ctx
+def status(c: Ctx, environment: str | None) -> None:
+    """What runs where: routers, live and warm releases, unfinished deploys."""
+    from verger.deploy.status import environment_status
+
+    _known(c, environment)
+    store = _store(c)
+    records = asyncio.run(environment_status(c.loaded, store, environment))
+    info = AgentClient(c.loaded).info()
+    agent = {"running": info is not None, "pid": info["pid"] if info else None}
+    if c.out.json_mode:
+        c.out.result({"agent": agent, "environments": records})
+        return
+    c.out.say(
+        f"Agent: running (pid {agent['pid']})" if info else "Agent: not running"
+    )
+    c.out.table(
+        "Environments",
+        ["environment", "listen", "router", "live", "warm", "last deploy"],
+        [_status_row(r) for r in records],
+    )
+    for record in records:
+        for row in record["unfinished"]:
+            c.out.warn(
+                f"{record['environment']}: deploy #{row['id']} of {row['version']} is "
+                f"{row['status']} at step {row['step']}; the next deploy or rollback "
+                "finishes or undoes it"
+            )
+        if not record["consistent"]:
+            c.out.warn(
+                f"{record['environment']}: the router sends users to "
+                f"{(record['router']['routes_to'] or {}).get('address', 'nothing')}, "
+                "which is not the release recorded as live"
+            )
+
+
+def _status_row(record: dict[str, Any]) -> list[str]:
+    router = record["router"]
+    router_text = f"{router['kind']} " + ("up" if router["running"] else "DOWN")
+    live = record["live"]
+    live_text = "-"
+    if live:
+        state = "" if live["running"] else " (NOT RUNNING)"
+        live_text = f"{live['version']} :{live['port']}{state}"
+    warm = ", ".join(p["version"] for p in record["previous"]) or "-"
+    last = record["last_deploy"]
+    last_text = "-"
+    if last:
+        last_text = f"#{last['id']} {last['version']} {last['status']}"
+    return [record["environment"], record["listen"], router_text, live_text, warm, last_text]
+
+
+def _known(c: Ctx, environment: str | None) -> None:
+    if environment is not None and environment not in c.loaded.config.environments:
+        known = ", ".join(c.loaded.config.environments)
+        raise VergerError(
+            f"no environment {environment!r} in {c.loaded.path.name}",
+            f"use one of: {known}",
+        )
+
+
+@cli.command()
+@click.argument("environment", required=False)
+@click.option("--limit", default=20, show_default=True, help="How many deploys to show.")
+@pass_ctx
+def history(c: Ctx, environment: str | None, limit: int) -> None:
+    """Past deploys and rollbacks, newest first."""
+    _known(c, environment)
+    rows = _store(c).deploys(environment, limit=limit)
+    data = [
+        {
+            "id": r.id,
+            "environment": r.environment,
+            "kind": r.kind,
+            "version": r.version,
+            "status": r.status,
+            "verdict": r.verdict,
+            "switch_ms": None if r.switch_seconds is None else round(r.switch_seconds * 1000, 1),
+            "actor": r.actor,
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
+            "reason": r.reason,
+        }
+        for r in rows
+    ]
+    c.out.table(
+        "History",
+        ["#", "environment", "kind", "version", "status", "watch", "switch", "by", "when", "reason"],
+        [
+            [
+                d["id"], d["environment"], d["kind"], d["version"], d["status"],
+                d["verdict"] or "", "" if d["switch_ms"] is None else f"{d['switch_ms']}ms",
+                d["actor"], _when(d["started_at"]), d["reason"] or "",
+            ]
+            for d in data
+        ],
+        data=data,
+    )
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
+@cli.command()
+@click.argument("environment")
+@click.option("--release", "which", metavar="VERSION", help="A release other than the live one.")
+@click.option("--router", "router_log", is_flag=True, help="The router's log instead.")
+@click.option("-n", "--lines", default=50, show_default=True, help="How many lines.")
+@pass_ctx
+def logs(c: Ctx, environment: str, which: str | None, router_log: bool, lines: int) -> None:
+    """The output of an environment's live release (or another, or its router)."""
+    from verger.deploy.process import tail
+    from verger.deploy.slots import Slots
+
+    _known(c, environment)
+    store = _store(c)
+    slots = Slots(c.loaded, store)
+    if router_log:
+        path = c.loaded.state_dir / "logs" / f"router-{environment}.log"
+    else:
+        path = _release_log(c, store, slots, environment, which)
+    text = tail(path, lines)
+    c.out.result({"path": str(path), "lines": text}, "\n".join(text) if text else f"({path} is empty)")
+
+
+def _release_log(c: Ctx, store: Any, slots: Any, environment: str, which: str | None) -> Path:
+    releases = store.releases(environment, limit=200)
+    if which is None:
+        env = store.environment(environment)
+        chosen = store.release(env.live_release) if env else None
+        chosen = chosen or (releases[0] if releases else None)
+    else:
+        chosen = next((r for r in releases if r.version == which or str(r.id) == which), None)
+    if chosen is None:
+        raise VergerError(
+            f"no release {which or ''} in {environment}".replace("  ", " "),
+            f"see 'verger history {environment}'",
+        )
+    path: Path = slots.log_path(chosen)
+    return path
+
+
+def main() -> None:
+    """Run the CLI: one error line and a hint on failure, never a traceback unless --debug."""
+    debug = "--debug" in sys.argv
+    json_mode = "--json" in sys.argv
+    try:
+        cli.main(standalone_mode=False)
+    except VergerError as exc:
+        out = Output(json_mode=json_mode, debug=debug)
+        if debug:
+            traceback.print_exc()
+        sys.exit(out.error(exc))
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        out = Output(json_mode=json_mode)
+        sys.exit(
+            out.error(
+                VergerError(
+                    f"unexpected error: {type(exc).__name__}: {exc}",
+                    "run again with --debug for the traceback, and report it",
+                )
+            )
+        )
+    sys.exit(_current[-1].out.exit_code if _current else 0)

@@ -1,0 +1,157 @@
+"""Local processes that outlive the agent: started in a session of their own,
+their output in a log file, and known again later by pid and start time.
+
+A pid alone is not an identity: after a restart of the machine or a long
+time, the same number may belong to another program. The kernel's start time
+of the process (from /proc) is recorded with it, and a process is only
+re-adopted, signalled or stopped when both match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from verger.errors import DeployError
+
+
+@dataclass(frozen=True)
+class Handle:
+    """A running process as verger knows it: its pid and kernel start time."""
+
+    pid: int
+    started: str
+
+
+def start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may contain spaces.
+    fields = raw.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        _reap(pid)
+        return None
+    return fields[19]
+
+
+# Exit statuses of our own children, collected when they are reaped.
+_exits: dict[int, int] = {}
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            _exits[pid] = os.waitstatus_to_exitcode(status)
+
+
+def alive(handle: Handle | None) -> bool:
+    """Whether the process is still the one recorded."""
+    if handle is None:
+        return False
+    _reap(handle.pid)
+    return start_time(handle.pid) == handle.started
+
+
+def spawn(
+    argv: list[str] | str,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    shell: bool = False,
+) -> Handle:
+    """Start a process in its own session, its output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab", buffering=0) as log:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                shell=shell,
+            )
+        except OSError as exc:
+            raise DeployError(
+                f"cannot start {argv if isinstance(argv, str) else argv[0]}: {exc}",
+                "check the command and that its program is installed",
+            ) from exc
+    started = start_time(proc.pid) or ""
+    # The Popen object is dropped on purpose: reaping goes through alive().
+    proc.returncode = 0
+    return Handle(proc.pid, started)
+
+
+def exit_code(handle: Handle) -> int | None:
+    """The exit status of a child of ours that ended, if it was collected."""
+    _reap(handle.pid)
+    return _exits.get(handle.pid)
+
+
+def signal_group(handle: Handle, signum: int) -> bool:
+    """Send a signal to the process's session group, if it is still the recorded one."""
+    if not alive(handle):
+        return False
+    try:
+        os.killpg(handle.pid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        os.kill(handle.pid, signum)
+    return True
+
+
+def stop(handle: Handle, grace: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``grace`` seconds."""
+    if not signal_group(handle, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not alive(handle):
+            return
+        time.sleep(0.05)
+    signal_group(handle, signal.SIGKILL)
+    for _ in range(100):
+        if not alive(handle):
+            return
+        time.sleep(0.02)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, chosen by the kernel."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something already listens on host:port (connect succeeds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host if host not in ("0.0.0.0", "") else "127.0.0.1", port)) == 0
+
+
+def tail(path: Path, lines: int = 20) -> list[str]:
+    """The last lines of a log file, for error messages and ``verger logs``."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            data = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return data.splitlines()[-lines:]

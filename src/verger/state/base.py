@@ -1,0 +1,295 @@
+"""The state store: environments, releases, deploys, their steps and the audit trail.
+
+One class holds every query; a small backend per engine supplies the
+connection, the placeholder style and the auto-increment spelling.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from verger.errors import StateError
+from verger.state.schema import LATEST, MIGRATIONS
+
+# Statuses a release row moves through.
+RELEASE_RUNNING = ("starting", "green", "live", "previous")
+# Statuses of a deploy that has ended.
+DEPLOY_ENDED = ("succeeded", "failed", "rolled_back", "undone")
+
+
+def actor() -> str:
+    """Who is acting: the login name and host, for the audit trail."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row as a read-only mapping with attribute access."""
+
+    data: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, name: str) -> Any:
+        return self.data[name]
+
+
+class Store(ABC):
+    """Typed access to the state store, whatever engine holds it."""
+
+    auto_id: str
+    placeholder: str
+
+    @abstractmethod
+    def _connect(self) -> Any: ...
+
+    @abstractmethod
+    def _transaction(self) -> Any:
+        """A context manager that commits on success and rolls back on error."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the store lives, for messages."""
+
+    def __init__(self) -> None:
+        self._conn = self._connect()
+        self._upgrade()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", self.placeholder)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        try:
+            with self._transaction():
+                cur = self._conn.cursor()
+                yield cur
+        except StateError:
+            raise
+        except Exception as exc:
+            raise StateError(
+                f"the state store at {self.describe()} failed: {exc}",
+                "check that it is reachable and writable, then retry",
+            ) from exc
+
+    def _all(self, statement: str, args: Sequence[Any] = ()) -> list[Row]:
+        with self._tx() as cur:
+            cur.execute(self._sql(statement), tuple(args))
+            names = [col[0] for col in cur.description]
+            return [Row(dict(zip(names, values, strict=True))) for values in cur.fetchall()]
+
+    def _one(self, statement: str, args: Sequence[Any] = ()) -> Row | None:
+        rows = self._all(statement, args)
+        return rows[0] if rows else None
+
+    def _run(self, statement: str, args: Sequence[Any] = ()) -> None:
+        with self._tx() as cur:
+            cur.execute(self._sql(statement), tuple(args))
+
+    def _insert(self, statement: str, args: Sequence[Any]) -> int:
+        with self._tx() as cur:
+            cur.execute(self._sql(statement + " RETURNING id"), tuple(args))
+            return int(cur.fetchone()[0])
+
+    def _upgrade(self) -> None:
+        with self._tx() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+            cur.execute("SELECT version FROM schema_version")
+            row = cur.fetchone()
+            current = int(row[0]) if row else 0
+            if row is None:
+                cur.execute("INSERT INTO schema_version (version) VALUES (0)")
+        if current > LATEST:
+            raise StateError(
+                f"the state store at {self.describe()} is at schema version "
+                f"{current}, newer than this verger knows ({LATEST})",
+                "upgrade verger to the version that wrote it",
+            )
+        for number in range(current, LATEST):
+            with self._tx() as cur:
+                for statement in MIGRATIONS[number]:
+                    cur.execute(statement.replace("{id}", self.auto_id))
+                cur.execute(
+                    self._sql("UPDATE schema_version SET version = ?"), (number + 1,)
+                )
+
+    def schema_version(self) -> int:
+        row = self._one("SELECT version FROM schema_version")
+        return int(row.version) if row else 0
+
+    # -- environments -----------------------------------------------------
+
+    def ensure_environment(self, name: str, router: str) -> None:
+        if self.environment(name) is None:
+            self._run(
+                "INSERT INTO environments (name, router, updated_at) VALUES (?, ?, ?)",
+                (name, router, time.time()),
+            )
+        else:
+            self._run(
+                "UPDATE environments SET router = ? WHERE name = ?", (router, name)
+            )
+
+    def environment(self, name: str) -> Row | None:
+        return self._one("SELECT * FROM environments WHERE name = ?", (name,))
+
+    def environments(self) -> list[Row]:
+        return self._all("SELECT * FROM environments ORDER BY name")
+
+    def set_router(self, name: str, pid: int | None, started: str | None) -> None:
+        self._run(
+            "UPDATE environments SET router_pid = ?, router_started = ?, updated_at = ?"
+            " WHERE name = ?",
+            (pid, started, time.time(), name),
+        )
+
+    def set_live(self, name: str, release_id: int | None) -> None:
+        self._run(
+            "UPDATE environments SET live_release = ?, updated_at = ? WHERE name = ?",
+            (release_id, time.time(), name),
+        )
+
+    # -- releases ---------------------------------------------------------
+
+    def add_release(self, environment: str, version: str, folder: str, source: str) -> int:
+        now = time.time()
+        return self._insert(
+            "INSERT INTO releases (environment, version, folder, source, status,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, 'building', ?, ?)",
+            (environment, version, folder, source, now, now),
+        )
+
+    def release(self, release_id: int | None) -> Row | None:
+        if release_id is None:
+            return None
+        return self._one("SELECT * FROM releases WHERE id = ?", (release_id,))
+
+    def releases(self, environment: str, limit: int = 50) -> list[Row]:
+        return self._all(
+            "SELECT * FROM releases WHERE environment = ? ORDER BY id DESC LIMIT ?",
+            (environment, limit),
+        )
+
+    def running_releases(self) -> list[Row]:
+        marks = ", ".join("?" for _ in RELEASE_RUNNING)
+        return self._all(
+            f"SELECT * FROM releases WHERE status IN ({marks}) ORDER BY id",
+            RELEASE_RUNNING,
+        )
+
+    def update_release(self, release_id: int, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        names = ", ".join(f"{name} = ?" for name in fields)
+        self._run(
+            f"UPDATE releases SET {names} WHERE id = ?", (*fields.values(), release_id)
+        )
+
+    # -- deploys and steps ------------------------------------------------
+
+    def add_deploy(
+        self,
+        environment: str,
+        kind: str,
+        version: str,
+        who: str,
+        *,
+        forced: bool = False,
+        previous_release_id: int | None = None,
+    ) -> int:
+        return self._insert(
+            "INSERT INTO deploys (environment, kind, version, status, step, actor,"
+            " forced, previous_release_id, started_at)"
+            " VALUES (?, ?, ?, 'running', 'queued', ?, ?, ?, ?)",
+            (environment, kind, version, who, int(forced), previous_release_id, time.time()),
+        )
+
+    def deploy(self, deploy_id: int) -> Row | None:
+        return self._one("SELECT * FROM deploys WHERE id = ?", (deploy_id,))
+
+    def deploys(self, environment: str | None = None, limit: int = 20) -> list[Row]:
+        if environment is None:
+            return self._all("SELECT * FROM deploys ORDER BY id DESC LIMIT ?", (limit,))
+        return self._all(
+            "SELECT * FROM deploys WHERE environment = ? ORDER BY id DESC LIMIT ?",
+            (environment, limit),
+        )
+
+    def unfinished_deploys(self, environment: str | None = None) -> list[Row]:
+        rows = self._all("SELECT * FROM deploys WHERE status IN ('running', 'interrupted')")
+        return [row for row in rows if environment in (None, row.environment)]
+
+    def update_deploy(self, deploy_id: int, **fields: Any) -> None:
+        if fields.get("status") in DEPLOY_ENDED:
+            fields.setdefault("finished_at", time.time())
+        names = ", ".join(f"{name} = ?" for name in fields)
+        self._run(
+            f"UPDATE deploys SET {names} WHERE id = ?", (*fields.values(), deploy_id)
+        )
+
+    def record_step(
+        self, deploy_id: int, name: str, status: str, detail: str | None = None
+    ) -> None:
+        """Record a step; a step is recorded as started before it is taken."""
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO steps (deploy_id, name, status, detail, at)"
+                    " VALUES (?, ?, ?, ?, ?)"
+                ),
+                (deploy_id, name, status, detail, time.time()),
+            )
+            if status == "started":
+                cur.execute(
+                    self._sql("UPDATE deploys SET step = ? WHERE id = ?"), (name, deploy_id)
+                )
+
+    def steps(self, deploy_id: int) -> list[Row]:
+        return self._all("SELECT * FROM steps WHERE deploy_id = ? ORDER BY id", (deploy_id,))
+
+    def passed(self, environment: str, version: str) -> Row | None:
+        """The newest deploy of ``version`` that passed in ``environment``, if any."""
+        return self._one(
+            "SELECT * FROM deploys WHERE environment = ? AND version = ?"
+            " AND kind = 'deploy' AND status = 'succeeded' ORDER BY id DESC LIMIT 1",
+            (environment, version),
+        )
+
+    # -- audit ------------------------------------------------------------
+
+    def audit(
+        self, who: str, action: str, environment: str | None = None, **detail: Any
+    ) -> None:
+        self._run(
+            "INSERT INTO audit (at, actor, action, environment, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), who, action, environment, json.dumps(detail, default=str)),
+        )
+
+    def audit_trail(self, environment: str | None = None, limit: int = 50) -> list[Row]:
+        if environment is None:
+            return self._all("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return self._all(
+            "SELECT * FROM audit WHERE environment = ? ORDER BY id DESC LIMIT ?",
+            (environment, limit),
+        )

@@ -1,0 +1,75 @@
+"""The state store's schema, as numbered steps applied in order.
+
+A store records the version it is at; opening it applies the steps after
+that, each in one transaction, so an older store is upgraded in place.
+Statements are written once in a dialect both SQLite and PostgreSQL accept;
+``{id}`` stands for each engine's auto-increment primary key.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE environments (
+            name TEXT PRIMARY KEY,
+            router TEXT NOT NULL,
+            router_pid INTEGER,
+            router_started TEXT,
+            live_release INTEGER,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE releases (
+            id {id},
+            environment TEXT NOT NULL,
+            version TEXT NOT NULL,
+            folder TEXT NOT NULL,
+            source TEXT NOT NULL,
+            status TEXT NOT NULL,
+            slot TEXT,
+            port INTEGER,
+            pid INTEGER,
+            pid_started TEXT,
+            stop_at DOUBLE PRECISION,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX releases_by_environment ON releases (environment, id)",
+        """CREATE TABLE deploys (
+            id {id},
+            environment TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            version TEXT NOT NULL,
+            release_id INTEGER,
+            previous_release_id INTEGER,
+            status TEXT NOT NULL,
+            step TEXT NOT NULL,
+            verdict TEXT,
+            reason TEXT,
+            actor TEXT NOT NULL,
+            forced INTEGER NOT NULL DEFAULT 0,
+            switch_seconds DOUBLE PRECISION,
+            started_at DOUBLE PRECISION NOT NULL,
+            finished_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX deploys_by_environment ON deploys (environment, id)",
+        """CREATE TABLE steps (
+            id {id},
+            deploy_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            detail TEXT,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX steps_by_deploy ON steps (deploy_id, id)",
+        """CREATE TABLE audit (
+            id {id},
+            at DOUBLE PRECISION NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            environment TEXT,
+            detail TEXT
+        )""",
+    ],
+]
+
+LATEST = len(MIGRATIONS)
