@@ -190,11 +190,11 @@ def _start_comment(guess: Guess) -> str:
     if guess.start == _UNKNOWN_START:
         return (
             "# could not tell how this app starts: replace with the command that\n"
-            "# serves HTTP on $PORT (verger picks a free port for each slot)\n"
+            "# serves HTTP on $PORT (required; verger picks a free port per slot)\n"
         )
     if guess.note:
-        return f"# {guess.note}; it must serve HTTP on $PORT\n"
-    return "# must serve HTTP on $PORT (verger picks a free port for each slot)\n"
+        return f"# {guess.note}; it must serve HTTP on $PORT (required)\n"
+    return "# must serve HTTP on $PORT (required; verger picks a free port per slot)\n"
 
 
 def _build_lines(guess: Guess) -> str:
@@ -276,7 +276,7 @@ environments:               # named places the app runs, at least one (required)
     approval: manual
 
 notify:                     # who hears about deploys (default: nobody)
-  webhooks: []
+  webhooks: []              # URLs to POST deploy events to (default: none)
 #    - https://hooks.slack.com/services/T000/B000/XXXX
 #    - url: https://example.com/hooks/deploys
 #      events: [failed, rolled_back]  # default: started, succeeded, failed,
