@@ -244,3 +244,10 @@ def test_empty_and_non_mapping_files(tmp_path: Path) -> None:
         load_config(write(tmp_path, "# nothing\n"))
     with pytest.raises(ConfigError, match=r"verger\.yml:1: expected a mapping"):
         load_config(write(tmp_path, "- app\n"))
+
+
+def test_swapped_letters_suggest_the_swapped_key(tmp_path: Path) -> None:
+    """A key with two letters swapped suggests that key over a merely similar one."""
+    text = VALID.replace("start:", "strat:")
+    found = problems(tmp_path, text)
+    assert "verger.yml:2: strat: unknown key; did you mean 'start'?" in found

@@ -144,8 +144,8 @@ def _describe(error: Any, document: CommentedMap, path: Path) -> tuple[int, str]
     kind = error["type"]
     if kind == "extra_forbidden":
         known = _fields_at(loc[:-1])
-        near = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
+        near = nearest_key(str(loc[-1]), known)
+        hint = f"; did you mean {near!r}?" if near else ""
         accepted = f" (accepted: {', '.join(known)})" if known and not near else ""
         return line or 0, f"{where}: {key}: unknown key{hint}{accepted}"
     if kind == "missing":
@@ -174,6 +174,31 @@ def _unset_hint(value: Any) -> str:
     if not names:
         return ""
     return f" (environment variable {names[0]} is not set)"
+
+
+def nearest_key(typed: str, known: list[str]) -> str | None:
+    """The accepted key ``typed`` most likely meant: fewest edits, then most alike."""
+    # Edit distance counts a swap as one edit, so "strat" means "start", not "state".
+    distances = {key: _edits(typed, key) for key in known}
+    close = sorted((d, key) for key, d in distances.items() if d <= 2 < len(key))
+    if close:
+        return close[0][1]
+    near = difflib.get_close_matches(typed, known, n=1, cutoff=0.5)
+    return near[0] if near else None
+
+
+def _edits(a: str, b: str) -> int:
+    """Optimal string alignment distance: inserts, deletes, changes and swaps."""
+    rows = [list(range(len(b) + 1))]
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            row[j] = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
 
 
 def _is_validator_name(part: Any) -> bool:
