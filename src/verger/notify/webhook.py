@@ -69,12 +69,13 @@ class WebhookNotifier(Notifier):
                 log.debug("Webhook %s: %s; retrying in %gs", self.shown, reason, delay)
                 await asyncio.sleep(delay)
         log.warning(
-            "Gave up sending the %s event of deploy #%s to webhook %s after %d "
-            "tries in %.1fs: %s",
+            "Gave up sending the %s event of deploy #%s to webhook %s after %d %s "
+            "in %.1fs: %s",
             event.event,
             event.deploy_id,
             self.shown,
             tries,
+            "try" if tries == 1 else "tries",
             time.monotonic() - started,
             reason,
         )
