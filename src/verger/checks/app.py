@@ -18,65 +18,15 @@ from verger.config.model import Config
 from verger.errors import VergerError
 
 # Words the shell runs itself; they need no binary on PATH.
-SHELL_BUILTINS = frozenset(
-    {
-        ".",
-        ":",
-        "[",
-        "alias",
-        "bg",
-        "cd",
-        "command",
-        "echo",
-        "eval",
-        "exit",
-        "export",
-        "false",
-        "fg",
-        "getopts",
-        "hash",
-        "jobs",
-        "kill",
-        "printf",
-        "pwd",
-        "read",
-        "readonly",
-        "return",
-        "set",
-        "shift",
-        "source",
-        "test",
-        "times",
-        "trap",
-        "true",
-        "type",
-        "ulimit",
-        "umask",
-        "unalias",
-        "unset",
-        "wait",
-        "if",
-        "then",
-        "else",
-        "elif",
-        "fi",
-        "for",
-        "while",
-        "until",
-        "do",
-        "done",
-        "case",
-        "esac",
-        "in",
-        "{",
-        "}",
-        "!",
-        "[[",
-        "]]",
-    }
-)
+_BUILTIN_WORDS = """
+    . : [ alias bg cd command echo eval exit export false fg getopts hash jobs kill
+    printf pwd read readonly return set shift source test times trap true type
+    ulimit umask unalias unset wait if then else elif fi for while until do done
+    case esac in { } ! [[ ]]
+"""
+SHELL_BUILTINS = frozenset(_BUILTIN_WORDS.split())
 # Words that run the command after them, which is the one to look for.
-_WRAPPERS = frozenset({"exec", "env", "nohup", "command", "time", "nice"})
+_WRAPPERS = frozenset({"exec", "env", "nohup", "command", "time"})
 _SEPARATORS = frozenset({"&&", "||", ";", "|", "&", "(", ")", ";;", "|&"})
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
