@@ -1,0 +1,338 @@
+"""Deploys through the real CLI, agent, router and app processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+
+from conftest import Project, Traffic, config_text
+
+
+def up(project: Project) -> None:
+    project.run("up", check=True)
+
+
+def one_line_error(done: object) -> str:
+    """The error line of a failed command; there must be no traceback."""
+    stderr = done.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
+    assert "hint:" in stderr, stderr
+    return lines[0]
+
+
+def test_first_deploy_serves_the_release_and_records_it(project: Project) -> None:
+    """A first deploy builds, starts, checks and switches; status and history show it."""
+    up(project)
+    done = project.deploy("staging", project.source("v1"), "v1")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert project.get("staging")[1] == "v1"
+
+    status = project.json("status", "staging")
+    env = status["environments"][0]
+    assert env["live"]["version"] == "v1" and env["live"]["running"]
+    assert env["router"]["running"] and env["consistent"]
+    history = project.json("history", "staging")
+    assert history[0]["status"] == "succeeded" and history[0]["version"] == "v1"
+
+
+def test_second_deploy_switches_with_no_failed_request(project: Project) -> None:
+    """Under keep-alive traffic, v1 to v2 fails no request and v1 stays warm."""
+    up(project)
+    assert project.deploy("staging", project.source("v1"), "v1").returncode == 0
+    with Traffic(project.ports["staging"]) as traffic:
+        time.sleep(0.3)
+        done = project.deploy("staging", project.source("v2"), "v2")
+        time.sleep(0.3)
+    assert done.returncode == 0, done.stderr
+    assert traffic.failed == [] and traffic.sent > 50
+    assert traffic.versions.get("v2", 0) > 0
+    env = project.json("status", "staging")["environments"][0]
+    assert env["live"]["version"] == "v2"
+    assert [p["version"] for p in env["previous"]] == ["v1"]
+
+
+def test_start_command_that_exits_at_once_is_refused(project: Project) -> None:
+    """A release that crashes at start fails the deploy with its last log line; v1 serves."""
+    up(project)
+    project.deploy("staging", project.source("v1"), "v1")
+    with Traffic(project.ports["staging"]) as traffic:
+        done = project.deploy("staging", project.source("v3", "crash"), "v3")
+    assert done.returncode == 4
+    line = one_line_error(done)
+    assert "exited during start with code 1" in line and "cannot read settings" in line
+    assert traffic.failed == [] and project.get("staging")[1] == "v1"
+
+
+def test_app_that_never_becomes_healthy_is_refused(project: Project) -> None:
+    """A release whose health path keeps failing is refused after start_timeout."""
+    up(project)
+    project.deploy("staging", project.source("v1"), "v1")
+    done = project.deploy("staging", project.source("v2", "never-healthy"), "v2")
+    assert done.returncode == 4
+    line = one_line_error(done)
+    assert "did not become healthy within 5s" in line and "HTTP 503" in line
+    assert project.get("staging")[1] == "v1"
+
+
+def test_app_slower_than_start_timeout_is_refused(project: Project) -> None:
+    """A release that needs longer than start_timeout to listen is refused."""
+    up(project)
+    project.deploy("staging", project.source("v1"), "v1")
+    done = project.deploy("staging", project.source("v2", "slow-start:8"), "v2")
+    assert done.returncode == 4
+    assert "connection refused" in one_line_error(done)
+    assert project.get("staging")[1] == "v1"
+
+
+def test_release_failing_its_smoke_tests_never_takes_traffic(project: Project) -> None:
+    """A healthy release that fails a smoke test is stopped before any user reaches it."""
+    up(project)
+    project.deploy("staging", project.source("v1"), "v1")
+    with Traffic(project.ports["staging"]) as traffic:
+        done = project.deploy("staging", project.source("v2", "smoke-fail"), "v2")
+    assert done.returncode == 4
+    assert "smoke test 'GET /smoke' failed: expected a 2xx" in one_line_error(done)
+    assert traffic.versions.get("v2", 0) == 0 and traffic.failed == []
+
+
+def test_errors_after_the_switch_roll_back_to_the_warm_release(project: Project) -> None:
+    """5xx answers in the watch window switch back to blue and record why."""
+    up(project)
+    project.deploy("staging", project.source("v1"), "v1")
+    with Traffic(project.ports["staging"]) as traffic:
+        done = project.deploy("staging", project.source("v4", "errors-when-live"), "v4")
+        time.sleep(0.3)
+    assert done.returncode == 4
+    assert "rolled back" in one_line_error(done) and "error rate" in done.stderr
+    assert project.get("staging")[1] == "v1"
+    assert all(f == "HTTP 500" for f in traffic.failed)
+    deploy = project.json("history", "staging")[0]
+    assert deploy["status"] == "rolled_back" and "watch window breached" in deploy["reason"]
+
+
+def test_slow_answers_after_the_switch_roll_back(project: Project) -> None:
+    """A p95 above max_p95 in the watch window rolls back."""
+    project.write_config(
+        config_text(
+            project.ports,
+            watch="{duration: 3s, max_error_rate: 5%, max_p95: 200ms, interval: 200ms}",
+        )
+    )
+    up(project)
+    project.deploy("staging", project.source("v1"), "v1")
+    with Traffic(project.ports["staging"]):
+        done = project.deploy("staging", project.source("v2", "slow-when-live:0.6"), "v2")
+    assert done.returncode == 4
+    assert "p95 latency" in done.stderr
+    assert project.get("staging")[1] == "v1"
+
+
+def test_watch_window_without_traffic_is_inconclusive(project: Project) -> None:
+    """A watch window that saw no request is reported inconclusive, never passed."""
+    up(project)
+    done = project.deploy("staging", project.source("v1"), "v1")
+    assert done.returncode == 0
+    assert "inconclusive" in done.stdout
+    assert project.json("history", "staging")[0]["verdict"] == "inconclusive"
+
+
+def test_taken_port_is_reported_and_deploy_refused(project: Project) -> None:
+    """When another process holds the listen port, deploy says so with a hint."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", project.ports["staging"]))
+    holder.listen()
+    try:
+        up(project)
+        done = project.deploy("staging", project.source("v1"), "v1")
+    finally:
+        holder.close()
+    assert done.returncode != 0
+    line = one_line_error(done)
+    assert f"port {project.ports['staging']}" in line and "taken" in line
+
+
+def test_missing_release_folder_is_refused(project: Project) -> None:
+    """Deploying a folder that does not exist fails at once with a hint."""
+    up(project)
+    done = project.deploy("staging", project.root / "nowhere", "v1")
+    assert done.returncode == 4
+    assert "no release folder at" in one_line_error(done)
+
+
+def test_agent_not_running_is_reported(project: Project) -> None:
+    """Without an agent, deploy exits 3 and tells how to start it."""
+    done = project.deploy("staging", project.source("v1"), "v1")
+    assert done.returncode == 3
+    assert "the agent is not running" in one_line_error(done)
+    assert "verger up" in done.stderr
+
+
+def test_second_deploy_in_one_environment_is_refused(project: Project) -> None:
+    """A second deploy while one runs is refused, naming the running one."""
+    up(project)
+    import subprocess
+    import sys
+
+    first = subprocess.Popen(
+        [sys.executable, "-m", "verger", "-c", str(project.config), "deploy", "staging",
+         str(project.source("v1", "slow-start:2")), "--version", "v1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(1.0)
+    done = project.deploy("staging", project.source("v2"), "v2")
+    first.communicate(timeout=60)
+    assert done.returncode == 5
+    line = one_line_error(done)
+    assert "already running in staging" in line and "v1" in line
+
+
+def test_production_refuses_a_version_that_did_not_pass_staging(project: Project) -> None:
+    """requires: staging gates production unless --force."""
+    project.write_config(config_text(project.ports, requires="staging"))
+    up(project)
+    done = project.deploy("production", project.source("v1"), "v1")
+    assert done.returncode == 4
+    assert "has not passed staging" in one_line_error(done)
+    forced = project.deploy("production", project.source("v1"), "v1", "--force")
+    assert forced.returncode == 0, forced.stderr
+
+
+def test_release_goes_through_staging_then_production(project: Project) -> None:
+    """verger release deploys each environment in order; manual approval needs --yes."""
+    project.write_config(config_text(project.ports, requires="staging", approval="manual"))
+    up(project)
+    refused = project.run("release", str(project.source("v1")), "--version", "v1")
+    assert refused.returncode == 4
+    assert "needs approval" in one_line_error(refused)
+    done = project.run("release", str(project.source("v1")), "--version", "v1", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert project.get("staging")[1] == "v1" and project.get("production")[1] == "v1"
+
+
+def test_rollback_switches_to_the_warm_release_then_a_cold_one(project: Project) -> None:
+    """rollback goes to the warm previous release; --to starts a stopped one again."""
+    project.write_config(config_text(project.ports, keep_previous="0s"))
+    up(project)
+    for version in ("v1", "v2", "v3"):
+        assert project.deploy("staging", project.source(version), version).returncode == 0
+    done = project.run("rollback", "staging")
+    assert done.returncode == 0, done.stderr
+    assert project.get("staging")[1] == "v2"
+    done = project.run("rollback", "staging", "--to", "v1")
+    assert done.returncode == 0, done.stderr
+    assert project.get("staging")[1] == "v1"
+    missing = project.run("rollback", "staging", "--to", "v9")
+    assert missing.returncode == 4 and "no earlier release 'v9'" in one_line_error(missing)
+
+
+def test_killed_agent_leaves_apps_serving_and_a_new_one_adopts_them(project: Project) -> None:
+    """SIGKILL of the agent stops nothing; a new agent adopts the same processes."""
+    up(project)
+    project.deploy("staging", project.source("v1"), "v1")
+    before = project.json("status", "staging")["environments"][0]
+    with Traffic(project.ports["staging"]) as traffic:
+        os.kill(project.agent_pid() or 0, signal.SIGKILL)
+        time.sleep(0.5)
+        started = time.monotonic()
+        up(project)
+        adopted = time.monotonic() - started
+        time.sleep(0.5)
+    after = project.json("status", "staging")["environments"][0]
+    assert traffic.failed == [] and traffic.sent > 20
+    assert after["live"]["pid"] == before["live"]["pid"]
+    assert after["router"]["pid"] == before["router"]["pid"]
+    assert adopted < 2.0
+
+
+def test_agent_killed_in_the_watch_window_is_undone_by_the_next_deploy(project: Project) -> None:
+    """A deploy cut by SIGKILL after the switch is reported, then undone next time."""
+    import subprocess
+    import sys
+
+    project.write_config(
+        config_text(project.ports, watch="{duration: 30s, max_error_rate: 5%, max_p95: 1s}")
+    )
+    up(project)
+    project.deploy("staging", project.source("v1"), "v1")
+    with Traffic(project.ports["staging"]) as traffic:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "verger", "-c", str(project.config), "deploy", "staging",
+             str(project.source("v2")), "--version", "v2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "v2" not in traffic.versions:
+            time.sleep(0.05)
+        os.kill(project.agent_pid() or 0, signal.SIGKILL)
+        cli.kill()
+        cli.communicate()
+        time.sleep(0.5)
+        assert project.get("staging")[1] == "v2"
+        up(project)
+        status = project.json("status", "staging")["environments"][0]
+        assert status["unfinished"][0]["status"] == "interrupted"
+        assert status["unfinished"][0]["step"] == "watch"
+        done = project.run("rollback", "staging")
+        time.sleep(0.3)
+    assert traffic.failed == []
+    assert "undid deploy" in done.stdout + done.stderr
+    assert project.get("staging")[1] == "v1"
+    history = project.json("history", "staging")
+    assert any(d["status"] == "undone" for d in history)
+
+
+def test_dead_app_process_is_restarted_on_its_port(project: Project) -> None:
+    """When the live release's process dies, the agent starts it again on the same port."""
+    up(project)
+    project.deploy("staging", project.source("v1"), "v1")
+    live = project.json("status", "staging")["environments"][0]["live"]
+    os.killpg(live["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = project.json("status", "staging")["environments"][0]["live"]
+        if now["running"] and now["pid"] != live["pid"]:
+            break
+        time.sleep(0.1)
+    assert now["port"] == live["port"] and now["running"]
+    assert project.get("staging")[0] == 200
+
+
+def test_webhooks_announce_started_succeeded_and_rolled_back(project: Project) -> None:
+    """Webhooks receive a Slack-shaped body for each deploy event."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    import threading
+
+    received: list[dict[str, object]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{server.server_address[1]}/services/T0/B0/secret"
+    project.write_config(config_text(project.ports, notify=f"{{webhooks: [{hook}]}}"))
+    try:
+        up(project)
+        project.deploy("staging", project.source("v1"), "v1")
+        with Traffic(project.ports["staging"]):
+            project.deploy("staging", project.source("v2", "errors-when-live"), "v2")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(received) < 4:
+            time.sleep(0.1)
+    finally:
+        server.shutdown()
+    events = [body["event"] for body in received]
+    assert events == ["started", "succeeded", "started", "rolled_back"]
+    assert all("text" in body for body in received)
