@@ -77,7 +77,11 @@ class Output:
         """Write one error line and its hint, and return the exit code."""
         log.error("%s", exc.message)
         if self.json_mode:
-            body = {"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__}
+            body: dict[str, object] = {
+                "error": exc.message,
+                "hint": exc.hint,
+                "kind": type(exc).__name__,
+            }
             if isinstance(exc, ConfigError) and exc.problems:
                 body["problems"] = exc.problems
             sys.stdout.write(json.dumps(body) + "\n")

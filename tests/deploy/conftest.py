@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -53,7 +54,9 @@ class Project:
             (folder / "FAULT").write_text(fault)
         return folder
 
-    def run(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = 120, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [*VERGER, "-c", str(self.config), *args],
             capture_output=True,
@@ -63,15 +66,21 @@ class Project:
             stdin=subprocess.DEVNULL,
         )
         if check and done.returncode != 0:
-            raise AssertionError(f"verger {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+            raise AssertionError(
+                f"verger {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+            )
         return done
 
     def json(self, *args: str) -> Any:
         done = self.run("--json", *args, check=True)
         return json.loads(done.stdout)
 
-    def deploy(self, environment: str, source: Path, version: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        return self.run("deploy", environment, str(source), "--version", version, *extra)
+    def deploy(
+        self, environment: str, source: Path, version: str, *extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            "deploy", environment, str(source), "--version", version, *extra
+        )
 
     def url(self, environment: str) -> str:
         return f"http://127.0.0.1:{self.ports[environment]}"
@@ -81,13 +90,19 @@ class Project:
         try:
             conn.request("GET", path)
             response = conn.getresponse()
-            return response.status, response.getheader("X-Version") or "", response.read().decode()
+            return (
+                response.status,
+                response.getheader("X-Version") or "",
+                response.read().decode(),
+            )
         finally:
             conn.close()
 
     def agent_pid(self) -> int | None:
         try:
-            return int(json.loads((self.root / ".verger" / "agent.json").read_text())["pid"])
+            return int(
+                json.loads((self.root / ".verger" / "agent.json").read_text())["pid"]
+            )
         except (OSError, ValueError, KeyError):
             return None
 
@@ -109,21 +124,21 @@ def config_text(ports: dict[str, int], **overrides: str) -> str:
     return f"""\
 app: testapp
 start: {sys.executable} app.py
-health: {values['health']}
-smoke: {values['smoke']}
-watch: {values['watch']}
-keep_previous: {values['keep_previous']}
+health: {values["health"]}
+smoke: {values["smoke"]}
+watch: {values["watch"]}
+keep_previous: {values["keep_previous"]}
 environments:
   staging:
-    listen: 127.0.0.1:{ports['staging']}
-    router: {values['router']}
+    listen: 127.0.0.1:{ports["staging"]}
+    router: {values["router"]}
     drain_timeout: 5s
   production:
-    listen: 127.0.0.1:{ports['production']}
-    router: {values['router']}
+    listen: 127.0.0.1:{ports["production"]}
+    router: {values["router"]}
     drain_timeout: 5s{requires}
-    approval: {values['approval']}
-notify: {values['notify']}
+    approval: {values["approval"]}
+notify: {values["notify"]}
 """
 
 
@@ -137,10 +152,8 @@ def _kill_leftovers(root: Path) -> None:
         except OSError:
             continue
         if cwd.startswith(str(root)):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture
@@ -164,7 +177,10 @@ class Traffic:
         self.versions: dict[str, int] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)]
+        self._threads = [
+            threading.Thread(target=self._client, args=(i,), daemon=True)
+            for i in range(clients)
+        ]
 
     def __enter__(self) -> Traffic:
         for thread in self._threads:
@@ -189,7 +205,12 @@ class Traffic:
                 if n % 2:
                     conn.request("GET", self.path)
                 else:
-                    conn.request("POST", self.path, body=b"x" * 512, headers={"Content-Type": "text/plain"})
+                    conn.request(
+                        "POST",
+                        self.path,
+                        body=b"x" * 512,
+                        headers={"Content-Type": "text/plain"},
+                    )
                 response = conn.getresponse()
                 response.read()
                 outcome = None if response.status < 500 else f"HTTP {response.status}"

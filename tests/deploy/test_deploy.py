@@ -100,7 +100,9 @@ def test_release_failing_its_smoke_tests_never_takes_traffic(project: Project) -
     assert traffic.versions.get("v2", 0) == 0 and traffic.failed == []
 
 
-def test_errors_after_the_switch_roll_back_to_the_warm_release(project: Project) -> None:
+def test_errors_after_the_switch_roll_back_to_the_warm_release(
+    project: Project,
+) -> None:
     """5xx answers in the watch window switch back to blue and record why."""
     up(project)
     project.deploy("staging", project.source("v1"), "v1")
@@ -112,7 +114,10 @@ def test_errors_after_the_switch_roll_back_to_the_warm_release(project: Project)
     assert project.get("staging")[1] == "v1"
     assert all(f == "HTTP 500" for f in traffic.failed)
     deploy = project.json("history", "staging")[0]
-    assert deploy["status"] == "rolled_back" and "watch window breached" in deploy["reason"]
+    assert (
+        deploy["status"] == "rolled_back"
+        and "watch window breached" in deploy["reason"]
+    )
 
 
 def test_slow_answers_after_the_switch_roll_back(project: Project) -> None:
@@ -126,7 +131,9 @@ def test_slow_answers_after_the_switch_roll_back(project: Project) -> None:
     up(project)
     project.deploy("staging", project.source("v1"), "v1")
     with Traffic(project.ports["staging"]):
-        done = project.deploy("staging", project.source("v2", "slow-when-live:0.6"), "v2")
+        done = project.deploy(
+            "staging", project.source("v2", "slow-when-live:0.6"), "v2"
+        )
     assert done.returncode == 4
     assert "p95 latency" in done.stderr
     assert project.get("staging")[1] == "v1"
@@ -179,9 +186,21 @@ def test_second_deploy_in_one_environment_is_refused(project: Project) -> None:
     import sys
 
     first = subprocess.Popen(
-        [sys.executable, "-m", "verger", "-c", str(project.config), "deploy", "staging",
-         str(project.source("v1", "slow-start:2")), "--version", "v1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "verger",
+            "-c",
+            str(project.config),
+            "deploy",
+            "staging",
+            str(project.source("v1", "slow-start:2")),
+            "--version",
+            "v1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(1.0)
     done = project.deploy("staging", project.source("v2"), "v2")
@@ -191,7 +210,9 @@ def test_second_deploy_in_one_environment_is_refused(project: Project) -> None:
     assert "already running in staging" in line and "v1" in line
 
 
-def test_production_refuses_a_version_that_did_not_pass_staging(project: Project) -> None:
+def test_production_refuses_a_version_that_did_not_pass_staging(
+    project: Project,
+) -> None:
     """requires: staging gates production unless --force."""
     project.write_config(config_text(project.ports, requires="staging"))
     up(project)
@@ -204,7 +225,9 @@ def test_production_refuses_a_version_that_did_not_pass_staging(project: Project
 
 def test_release_goes_through_staging_then_production(project: Project) -> None:
     """verger release deploys each environment in order; manual approval needs --yes."""
-    project.write_config(config_text(project.ports, requires="staging", approval="manual"))
+    project.write_config(
+        config_text(project.ports, requires="staging", approval="manual")
+    )
     up(project)
     refused = project.run("release", str(project.source("v1")), "--version", "v1")
     assert refused.returncode == 4
@@ -214,12 +237,16 @@ def test_release_goes_through_staging_then_production(project: Project) -> None:
     assert project.get("staging")[1] == "v1" and project.get("production")[1] == "v1"
 
 
-def test_rollback_switches_to_the_warm_release_then_a_cold_one(project: Project) -> None:
+def test_rollback_switches_to_the_warm_release_then_a_cold_one(
+    project: Project,
+) -> None:
     """rollback goes to the warm previous release; --to starts a stopped one again."""
     project.write_config(config_text(project.ports, keep_previous="0s"))
     up(project)
     for version in ("v1", "v2", "v3"):
-        assert project.deploy("staging", project.source(version), version).returncode == 0
+        assert (
+            project.deploy("staging", project.source(version), version).returncode == 0
+        )
     done = project.run("rollback", "staging")
     assert done.returncode == 0, done.stderr
     assert project.get("staging")[1] == "v2"
@@ -227,10 +254,14 @@ def test_rollback_switches_to_the_warm_release_then_a_cold_one(project: Project)
     assert done.returncode == 0, done.stderr
     assert project.get("staging")[1] == "v1"
     missing = project.run("rollback", "staging", "--to", "v9")
-    assert missing.returncode == 4 and "no earlier release 'v9'" in one_line_error(missing)
+    assert missing.returncode == 4 and "no earlier release 'v9'" in one_line_error(
+        missing
+    )
 
 
-def test_killed_agent_leaves_apps_serving_and_a_new_one_adopts_them(project: Project) -> None:
+def test_killed_agent_leaves_apps_serving_and_a_new_one_adopts_them(
+    project: Project,
+) -> None:
     """SIGKILL of the agent stops nothing; a new agent adopts the same processes."""
     up(project)
     project.deploy("staging", project.source("v1"), "v1")
@@ -249,21 +280,37 @@ def test_killed_agent_leaves_apps_serving_and_a_new_one_adopts_them(project: Pro
     assert adopted < 2.0
 
 
-def test_agent_killed_in_the_watch_window_is_undone_by_the_next_deploy(project: Project) -> None:
+def test_agent_killed_in_the_watch_window_is_undone_by_the_next_deploy(
+    project: Project,
+) -> None:
     """A deploy cut by SIGKILL after the switch is reported, then undone next time."""
     import subprocess
     import sys
 
     project.write_config(
-        config_text(project.ports, watch="{duration: 30s, max_error_rate: 5%, max_p95: 1s}")
+        config_text(
+            project.ports, watch="{duration: 30s, max_error_rate: 5%, max_p95: 1s}"
+        )
     )
     up(project)
     project.deploy("staging", project.source("v1"), "v1")
     with Traffic(project.ports["staging"]) as traffic:
         cli = subprocess.Popen(
-            [sys.executable, "-m", "verger", "-c", str(project.config), "deploy", "staging",
-             str(project.source("v2")), "--version", "v2"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "verger",
+                "-c",
+                str(project.config),
+                "deploy",
+                "staging",
+                str(project.source("v2")),
+                "--version",
+                "v2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and "v2" not in traffic.versions:
@@ -304,8 +351,8 @@ def test_dead_app_process_is_restarted_on_its_port(project: Project) -> None:
 
 def test_webhooks_announce_started_succeeded_and_rolled_back(project: Project) -> None:
     """Webhooks receive a Slack-shaped body for each deploy event."""
-    from http.server import BaseHTTPRequestHandler, HTTPServer
     import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
 
     received: list[dict[str, object]] = []
 
@@ -314,7 +361,9 @@ def test_webhooks_announce_started_succeeded_and_rolled_back(project: Project) -
             pass
 
         def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            received.append(
+                json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            )
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -28,6 +28,7 @@ from verger.deploy.machine import Context, Deployment, drain_and_stop, recover
 from verger.deploy.routers import Router, Upstream, make_router
 from verger.deploy.slots import Slots
 from verger.errors import AgentError, BusyError, DeployError, RouterError, VergerError
+from verger.notify import DeployEvent, Notifier, make_notifier
 from verger.state import Row, open_store
 
 log = logging.getLogger("verger.agent")
@@ -47,7 +48,7 @@ class Backoff:
     def failed(self) -> float:
         if time.monotonic() - self.started > 30:
             self.failures = 0
-        delay = min(30.0, 0.5 * 2**self.failures)
+        delay = min(30.0, 0.5 * 2.0**self.failures)
         self.failures += 1
         self.next_try = time.monotonic() + delay
         return delay
@@ -94,14 +95,17 @@ class Agent:
             for name, env in self.config.environments.items()
         }
         self.notifier = _make_notifier(self.loaded)
-        self.ctx = Context(self.loaded, self.store, self.slots, self.routers, self.notify)
+        self.ctx = Context(
+            self.loaded, self.store, self.slots, self.routers, self.notify
+        )
 
     # -- start and stop ---------------------------------------------------
 
     def take_lock(self) -> Any:
         """Hold the agent lock for this state folder, or refuse to start."""
         self.files.state_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(self.files.lock, "a+")
+        # Held open for the agent's whole life: the lock lasts as long as the file.
+        handle = open(self.files.lock, "a+")  # noqa: SIM115
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -123,7 +127,10 @@ class Agent:
                 log.info(
                     "Deploy #%d of %s in %s was interrupted at step %s; the next "
                     "deploy or rollback will finish or undo it.",
-                    row.id, row.version, row.environment, row.step,
+                    row.id,
+                    row.version,
+                    row.environment,
+                    row.step,
                 )
         await asyncio.gather(*(self.ensure_router(name) for name in self.routers))
         await self.ensure_releases()
@@ -191,7 +198,9 @@ class Agent:
         )
         self.store.set_router(name, handle.pid, handle.started)
         if await self._wait_ready(router, ROUTER_READY_TIMEOUT, handle):
-            log.info("Started the %s router on %s (pid %d).", name, router.listen, handle.pid)
+            log.info(
+                "Started the %s router on %s (pid %d).", name, router.listen, handle.pid
+            )
             self.router_problems.pop(name, None)
             return
         lines = process.tail(self.files.logs_dir / f"router-{name}.log", 3)
@@ -256,7 +265,11 @@ class Agent:
             log.warning(
                 "Release %s in %s (pid %s) is not running; starting it again on "
                 "port %s (next retry after %.1fs if it dies again).",
-                release.version, release.environment, release.pid, release.port, delay,
+                release.version,
+                release.environment,
+                release.pid,
+                release.port,
+                delay,
             )
         backoff.started = time.monotonic()
         self.slots.start(release, int(release.port), release.slot or "blue")
@@ -282,19 +295,26 @@ class Agent:
                         delay = backoff.failed()
                         log.warning(
                             "The %s router is not running; starting it again "
-                            "(next retry after %.1fs).", name, delay,
+                            "(next retry after %.1fs).",
+                            name,
+                            delay,
                         )
                     backoff.started = time.monotonic()
                     await self.start_router(name)
         await self.ensure_releases()
         now = time.time()
         for release in self.store.running_releases():
-            if release.status == "previous" and release.stop_at and release.stop_at <= now:
+            if (
+                release.status == "previous"
+                and release.stop_at
+                and release.stop_at <= now
+            ):
                 if release.environment in self.running:
                     continue
                 log.info(
                     "The warm time of %s in %s is over; draining and stopping it.",
-                    release.version, release.environment,
+                    release.version,
+                    release.environment,
                 )
                 await drain_and_stop(self.ctx, release, "retired")
 
@@ -304,13 +324,14 @@ class Agent:
         if deploy is None:
             return
         self.notifier.send(
-            event=event,
-            app=self.config.app,
-            environment=deploy.environment,
-            version=deploy.version,
-            deploy_id=deploy.id,
-            actor=deploy.actor,
-            reason=reason or deploy.reason or "",
+            DeployEvent(
+                event,  # type: ignore[arg-type]
+                self.config.app,
+                deploy.environment,
+                deploy.version,
+                deploy.id,
+                reason or deploy.reason or "",
+            )
         )
 
     async def begin(self, request: dict[str, Any]) -> int:
@@ -349,7 +370,9 @@ class Agent:
 
     async def _run(self, running: Running, kind: str, request: dict[str, Any]) -> None:
         try:
-            for decision in await recover(self.ctx, running.environment, {running.deploy_id}):
+            for decision in await recover(
+                self.ctx, running.environment, {running.deploy_id}
+            ):
                 running.events.emit("say", f"Recovered: {decision}.")
             deployment = Deployment(self.ctx, running.deploy_id, running.events)
             if kind == "rollback":
@@ -361,7 +384,9 @@ class Agent:
             raise
         except Exception as exc:
             log.exception("Deploy #%d failed unexpectedly.", running.deploy_id)
-            self.store.update_deploy(running.deploy_id, status="failed", reason=str(exc))
+            self.store.update_deploy(
+                running.deploy_id, status="failed", reason=str(exc)
+            )
             running.events.finish(status="failed", reason=f"unexpected error: {exc}")
         finally:
             self.running.pop(running.environment, None)
@@ -399,9 +424,7 @@ class Agent:
             )
 
 
-def _make_notifier(loaded: Loaded) -> Any:
-    from verger.notify import make_notifier
-
+def _make_notifier(loaded: Loaded) -> Notifier:
     return make_notifier(loaded.config.notify)
 
 
@@ -419,7 +442,9 @@ async def serve(loaded: Loaded, stop_all_on_exit: bool = True) -> None:
         await agent.start()
         runner, port = await start_api(agent)
         agent.files.write_info(port, agent.token)
-        log.info("The agent is up (pid %d), answering on 127.0.0.1:%d.", os.getpid(), port)
+        log.info(
+            "The agent is up (pid %d), answering on 127.0.0.1:%d.", os.getpid(), port
+        )
         await agent.supervise()
         log.info("The agent is stopping.")
         await runner.cleanup()

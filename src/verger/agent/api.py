@@ -30,7 +30,8 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
             status=401,
         )
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except VergerError as exc:
         return web.json_response(
             {"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__},
@@ -87,7 +88,5 @@ async def start_api(agent: Agent) -> tuple[web.AppRunner, int]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server
-    assert server is not None
-    port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    port = int(runner.addresses[0][1])
     return runner, port

@@ -121,4 +121,6 @@ class AgentClient:
 
 
 def start_agent_foreground(config: Path) -> None:
-    subprocess.run([sys.executable, "-m", "verger", "-c", str(config), "agent"], check=False)
+    subprocess.run(
+        [sys.executable, "-m", "verger", "-c", str(config), "agent"], check=False
+    )

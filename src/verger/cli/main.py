@@ -40,7 +40,9 @@ _current: list[Ctx] = []
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-c", "--config", metavar="PATH", help=f"The config file (default ./{FILENAME}).")
+@click.option(
+    "-c", "--config", metavar="PATH", help=f"The config file (default ./{FILENAME})."
+)
 @click.option("--json", "json_mode", is_flag=True, help="Write results as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(__version__, prog_name="verger")
@@ -86,7 +88,12 @@ def check(c: Ctx) -> None:
         ["check", "status", "message", "hint"],
         rows,
         data=[
-            {"name": ch.name, "status": ch.status, "message": ch.message, "hint": ch.hint}
+            {
+                "name": ch.name,
+                "status": ch.status,
+                "message": ch.message,
+                "hint": ch.hint,
+            }
             for ch in checks
         ],
     )
@@ -240,10 +247,16 @@ def _finish(c: Ctx, result: dict[str, Any]) -> None:
 @cli.command()
 @click.argument("environment")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--version", "version", help="The release's version (default: git describe).")
-@click.option("--force", is_flag=True, help="Skip the gate of the environment it requires.")
+@click.option(
+    "--version", "version", help="The release's version (default: git describe)."
+)
+@click.option(
+    "--force", is_flag=True, help="Skip the gate of the environment it requires."
+)
 @pass_ctx
-def deploy(c: Ctx, environment: str, path: Path | None, version: str | None, force: bool) -> None:
+def deploy(
+    c: Ctx, environment: str, path: Path | None, version: str | None, force: bool
+) -> None:
     """Deploy the app in PATH (default: the config's folder) to ENVIRONMENT."""
     source = _source(c, path)
     result = _deploy(c, environment, source, version or _default_version(source), force)
@@ -262,11 +275,15 @@ def _source(c: Ctx, path: Path | None) -> Path:
 
 @cli.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--version", "version", help="The release's version (default: git describe).")
+@click.option(
+    "--version", "version", help="The release's version (default: git describe)."
+)
 @click.option("--force", is_flag=True, help="Skip promotion gates.")
 @click.option("--yes", is_flag=True, help="Approve environments with approval: manual.")
 @pass_ctx
-def release(c: Ctx, path: Path | None, version: str | None, force: bool, yes: bool) -> None:
+def release(
+    c: Ctx, path: Path | None, version: str | None, force: bool, yes: bool
+) -> None:
     """Release PATH through every environment in order: staging, then production."""
     source = _source(c, path)
     version = version or _default_version(source)
@@ -297,7 +314,9 @@ def _approve(c: Ctx, environment: str, version: str, yes: bool) -> None:
 
 @cli.command()
 @click.argument("environment")
-@click.option("--to", "to_version", metavar="VERSION", help="The release to go back to.")
+@click.option(
+    "--to", "to_version", metavar="VERSION", help="The release to go back to."
+)
 @pass_ctx
 def rollback(c: Ctx, environment: str, to_version: str | None) -> None:
     """Switch ENVIRONMENT back to the previous release (or --to VERSION)."""
@@ -307,7 +326,12 @@ def rollback(c: Ctx, environment: str, to_version: str | None) -> None:
     started = client.call(
         "POST",
         "/v1/deploys",
-        {"kind": "rollback", "environment": environment, "to": to_version, "actor": actor()},
+        {
+            "kind": "rollback",
+            "environment": environment,
+            "to": to_version,
+            "actor": actor(),
+        },
     )
     deploy_id = int(started["deploy_id"])
     result = _follow(c, client, deploy_id)
@@ -344,9 +368,7 @@ def status(c: Ctx, environment: str | None) -> None:
     if c.out.json_mode:
         c.out.result({"agent": agent, "environments": records})
         return
-    c.out.say(
-        f"Agent: running (pid {agent['pid']})" if info else "Agent: not running"
-    )
+    c.out.say(f"Agent: running (pid {agent['pid']})" if info else "Agent: not running")
     c.out.table(
         "Environments",
         ["environment", "listen", "router", "live", "warm", "last deploy"],
@@ -380,7 +402,14 @@ def _status_row(record: dict[str, Any]) -> list[str]:
     last_text = "-"
     if last:
         last_text = f"#{last['id']} {last['version']} {last['status']}"
-    return [record["environment"], record["listen"], router_text, live_text, warm, last_text]
+    return [
+        record["environment"],
+        record["listen"],
+        router_text,
+        live_text,
+        warm,
+        last_text,
+    ]
 
 
 def _known(c: Ctx, environment: str | None) -> None:
@@ -394,7 +423,9 @@ def _known(c: Ctx, environment: str | None) -> None:
 
 @cli.command()
 @click.argument("environment", required=False)
-@click.option("--limit", default=20, show_default=True, help="How many deploys to show.")
+@click.option(
+    "--limit", default=20, show_default=True, help="How many deploys to show."
+)
 @pass_ctx
 def history(c: Ctx, environment: str | None, limit: int) -> None:
     """Past deploys and rollbacks, newest first."""
@@ -408,7 +439,9 @@ def history(c: Ctx, environment: str | None, limit: int) -> None:
             "version": r.version,
             "status": r.status,
             "verdict": r.verdict,
-            "switch_ms": None if r.switch_seconds is None else round(r.switch_seconds * 1000, 1),
+            "switch_ms": None
+            if r.switch_seconds is None
+            else round(r.switch_seconds * 1000, 1),
             "actor": r.actor,
             "started_at": r.started_at,
             "finished_at": r.finished_at,
@@ -418,12 +451,30 @@ def history(c: Ctx, environment: str | None, limit: int) -> None:
     ]
     c.out.table(
         "History",
-        ["#", "environment", "kind", "version", "status", "watch", "switch", "by", "when", "reason"],
+        [
+            "#",
+            "environment",
+            "kind",
+            "version",
+            "status",
+            "watch",
+            "switch",
+            "by",
+            "when",
+            "reason",
+        ],
         [
             [
-                d["id"], d["environment"], d["kind"], d["version"], d["status"],
-                d["verdict"] or "", "" if d["switch_ms"] is None else f"{d['switch_ms']}ms",
-                d["actor"], _when(d["started_at"]), d["reason"] or "",
+                d["id"],
+                d["environment"],
+                d["kind"],
+                d["version"],
+                d["status"],
+                d["verdict"] or "",
+                "" if d["switch_ms"] is None else f"{d['switch_ms']}ms",
+                d["actor"],
+                _when(d["started_at"]),
+                d["reason"] or "",
             ]
             for d in data
         ],
@@ -437,11 +488,15 @@ def _when(at: float) -> str:
 
 @cli.command()
 @click.argument("environment")
-@click.option("--release", "which", metavar="VERSION", help="A release other than the live one.")
+@click.option(
+    "--release", "which", metavar="VERSION", help="A release other than the live one."
+)
 @click.option("--router", "router_log", is_flag=True, help="The router's log instead.")
 @click.option("-n", "--lines", default=50, show_default=True, help="How many lines.")
 @pass_ctx
-def logs(c: Ctx, environment: str, which: str | None, router_log: bool, lines: int) -> None:
+def logs(
+    c: Ctx, environment: str, which: str | None, router_log: bool, lines: int
+) -> None:
     """The output of an environment's live release (or another, or its router)."""
     from verger.deploy.process import tail
     from verger.deploy.slots import Slots
@@ -454,17 +509,24 @@ def logs(c: Ctx, environment: str, which: str | None, router_log: bool, lines: i
     else:
         path = _release_log(c, store, slots, environment, which)
     text = tail(path, lines)
-    c.out.result({"path": str(path), "lines": text}, "\n".join(text) if text else f"({path} is empty)")
+    c.out.result(
+        {"path": str(path), "lines": text},
+        "\n".join(text) if text else f"({path} is empty)",
+    )
 
 
-def _release_log(c: Ctx, store: Any, slots: Any, environment: str, which: str | None) -> Path:
+def _release_log(
+    c: Ctx, store: Any, slots: Any, environment: str, which: str | None
+) -> Path:
     releases = store.releases(environment, limit=200)
     if which is None:
         env = store.environment(environment)
         chosen = store.release(env.live_release) if env else None
         chosen = chosen or (releases[0] if releases else None)
     else:
-        chosen = next((r for r in releases if r.version == which or str(r.id) == which), None)
+        chosen = next(
+            (r for r in releases if r.version == which or str(r.id) == which), None
+        )
     if chosen is None:
         raise VergerError(
             f"no release {which or ''} in {environment}".replace("  ", " "),

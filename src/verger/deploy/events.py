@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -35,14 +36,18 @@ class Events:
         async with self._changed:
             self._changed.notify_all()
 
-    async def wait_after(self, index: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+    async def wait_after(
+        self, index: int, timeout: float = 15.0
+    ) -> list[dict[str, Any]]:
         """Events after ``index``, waiting up to ``timeout`` for one to come."""
         if len(self.items) > index or self.done:
             return self.items[index:]
         async with self._changed:
             try:
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: len(self.items) > index or self.done),
+                    self._changed.wait_for(
+                        lambda: len(self.items) > index or self.done
+                    ),
                     timeout,
                 )
             except TimeoutError:

@@ -168,7 +168,9 @@ async def _smoke_run(
         await proc.wait()
         return False, f"did not finish within {test.timeout:g}s"
     if proc.returncode != 0:
-        lines = [ln for ln in output.decode("utf-8", "replace").splitlines() if ln.strip()]
+        lines = [
+            ln for ln in output.decode("utf-8", "replace").splitlines() if ln.strip()
+        ]
         said = f": {lines[-1].strip()}" if lines else ""
         return False, f"exited with code {proc.returncode}{said}"
     return True, "passed"

@@ -141,7 +141,9 @@ class Deployment:
 
     async def _start_and_check(self, release: Row) -> None:
         port = process.free_port(HOST)
-        self.step("start", f"Starting {release.version} in the green slot on port {port}.")
+        self.step(
+            "start", f"Starting {release.version} in the green slot on port {port}."
+        )
         self.store.update_release(release.id, status="starting")
         handle = self.ctx.slots.start(release, port, "green")
         release = self.reload(release)
@@ -217,7 +219,9 @@ class Deployment:
         reason = f"watch window breached: {verdict.reason}"
         if self.blue is None or not self.ctx.slots.alive(self.blue):
             self.store.update_deploy(self.id, status="failed", reason=reason)
-            self.say(f"{reason}; there is no warm previous release, so it keeps serving.")
+            self.say(
+                f"{reason}; there is no warm previous release, so it keeps serving."
+            )
             self.ctx.notify("failed", self.store.deploy(self.id), reason=reason)
             self.events.finish(status="failed", reason=reason)
             return
@@ -257,7 +261,9 @@ class Deployment:
         self.step_done("keep_previous")
         outcome = verdict.outcome if verdict else "skipped"
         reason = verdict.reason if verdict else "no watch window configured"
-        self.store.update_deploy(self.id, status="succeeded", verdict=outcome, reason=reason)
+        self.store.update_deploy(
+            self.id, status="succeeded", verdict=outcome, reason=reason
+        )
         self.store.audit(
             self.row.actor, "deployed", self.environment, version=self.row.version
         )
@@ -274,13 +280,18 @@ class Deployment:
         reason = exc.message
         if self.green is not None:
             green = self.reload(self.green)
-            if self.switched and self.blue is not None and self.ctx.slots.alive(self.blue):
+            if (
+                self.switched
+                and self.blue is not None
+                and self.ctx.slots.alive(self.blue)
+            ):
                 await self._switch_to(self.reload(self.blue), "blue")
             if not self.switched or self.blue is not None:
                 await self.ctx.slots.stop(green, "failed", grace=5.0)
         self.store.update_deploy(self.id, status="failed", reason=reason)
-        if self.green is not None:
-            self.store.record_step(self.id, self.store.deploy(self.id).step, "failed", reason)
+        current = self.store.deploy(self.id)
+        if current is not None:
+            self.store.record_step(self.id, current.step, "failed", reason)
         self.say(f"Deploy failed: {reason}.")
         self.ctx.notify("failed", self.store.deploy(self.id), reason=reason)
         self.events.finish(status="failed", reason=reason, hint=exc.hint)
@@ -324,7 +335,9 @@ class Deployment:
         self.switched = True
         self.store.update_deploy(self.id, switch_seconds=took)
         self.step_done("switch", f"{took * 1000:.1f}ms")
-        self.say(f"Switched {self.environment} to {target.version} in {took * 1000:.1f}ms.")
+        self.say(
+            f"Switched {self.environment} to {target.version} in {took * 1000:.1f}ms."
+        )
 
         if live is not None:
             stop_at = time.time() + self.config.keep_previous
@@ -333,7 +346,9 @@ class Deployment:
         self.store.audit(
             self.row.actor, "rolled back", self.environment, to=target.version
         )
-        self.ctx.notify("rolled_back", self.store.deploy(self.id), reason="manual rollback")
+        self.ctx.notify(
+            "rolled_back", self.store.deploy(self.id), reason="manual rollback"
+        )
         self.events.finish(status="succeeded", rollback_ms=took * 1000)
 
     def _rollback_target(self, live: Row | None, to_version: str | None) -> Row:
@@ -384,7 +399,10 @@ async def drain_and_stop(ctx: Context, release: Row, status: str) -> None:
         log.warning(
             "Drain timeout of %gs passed with %d requests in flight on %s %s; "
             "stopping it cuts them.",
-            environment.drain_timeout, inflight, release.environment, release.version,
+            environment.drain_timeout,
+            inflight,
+            release.environment,
+            release.version,
         )
     await ctx.slots.stop(release, status)
 
@@ -406,47 +424,63 @@ async def recover(ctx: Context, environment: str, running: set[int]) -> list[str
 
 
 async def _recover_one(ctx: Context, row: Row) -> str:
-    store, slots = ctx.store, ctx.slots
-    router = ctx.routers[row.environment]
-    green = store.release(row.release_id)
-    blue = store.release(row.previous_release_id)
-    live = await router.live()
-    green_live = green is not None and live is not None and green.port == live.port
-    finished = row.step in ("keep_previous",) or (row.kind == "rollback" and green_live)
-
-    if green_live and finished:
-        store.set_live(row.environment, green.id)
-        store.update_release(green.id, status="live")
-        if blue is not None and blue.id != green.id:
-            stop_at = time.time() + ctx.loaded.config.keep_previous
-            store.update_release(blue.id, status="previous", stop_at=stop_at)
-        store.update_deploy(row.id, status="succeeded", reason="finished after an interruption")
-        decision = f"finished deploy #{row.id} ({row.version}), interrupted at {row.step}"
-    elif green_live and blue is not None and slots.alive(blue):
-        await router.switch(Upstream("blue", HOST, int(blue.port)))
-        store.set_live(row.environment, blue.id)
-        store.update_release(blue.id, status="live", slot="blue")
-        await slots.stop(green, "failed", grace=5.0)
-        store.update_deploy(row.id, status="undone", reason=f"interrupted at {row.step}")
-        decision = (
-            f"undid deploy #{row.id} ({row.version}), interrupted at {row.step}: "
-            f"switched back to {blue.version}"
-        )
-    elif green_live:
-        store.set_live(row.environment, green.id)
-        store.update_release(green.id, status="live")
-        store.update_deploy(
+    green = ctx.store.release(row.release_id)
+    blue = ctx.store.release(row.previous_release_id)
+    live = await ctx.routers[row.environment].live()
+    if green is None or live is None or green.port != live.port:
+        decision = await _undo_before_switch(ctx, row, green)
+    elif row.step == "keep_previous" or row.kind == "rollback":
+        decision = _finish_after_switch(ctx, row, green, blue)
+    elif blue is not None and ctx.slots.alive(blue):
+        decision = await _switch_back(ctx, row, green, blue)
+    else:
+        _mark_live(ctx, green)
+        ctx.store.update_deploy(
             row.id, status="succeeded", reason=f"interrupted at {row.step}; kept live"
         )
         decision = (
             f"kept deploy #{row.id} ({row.version}) live: interrupted at {row.step} "
             "with no warm previous release to switch back to"
         )
-    else:
-        if green is not None and row.kind == "deploy":
-            await slots.stop(green, "failed", grace=5.0)
-        store.update_deploy(row.id, status="undone", reason=f"interrupted at {row.step}")
-        decision = f"undid deploy #{row.id} ({row.version}), interrupted at {row.step}"
     log.info("Recovery: %s.", decision)
-    store.audit("verger", "recovered", row.environment, decision=decision)
+    ctx.store.audit("verger", "recovered", row.environment, decision=decision)
     return decision
+
+
+def _mark_live(ctx: Context, release: Row) -> None:
+    ctx.store.set_live(release.environment, release.id)
+    ctx.store.update_release(release.id, status="live")
+
+
+async def _undo_before_switch(ctx: Context, row: Row, green: Row | None) -> str:
+    if green is not None and row.kind == "deploy":
+        await ctx.slots.stop(green, "failed", grace=5.0)
+    ctx.store.update_deploy(
+        row.id, status="undone", reason=f"interrupted at {row.step}"
+    )
+    return f"undid deploy #{row.id} ({row.version}), interrupted at {row.step}"
+
+
+def _finish_after_switch(ctx: Context, row: Row, green: Row, blue: Row | None) -> str:
+    _mark_live(ctx, green)
+    if blue is not None and blue.id != green.id:
+        stop_at = time.time() + ctx.loaded.config.keep_previous
+        ctx.store.update_release(blue.id, status="previous", stop_at=stop_at)
+    ctx.store.update_deploy(
+        row.id, status="succeeded", reason="finished after an interruption"
+    )
+    return f"finished deploy #{row.id} ({row.version}), interrupted at {row.step}"
+
+
+async def _switch_back(ctx: Context, row: Row, green: Row, blue: Row) -> str:
+    await ctx.routers[row.environment].switch(Upstream("blue", HOST, int(blue.port)))
+    ctx.store.set_live(row.environment, blue.id)
+    ctx.store.update_release(blue.id, status="live", slot="blue")
+    await drain_and_stop(ctx, green, "failed")
+    ctx.store.update_deploy(
+        row.id, status="undone", reason=f"interrupted at {row.step}"
+    )
+    return (
+        f"undid deploy #{row.id} ({row.version}), interrupted at {row.step}: "
+        f"switched back to {blue.version}"
+    )

@@ -141,7 +141,12 @@ def port_taken(host: str, port: int) -> bool:
     """Whether something already listens on host:port (connect succeeds)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex((host if host not in ("0.0.0.0", "") else "127.0.0.1", port)) == 0
+        return (
+            sock.connect_ex(
+                (host if host not in ("0.0.0.0", "") else "127.0.0.1", port)
+            )
+            == 0
+        )
 
 
 def tail(path: Path, lines: int = 20) -> list[str]:

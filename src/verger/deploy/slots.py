@@ -40,7 +40,8 @@ class Slots:
         return self.releases_dir / environment / f"{release_id}-{_safe(version)}"
 
     def log_path(self, release: Row) -> Path:
-        return self.logs_dir / release.environment / f"{release.id}-{_safe(release.version)}.log"
+        name = f"{release.id}-{_safe(release.version)}.log"
+        return self.logs_dir / str(release.environment) / name
 
     def handle(self, release: Row) -> process.Handle | None:
         if release.pid is None:
@@ -120,7 +121,11 @@ class Slots:
         )
         log.info(
             "Started %s release %s in the %s slot on port %d (pid %d).",
-            release.environment, release.version, slot, port, handle.pid,
+            release.environment,
+            release.version,
+            slot,
+            port,
+            handle.pid,
         )
         return handle
 
@@ -131,7 +136,9 @@ class Slots:
             await asyncio.to_thread(process.stop, handle, grace)
             log.info(
                 "Stopped %s release %s (pid %d).",
-                release.environment, release.version, handle.pid,
+                release.environment,
+                release.version,
+                handle.pid,
             )
         self.store.update_release(release.id, status=status, stop_at=None)
 
@@ -161,5 +168,7 @@ def _copy(source: Path, folder: Path) -> None:
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(*IGNORED), symlinks=True)
+    shutil.copytree(
+        source, folder, ignore=shutil.ignore_patterns(*IGNORED), symlinks=True
+    )
     log.debug("Copied %s to %s in %.2fs.", source, folder, time.monotonic() - started)

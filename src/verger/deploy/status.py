@@ -34,10 +34,14 @@ async def environment_status(
         if router_alive:
             with contextlib.suppress(VergerError, OSError):
                 upstream = await router.live()
-                routed = None if upstream is None else {
-                    "slot": upstream.slot,
-                    "address": upstream.address,
-                }
+                routed = (
+                    None
+                    if upstream is None
+                    else {
+                        "slot": upstream.slot,
+                        "address": upstream.address,
+                    }
+                )
         live = store.release(row.live_release) if row else None
         releases = store.releases(name, limit=20)
         unfinished = store.unfinished_deploys(name)

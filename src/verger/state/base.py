@@ -98,7 +98,9 @@ class Store(ABC):
         with self._tx() as cur:
             cur.execute(self._sql(statement), tuple(args))
             names = [col[0] for col in cur.description]
-            return [Row(dict(zip(names, values, strict=True))) for values in cur.fetchall()]
+            return [
+                Row(dict(zip(names, values, strict=True))) for values in cur.fetchall()
+            ]
 
     def _one(self, statement: str, args: Sequence[Any] = ()) -> Row | None:
         rows = self._all(statement, args)
@@ -173,7 +175,9 @@ class Store(ABC):
 
     # -- releases ---------------------------------------------------------
 
-    def add_release(self, environment: str, version: str, folder: str, source: str) -> int:
+    def add_release(
+        self, environment: str, version: str, folder: str, source: str
+    ) -> int:
         now = time.time()
         return self._insert(
             "INSERT INTO releases (environment, version, folder, source, status,"
@@ -222,7 +226,15 @@ class Store(ABC):
             "INSERT INTO deploys (environment, kind, version, status, step, actor,"
             " forced, previous_release_id, started_at)"
             " VALUES (?, ?, ?, 'running', 'queued', ?, ?, ?, ?)",
-            (environment, kind, version, who, int(forced), previous_release_id, time.time()),
+            (
+                environment,
+                kind,
+                version,
+                who,
+                int(forced),
+                previous_release_id,
+                time.time(),
+            ),
         )
 
     def deploy(self, deploy_id: int) -> Row | None:
@@ -237,7 +249,9 @@ class Store(ABC):
         )
 
     def unfinished_deploys(self, environment: str | None = None) -> list[Row]:
-        rows = self._all("SELECT * FROM deploys WHERE status IN ('running', 'interrupted')")
+        rows = self._all(
+            "SELECT * FROM deploys WHERE status IN ('running', 'interrupted')"
+        )
         return [row for row in rows if environment in (None, row.environment)]
 
     def update_deploy(self, deploy_id: int, **fields: Any) -> None:
@@ -262,11 +276,14 @@ class Store(ABC):
             )
             if status == "started":
                 cur.execute(
-                    self._sql("UPDATE deploys SET step = ? WHERE id = ?"), (name, deploy_id)
+                    self._sql("UPDATE deploys SET step = ? WHERE id = ?"),
+                    (name, deploy_id),
                 )
 
     def steps(self, deploy_id: int) -> list[Row]:
-        return self._all("SELECT * FROM steps WHERE deploy_id = ? ORDER BY id", (deploy_id,))
+        return self._all(
+            "SELECT * FROM steps WHERE deploy_id = ? ORDER BY id", (deploy_id,)
+        )
 
     def passed(self, environment: str, version: str) -> Row | None:
         """The newest deploy of ``version`` that passed in ``environment``, if any."""
