@@ -28,7 +28,9 @@ class ConfigError(VergerError):
 
     exit_code = 2
 
-    def __init__(self, message: str, hint: str = "", *, problems: list[str] | None = None):
+    def __init__(
+        self, message: str, hint: str = "", *, problems: list[str] | None = None
+    ):
         super().__init__(message, hint)
         self.problems = problems or []
 

@@ -110,7 +110,10 @@ class Project:
 def config_text(ports: dict[str, int], **overrides: str) -> str:
     """A fast config for tests: quick health checks and a short watch window."""
     values = {
-        "health": "{path: /health, interval: 100ms, timeout: 1s, healthy_after: 2, start_timeout: 5s}",
+        "health": (
+            "{path: /health, interval: 100ms, timeout: 1s, healthy_after: 2,"
+            " start_timeout: 5s}"
+        ),
         "watch": "{duration: 1s, max_error_rate: 5%, max_p95: 1s, interval: 100ms}",
         "keep_previous": "30s",
         "smoke": "[{http: GET /smoke}]",

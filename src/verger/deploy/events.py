@@ -43,13 +43,11 @@ class Events:
         if len(self.items) > index or self.done:
             return self.items[index:]
         async with self._changed:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._changed.wait_for(
                         lambda: len(self.items) > index or self.done
                     ),
                     timeout,
                 )
-            except TimeoutError:
-                pass
         return self.items[index:]

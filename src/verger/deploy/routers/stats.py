@@ -30,7 +30,9 @@ class Stats:
     buckets: list[int] = field(default_factory=lambda: [0] * (len(BOUNDS) + 1))
     started: float = 0.0
 
-    def record(self, status: int, seconds: float, *, router_error: bool = False) -> None:
+    def record(
+        self, status: int, seconds: float, *, router_error: bool = False
+    ) -> None:
         self.requests += 1
         name = f"{status // 100}xx"
         if name in self.classes:
@@ -46,7 +48,9 @@ class Stats:
             return self
         return Stats(
             requests=self.requests - older.requests,
-            classes={k: self.classes.get(k, 0) - older.classes.get(k, 0) for k in CLASSES},
+            classes={
+                k: self.classes.get(k, 0) - older.classes.get(k, 0) for k in CLASSES
+            },
             router_errors=self.router_errors - older.router_errors,
             buckets=[a - b for a, b in zip(self.buckets, older.buckets, strict=True)],
             started=self.started,
