@@ -29,7 +29,10 @@ class Output:
     def __init__(self, *, json_mode: bool = False, debug: bool = False) -> None:
         self.json_mode = json_mode
         self.debug = debug
+        # Piped output is read by people too (CI logs, the demo): give tables room.
         self.console = Console(highlight=False, soft_wrap=True)
+        if not self.console.is_terminal:
+            self.console = Console(highlight=False, soft_wrap=True, width=160)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.exit_code = 0
 
@@ -55,8 +58,10 @@ class Output:
             self.result(data)
             return
         table = Table(title=title, title_justify="left")
-        for column in columns:
-            table.add_column(column)
+        for index, column in enumerate(columns):
+            # The last column holds free text (a reason, a hint); it wraps, others do not.
+            last = index == len(columns) - 1
+            table.add_column(column, no_wrap=not last, overflow="fold")
         for row in rows:
             table.add_row(*("" if cell is None else str(cell) for cell in row))
         self.console.print(table)

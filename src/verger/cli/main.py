@@ -442,6 +442,9 @@ def history(c: Ctx, environment: str | None, limit: int) -> None:
             "switch_ms": None
             if r.switch_seconds is None
             else round(r.switch_seconds * 1000, 1),
+            "rollback_ms": None
+            if r.rollback_seconds is None
+            else round(r.rollback_seconds * 1000, 1),
             "actor": r.actor,
             "started_at": r.started_at,
             "finished_at": r.finished_at,

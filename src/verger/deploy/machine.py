@@ -235,7 +235,9 @@ class Deployment:
             f"Switched back to {self.blue.version} in {took * 1000:.1f}ms.",
             rollback_ms=took * 1000,
         )
-        self.store.update_deploy(self.id, status="rolled_back", reason=reason)
+        self.store.update_deploy(
+            self.id, status="rolled_back", reason=reason, rollback_seconds=took
+        )
         self.store.audit(self.row.actor, "rolled back", self.environment, reason=reason)
         self.ctx.notify("rolled_back", self.store.deploy(self.id), reason=reason)
         self.events.finish(status="rolled_back", reason=reason, rollback_ms=took * 1000)
@@ -333,7 +335,7 @@ class Deployment:
         await self._switch_to(self.reload(target), "blue")
         took = time.perf_counter() - started
         self.switched = True
-        self.store.update_deploy(self.id, switch_seconds=took)
+        self.store.update_deploy(self.id, switch_seconds=took, rollback_seconds=took)
         self.step_done("switch", f"{took * 1000:.1f}ms")
         self.say(
             f"Switched {self.environment} to {target.version} in {took * 1000:.1f}ms."

@@ -70,6 +70,9 @@ MIGRATIONS: list[list[str]] = [
             detail TEXT
         )""",
     ],
+    [
+        "ALTER TABLE deploys ADD COLUMN rollback_seconds DOUBLE PRECISION",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
