@@ -11,6 +11,7 @@ import datetime
 import os
 import sqlite3
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,9 +108,11 @@ class Target:
         )
 
     def describe(self) -> str:
+        """The URL without credentials or options, fit for a log line."""
         if self.kind == "sqlite":
             return f"sqlite:///{self.location}"
-        return "postgresql://" + self.location.rpartition("@")[2].partition("://")[2]
+        url = urllib.parse.urlsplit(self.location)
+        return f"postgresql://{url.hostname or ''}:{url.port or 5432}{url.path}"
 
 
 class Database:

@@ -43,6 +43,14 @@ def run_smoke(
     )
 
 
+def metric(app: App, series: str) -> float:
+    """The value of one unlabelled series on the app's /metrics."""
+    for line in app.get("/metrics").text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{series} is not on /metrics")
+
+
 def seed(app: App) -> tuple[int, list[str]]:
     """Create a church with two members; return its id and their phones."""
     church = app.post("/churches", {"name": "St Lydia"}).json()
@@ -330,11 +338,13 @@ def test_traffic_counts_requests_and_versions(
     time.sleep(1.5)
     summary = traffic.stop()
 
-    assert 120 <= summary["sent"] <= 300, summary
+    # 150 requests/s for 1.5 s, with room for a busy machine but not a burst.
+    assert 60 <= summary["sent"] <= 300, summary
     assert summary["failed"] == 0 and summary["errors"] == [], summary
     assert summary["versions"] == {"v5": summary["sent"]}
     assert set(summary["statuses"]) <= {"200", "201"}, summary
-    assert app.get("/metrics").text.count("koinonia_messages_sent_total") >= 1
+    assert summary["latency_ms"]["p95"] < 1000, summary
+    assert metric(app, "koinonia_messages_sent_total") > 0
 
 
 def test_traffic_counts_connection_errors_as_failures(
