@@ -89,7 +89,7 @@ class Agent:
                 env.router,
                 name,
                 env.listen,
-                self.files.run_dir,
+                self.files.run_dir / name,
                 env.drain_timeout,
             )
             for name, env in self.config.environments.items()
@@ -189,10 +189,11 @@ class Agent:
                 "Cannot start the %s router: %s.", name, self.router_problems[name]
             )
             return
+        router.run_dir.mkdir(parents=True, exist_ok=True)
         router.prepare(self.live_upstream(name))
         handle = process.spawn(
             router.command(),
-            cwd=self.files.run_dir,
+            cwd=router.run_dir,
             env=dict(os.environ),
             log_path=self.files.logs_dir / f"router-{name}.log",
         )

@@ -25,7 +25,11 @@ async def environment_status(
             continue
         row = store.environment(name)
         router = make_router(
-            env.router, name, env.listen, loaded.state_dir / "run", env.drain_timeout
+            env.router,
+            name,
+            env.listen,
+            loaded.state_dir / "run" / name,
+            env.drain_timeout,
         )
         router_alive = row is not None and process.alive(
             process.Handle(int(row.router_pid or 0), str(row.router_started or ""))
