@@ -234,6 +234,8 @@ class Agent:
 
     async def ensure_releases(self) -> None:
         """Adopt releases that still run; start again those that should and do not."""
+        if not self.running:
+            await self._finish_stops()
         for release in self.store.running_releases():
             if self.slots.alive(release):
                 continue
@@ -245,6 +247,16 @@ class Agent:
                     self.store.update_release(release.id, status="failed")
                 continue
             await self.restart_release(release)
+
+    async def _finish_stops(self) -> None:
+        """Stop releases an earlier agent was draining or stopping when it died."""
+        for release in self.store.releases_with_status("draining", "stopping"):
+            log.info(
+                "Release %s in %s was being stopped by an earlier agent; stopping it.",
+                release.version,
+                release.environment,
+            )
+            await self.slots.stop(release, "retired", grace=5.0)
 
     def _deploying(self, release: Row) -> bool:
         running = self.running.get(release.environment)

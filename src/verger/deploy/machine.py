@@ -230,6 +230,7 @@ class Deployment:
         started = time.perf_counter()
         await self._switch_to(self.reload(self.blue), "blue")
         took = time.perf_counter() - started
+        self.store.update_release(self.green.id, status="draining")
         self.step_done("rollback", f"{took * 1000:.1f}ms")
         self.say(
             f"Switched back to {self.blue.version} in {took * 1000:.1f}ms.",
@@ -387,6 +388,8 @@ async def drain_and_stop(ctx: Context, release: Row, status: str) -> None:
     environment = ctx.loaded.config.environments[release.environment]
     router = ctx.routers[release.environment]
     address = f"{HOST}:{release.port}"
+    # Out of the supervised statuses first, so that nothing starts it again.
+    ctx.store.update_release(release.id, status="draining", stop_at=None)
     deadline = time.monotonic() + environment.drain_timeout
     inflight = 0
     while time.monotonic() < deadline:

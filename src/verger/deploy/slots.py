@@ -131,6 +131,7 @@ class Slots:
 
     async def stop(self, release: Row, status: str, grace: float = 10.0) -> None:
         """Stop a release's process and give the release its final status."""
+        self.store.update_release(release.id, status="stopping", stop_at=None)
         handle = self.handle(release)
         if handle is not None and process.alive(handle):
             await asyncio.to_thread(process.stop, handle, grace)

@@ -203,6 +203,12 @@ class Store(ABC):
             RELEASE_RUNNING,
         )
 
+    def releases_with_status(self, *statuses: str) -> list[Row]:
+        marks = ", ".join("?" for _ in statuses)
+        return self._all(
+            f"SELECT * FROM releases WHERE status IN ({marks}) ORDER BY id", statuses
+        )
+
     def update_release(self, release_id: int, **fields: Any) -> None:
         fields["updated_at"] = time.time()
         names = ", ".join(f"{name} = ?" for name in fields)

@@ -92,6 +92,7 @@ class HAProxyRouter(Router):
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._drains: set[asyncio.Task[None]] = set()
+        self._dropped = 0
 
     def prepare(self, live: Upstream | None) -> None:
         """Write a config that serves ``live`` from the start, and the state file."""
@@ -117,7 +118,7 @@ class HAProxyRouter(Router):
 
     async def ready(self) -> bool:
         try:
-            return "Pid:" in await self._api("show info")
+            return "Pid" in await self._info()
         except RouterError:
             return False
 
@@ -176,8 +177,9 @@ class HAProxyRouter(Router):
         return sum(e.current for e in await self._entries() if e.address == address)
 
     async def stats(self) -> Stats:
-        started = await self._started()
-        return await asyncio.to_thread(self._requests.read, started)
+        info = await self._info()
+        self._check_dropped(info)
+        return await asyncio.to_thread(self._requests.read, self._started(info))
 
     async def wait_drained(self) -> None:
         """Wait until every drain begun by this router object has finished."""
@@ -340,13 +342,12 @@ class HAProxyRouter(Router):
             )
         return entries
 
-    async def _started(self) -> float:
+    async def _info(self) -> dict[str, str]:
+        answer = await self._api("show info")
+        return dict(line.split(": ", 1) for line in answer.splitlines() if ": " in line)
+
+    def _started(self, info: dict[str, str]) -> float:
         """When the running HAProxy process started, which names its lifetime."""
-        info = dict(
-            line.split(": ", 1)
-            for line in (await self._api("show info")).splitlines()
-            if ": " in line
-        )
         try:
             return _process_start(int(info["Pid"]))
         except (OSError, ValueError, IndexError, StopIteration):
@@ -357,6 +358,17 @@ class HAProxyRouter(Router):
                 f"HAProxy of {self.environment} did not report its pid",
                 hint="check that the router process runs",
             ) from error
+
+    def _check_dropped(self, info: dict[str, str]) -> None:
+        """Warn once per increase when HAProxy could not write request log lines."""
+        dropped = int(info.get("DroppedLogs", "0") or 0)
+        if dropped > self._dropped:
+            log.warning(
+                "HAProxy of %s dropped %d request log lines; its stats undercount",
+                self.environment,
+                dropped,
+            )
+        self._dropped = dropped
 
     # Files in the run directory.
 
@@ -413,6 +425,9 @@ global
     stats socket {router.socket_path} mode 600 level admin
     stats timeout 30s
     log stdout format raw local0 info
+    # One thread: with more, HAProxy drops a log line rather than wait for
+    # another thread writing to stdout, and the stats would undercount.
+    nbthread 1
 
 defaults
     mode http

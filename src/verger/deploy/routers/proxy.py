@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -229,32 +230,52 @@ class Pool:
 class Body:
     """A request body streamed to the upstream, kept while small enough to resend."""
 
-    __slots__ = ("complete", "kept", "size", "source", "started")
+    __slots__ = ("complete", "kept", "reading", "size", "source", "started")
 
     def __init__(self, source: aiohttp.StreamReader) -> None:
         self.source = source
         self.kept: list[bytes] = []
         self.size = 0
         self.started = False
+        self.reading = False
         self.complete = False
 
-    async def stream(self) -> Any:
+    async def stream(self) -> AsyncIterator[bytes]:
         """Yield the body as it arrives from the client."""
         self.started = True
-        while chunk := await self.source.readany():
-            self.size += len(chunk)
-            if self.size <= REPLAY_LIMIT:
-                self.kept.append(chunk)
+        while chunk := await self._read():
             yield chunk
         self.complete = True
 
-    def again(self) -> Any:
+    async def _read(self) -> bytes:
+        self.reading = True
+        try:
+            chunk = await self.source.readany()
+        finally:
+            self.reading = False
+        self.size += len(chunk)
+        if self.size <= REPLAY_LIMIT:
+            self.kept.append(chunk)
+        return chunk
+
+    async def again(self) -> bytes | AsyncIterator[bytes] | None:
         """The body to send on a second attempt, or None if it cannot be sent again."""
         if not self.started:
             return self.stream()
-        if self.complete and self.size <= REPLAY_LIMIT:
-            return b"".join(self.kept)
-        return None
+
+        # The failed attempt's writer is cancelled, not yet stopped: let it
+        # leave the client's stream before reading the rest of it here.
+        for _ in range(10):
+            if not self.reading:
+                break
+            await asyncio.sleep(0)
+        if self.reading:
+            return None
+
+        while not self.complete and self.size <= REPLAY_LIMIT:
+            if not await self._read():
+                self.complete = True
+        return b"".join(self.kept) if self.size <= REPLAY_LIMIT else None
 
 
 class Proxy:
@@ -339,7 +360,7 @@ class Proxy:
         except aiohttp.ClientConnectorError:
             raise
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            again = None if body is None or not attempt.reused else body.again()
+            again = None if body is None or not attempt.reused else await body.again()
             if again is None:
                 raise
         return await pool.session.request(
@@ -635,6 +656,8 @@ async def shut_down(
     inflight = sum(pool.inflight for pool in proxy.pools.values())
     log.info("stopping: %d requests in flight get up to 10s to finish", inflight)
     listener.close()
+    # Idle keep-alive connections close now; busy ones after their request.
+    server.pre_shutdown()
     await server.shutdown(timeout=min(proxy.spec.drain_timeout, 10.0))
     await control.cleanup()
     await proxy.close()

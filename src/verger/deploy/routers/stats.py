@@ -66,16 +66,20 @@ class Stats:
         return self.errors / self.requests if self.requests else 0.0
 
     def quantile(self, q: float) -> float:
-        """The upper bound of the bucket holding the q-th quantile, in seconds."""
+        """The q-th quantile in seconds, interpolated inside its histogram bucket."""
         total = sum(self.buckets)
         if total == 0:
             return 0.0
         rank = q * total
         running = 0
         for index, count in enumerate(self.buckets):
+            if count and running + count >= rank:
+                if index == len(BOUNDS):
+                    return float("inf")
+                lower = BOUNDS[index - 1] if index else 0.0
+                share = (rank - running) / count
+                return lower + (BOUNDS[index] - lower) * share
             running += count
-            if running >= rank:
-                return BOUNDS[index] if index < len(BOUNDS) else float("inf")
         return float("inf")
 
     def to_dict(self) -> dict[str, Any]:
