@@ -142,7 +142,16 @@ class RunningHAProxy:
         self.proc = subprocess.Popen(self.router.command(), stderr=stderr)
         stderr.close()
         wait_listening(self.port, self.proc)
-        assert asyncio.run(self.router.ready())
+        assert asyncio.run(self._wait_ready())
+
+    async def _wait_ready(self) -> bool:
+        # HAProxy may open its admin socket a moment after its listener.
+        deadline = time.monotonic() + 5
+        while not await self.router.ready():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -12,7 +12,10 @@ through ``sh`` only to point that output at ``requests.log`` in the run
 directory: a plain file survives an agent restart (a log socket would need the
 agent listening), needs no syslog daemon, and ``stats`` reads it
 incrementally (see ``haproxy_log``). The file grows by about 40 bytes a
-request and starts empty each time HAProxy starts.
+request and starts empty each time HAProxy starts. HAProxy runs one thread,
+because with several it drops a log line rather than wait for another thread
+to finish writing one; one thread still serves tens of thousands of requests a
+second.
 
 Example::
 
