@@ -131,7 +131,7 @@ def test_stats_count_requests_by_class_and_latency(
         # The three slow ones took between 0.25 and 0.5 seconds, the rest less.
         assert stats.buckets[BOUNDS.index(0.5)] == 3
         assert sum(stats.buckets[: BOUNDS.index(0.25) + 1]) == 9
-        assert stats.quantile(0.99) == 0.5
+        assert 0.25 < stats.quantile(0.99) <= 0.5
 
     running.loop.run(scenario())
 
