@@ -98,7 +98,11 @@ class HAProxyRouter(Router):
         self._dropped = 0
 
     def prepare(self, live: Upstream | None) -> None:
-        """Write a config that serves ``live`` from the start, and the state file."""
+        """Write a config that serves ``live`` from the start, and the state file.
+
+        Every switch rewrites the config too, so HAProxy started again with the
+        same command, with or without ``prepare``, serves the live upstream.
+        """
         if live is not None:
             _require_ip(live)
         if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
@@ -171,6 +175,8 @@ class HAProxyRouter(Router):
                 await self._assign(target.name, upstream)
             await self._flip(target.name, upstream, old)
             self._write_state(upstream)
+            # Not a reload: HAProxy reads it only if it is started again.
+            _write_atomically(self.config_path, render_config(self, upstream))
 
         self._log_switch(upstream, old, time.monotonic() - began)
         for entry in old:
@@ -423,7 +429,7 @@ def render_config(router: HAProxyRouter, live: Upstream | None) -> str:
     server_timeout = max(60.0, router.drain_timeout)
     return f"""\
 # Written by verger for environment {router.environment}; switched at run time,
-# never reloaded. Changes here are lost at the next start.
+# never reloaded. Rewritten by every prepare and switch.
 global
     stats socket {router.socket_path} mode 600 level admin
     stats timeout 30s
@@ -452,12 +458,15 @@ defaults
     timeout queue 10s
     timeout client-fin 5s
     timeout server-fin 5s
+    # WebSockets and other upgraded connections may idle much longer.
+    timeout tunnel 1h
 
 frontend {FRONTEND}
     bind {host}:{port}
     option forwardfor
     http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
     http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+    http-request set-header X-Forwarded-Host %[req.hdr(host)] if {{ req.hdr(host) -m found }}
     default_backend {BACKEND}
 
 backend {BACKEND}
