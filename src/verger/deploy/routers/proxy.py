@@ -146,6 +146,12 @@ def describe(upstream: Upstream) -> str:
     return f"{upstream.slot} {upstream.address}"
 
 
+class HeadWithBody(web.StreamResponse):
+    """A response whose head waits for its first body bytes, to leave in one write."""
+
+    _send_headers_immediately = False
+
+
 class UpstreamBroke(Exception):
     """The upstream failed after the response began; the client connection closes."""
 
@@ -195,9 +201,14 @@ def _tracing() -> aiohttp.TraceConfig:
 
 
 class Pool:
-    """One upstream's keep-alive connections and its count of requests in flight."""
+    """One upstream's keep-alive connections and its count of requests in flight.
 
-    __slots__ = ("base", "inflight", "session", "upstream")
+    Two sessions share the one connector, so the same connections: requests
+    with a body go through the traced one, which learns whether an attempt
+    used a reused connection; the rest skip the cost of tracing.
+    """
+
+    __slots__ = ("base", "connector", "inflight", "session", "traced", "upstream")
 
     def __init__(
         self, upstream: Upstream, spec: Spec, tracing: aiohttp.TraceConfig
@@ -206,25 +217,38 @@ class Pool:
         host = f"[{upstream.host}]" if ":" in upstream.host else upstream.host
         self.base = f"http://{host}:{upstream.port}"
         self.inflight = 0
-        connector = aiohttp.TCPConnector(
+        self.connector = aiohttp.TCPConnector(
             limit=0, keepalive_timeout=spec.pool_idle_timeout, ttl_dns_cache=60
         )
+        self.session = self._session(spec, [])
+        self.traced = self._session(spec, [tracing])
+
+    def _session(
+        self, spec: Spec, tracing: list[aiohttp.TraceConfig]
+    ) -> aiohttp.ClientSession:
         timeout = aiohttp.ClientTimeout(
             total=None,
             connect=spec.connect_timeout,
             sock_connect=spec.connect_timeout,
             sock_read=spec.read_timeout,
         )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
+        return aiohttp.ClientSession(
+            connector=self.connector,
+            connector_owner=False,
             timeout=timeout,
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=SKIP_AUTO_HEADERS,
-            trace_configs=[tracing],
+            trace_configs=tracing,
             max_line_size=16384,
             max_field_size=16384,
         )
+
+    async def close(self) -> None:
+        """Close every connection to the upstream, idle or not."""
+        await self.session.close()
+        await self.traced.close()
+        await self.connector.close()
 
 
 class Body:
@@ -345,22 +369,26 @@ class Proxy:
         """
         url = URL(pool.base + request.raw_path, encoded=True)
         headers = upstream_headers(request)
-        body = Body(request.content) if request.body_exists else None
-        data = None if body is None else body.stream()
+        if not request.body_exists:
+            return await pool.session.request(
+                request.method, url, headers=headers, allow_redirects=False
+            )
+
+        body = Body(request.content)
         attempt = Attempt()
         try:
-            return await pool.session.request(
+            return await pool.traced.request(
                 request.method,
                 url,
                 headers=headers,
-                data=data,
+                data=body.stream(),
                 allow_redirects=False,
                 trace_request_ctx=attempt,
             )
         except aiohttp.ClientConnectorError:
             raise
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            again = None if body is None or not attempt.reused else await body.again()
+            again = await body.again() if attempt.reused else None
             if again is None:
                 raise
         return await pool.session.request(
@@ -374,13 +402,24 @@ class Proxy:
         outcome: Outcome,
     ) -> web.StreamResponse:
         """Stream the upstream's response to the client as it arrives."""
-        response = web.StreamResponse(
+        # Body bytes that came with the head leave with it, in one write; a
+        # head with nothing behind it yet is sent at once.
+        try:
+            first = upstream.content.read_nowait()
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            upstream.close()
+            return outcome.failed(502)
+        waiting = not first and not upstream.content.is_eof()
+        kind = web.StreamResponse if waiting else HeadWithBody
+        response = kind(
             status=upstream.status,
             reason=upstream.reason,
             headers=downstream_headers(upstream.headers),
         )
         try:
             await response.prepare(request)
+            if first:
+                await response.write(first)
             while True:
                 try:
                     chunk = await upstream.content.readany()
@@ -471,7 +510,7 @@ class Proxy:
         if self.pools.get(pool.upstream.address) is pool:
             del self.pools[pool.upstream.address]
         log.info("pool closed: %s, %s", describe(pool.upstream), why)
-        self._spawn(pool.session.close())
+        self._spawn(pool.close())
 
     async def _watch_drain(self, pool: Pool) -> None:
         """Say so if an old upstream still has requests in flight after the drain."""
@@ -498,7 +537,7 @@ class Proxy:
     async def close(self) -> None:
         """Close every pool."""
         for pool in list(self.pools.values()):
-            await pool.session.close()
+            await pool.close()
         self.pools.clear()
         if self.background:
             await asyncio.wait(self.background, timeout=1.0)
