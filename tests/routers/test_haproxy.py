@@ -20,7 +20,7 @@ from conftest import unavailable
 from router_harness import RunningRouter, free_port
 from router_traffic import Client, body_matches, settled_stats
 
-from verger.deploy.routers import make_router
+from verger.deploy.routers import haproxy_log, make_router
 from verger.deploy.routers.base import Upstream
 from verger.deploy.routers.haproxy import HAProxyRouter, haproxy_binary
 from verger.deploy.routers.haproxy_log import RequestLog, parse_line
@@ -333,7 +333,7 @@ def test_request_log_reader_follows_truncation_and_restarts(tmp_path: Path) -> N
         "verger-request 502 1 ---- a\n"
         "verger-request 200 12"
     )
-    requests = RequestLog(path)
+    requests = RequestLog(path, tmp_path / "counted.json")
     stats = requests.read(100.0)
     assert (stats.requests, stats.router_errors, stats.classes["5xx"]) == (3, 1, 2)
 
@@ -346,3 +346,27 @@ def test_request_log_reader_follows_truncation_and_restarts(tmp_path: Path) -> N
     assert requests.read(100.0).requests == 5
     assert requests.read(200.0).requests == 1
     assert parse_line("verger-request -1 5 CD-- a") is None
+
+
+def test_request_log_is_emptied_and_counting_survives_a_new_router_object(
+    start_backend: Callable[..., Upstream],
+    start_router: Callable[..., RunningRouter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past COMPACT_AT the log file is emptied, and a new router object counts on."""
+    monkeypatch.setattr(haproxy_log, "COMPACT_AT", 300)
+    running = start_router("haproxy", start_backend("blue"))
+    router = haproxy_router(running)
+
+    async def scenario() -> None:
+        client = Client(running.url)
+        for count in range(1, 41):
+            assert (await client.get("/")).status == 200
+            assert (await settled_stats(router, count)).requests == count
+        await client.close()
+
+        assert router.log_path.stat().st_size < 300
+        again = make_router("haproxy", "test", router.listen, router.run_dir)
+        assert (await again.stats()).requests == 40
+
+    running.loop.run(scenario())

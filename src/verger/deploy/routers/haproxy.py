@@ -11,8 +11,8 @@ termination state) to its standard output, and ``command`` starts HAProxy
 through ``sh`` only to point that output at ``requests.log`` in the run
 directory: a plain file survives an agent restart (a log socket would need the
 agent listening), needs no syslog daemon, and ``stats`` reads it
-incrementally (see ``haproxy_log``). The file grows by about 40 bytes a
-request and starts empty each time HAProxy starts. HAProxy runs one thread,
+incrementally (see ``haproxy_log``), emptying it once it passes 16 MB (about
+400,000 requests). HAProxy runs one thread,
 because with several it drops a log line rather than wait for another thread
 to finish writing one; one thread still serves tens of thousands of requests a
 second.
@@ -91,7 +91,7 @@ class HAProxyRouter(Router):
         self.socket_path = run_dir / "haproxy.sock"
         self.state_path = run_dir / "haproxy-state.json"
         self.log_path = run_dir / "requests.log"
-        self._requests = RequestLog(self.log_path)
+        self._requests = RequestLog(self.log_path, run_dir / "requests-counted.json")
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._drains: set[asyncio.Task[None]] = set()
@@ -116,8 +116,9 @@ class HAProxyRouter(Router):
 
     def command(self) -> list[str]:
         """HAProxy in the foreground, its request log going to ``requests.log``."""
-        # sh only redirects stdout and then execs, so the pid is HAProxy's own.
-        script = 'log=$1; shift; exec "$@" >"$log"'
+        # sh only empties the log and execs, so the pid is HAProxy's own. HAProxy
+        # appends, so that the stats reader can empty the file under it.
+        script = 'log=$1; shift; : >"$log"; exec "$@" >>"$log"'
         return [
             "/bin/sh", "-c", script, "haproxy-router", str(self.log_path),
             haproxy_binary(), "-db", "-f", str(self.config_path),
