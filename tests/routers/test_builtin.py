@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiohttp
 from router_harness import RunningRouter, free_port
@@ -294,3 +298,17 @@ def test_sighup_is_ignored_and_sigterm_lets_requests_finish(
     running.loop.run(scenario())
     assert proc.wait(10) == 0
     assert "stopping: 1 requests in flight" in running.log()
+
+
+def test_unreadable_state_file_stops_the_router_from_starting() -> None:
+    """A router whose state file is damaged refuses to start rather than guess."""
+    run_dir = Path(tempfile.mkdtemp(prefix="verger-router-"))
+    try:
+        router = BuiltinRouter("test", f"127.0.0.1:{free_port()}", run_dir)
+        router.prepare(Upstream("blue", "127.0.0.1", free_port()))
+        router.state_path.write_text("{not json")
+        done = subprocess.run(router.command(), capture_output=True, timeout=30)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    assert done.returncode == 2
+    assert b"cannot read the state file" in done.stderr

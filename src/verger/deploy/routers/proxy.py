@@ -312,8 +312,9 @@ class Proxy:
         self.live: Pool | None = None if live is None else self._pool(live)
         self.stats = Stats(started=time.time())
         self.background: set[asyncio.Task[None]] = set()
+        self.switching = asyncio.Lock()
 
-    # The hot path: no logging, no JSON, one dict lookup per header set.
+    # The hot path: no logging, no JSON, nothing that blocks.
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one user request from the live upstream."""
@@ -476,9 +477,21 @@ class Proxy:
 
     # Decisions: each one logs a sentence.
 
-    def switch(self, upstream: Upstream) -> None:
-        """Send every new request to ``upstream``; the old one drains, then closes."""
-        write_state(Path(self.spec.state), upstream)
+    async def switch(self, upstream: Upstream) -> None:
+        """Send every new request to ``upstream``; the old one drains, then closes.
+
+        The state file is written first, so that a restarted router never
+        serves an upstream older than the one a switch answered with; the
+        write runs off the event loop, so its fsync stalls no request.
+        """
+        async with self.switching:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                None, write_state, Path(self.spec.state), upstream
+            )
+            self._switch(upstream)
+
+    def _switch(self, upstream: Upstream) -> None:
         old = self.live
         pool = self._pool(upstream)
         self.live = pool
@@ -622,7 +635,7 @@ def control_app(proxy: Proxy) -> web.Application:
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": f"bad upstream: {exc}"}, status=400)
         try:
-            proxy.switch(upstream)
+            await proxy.switch(upstream)
         except OSError as exc:
             return web.json_response({"error": f"state file: {exc}"}, status=500)
         return await live(request)
@@ -650,10 +663,10 @@ def control_app(proxy: Proxy) -> web.Application:
     return app
 
 
-async def serve(spec: Spec) -> int:
+async def serve(spec: Spec, live: Upstream | None) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
     loop = asyncio.get_running_loop()
-    proxy = Proxy(spec, read_state(Path(spec.state)))
+    proxy = Proxy(spec, live)
     server = web.Server(
         proxy.handle, keepalive_timeout=spec.client_keepalive, access_log=None
     )
@@ -674,9 +687,9 @@ async def serve(spec: Spec) -> int:
     # The control socket switches users' traffic: only its owner may use it.
     os.chmod(spec.control, 0o600)
 
-    live = "none" if proxy.live is None else describe(proxy.live.upstream)
+    serving = "none" if live is None else describe(live)
     log.info(
-        "listening on %s, control at %s, live: %s", spec.listen, spec.control, live
+        "listening on %s, control at %s, live: %s", spec.listen, spec.control, serving
     )
 
     stop = asyncio.Event()
@@ -725,13 +738,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="verger.deploy.routers.proxy")
     parser.add_argument("--spec", type=Path, required=True)
     args = parser.parse_args(argv)
-    spec = Spec.load(args.spec)
+    try:
+        spec = Spec.load(args.spec)
+    except (OSError, ValueError, TypeError) as exc:
+        sys.stderr.write(f"router: cannot read the spec {args.spec}: {exc}\n")
+        return 2
     configure_logging(spec.environment)
+    try:
+        live = read_state(Path(spec.state))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # Serving nothing, or a guess, could send users to a stopped slot.
+        log.error("cannot read the state file %s: %s", spec.state, exc)
+        return 2
 
     # The agent that started us may die; its terminal going away must not stop us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    status: int = uvloop.run(serve(spec))
+    status: int = uvloop.run(serve(spec, live))
     return status
 
 
