@@ -55,7 +55,11 @@ class Project:
         return folder
 
     def run(
-        self, *args: str, timeout: float = 120, check: bool = False
+        self,
+        *args: str,
+        timeout: float = 120,
+        check: bool = False,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [*VERGER, "-c", str(self.config), *args],
@@ -64,6 +68,7 @@ class Project:
             timeout=timeout,
             cwd=self.root,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )
         if check and done.returncode != 0:
             raise AssertionError(

@@ -362,8 +362,10 @@ def status(c: Ctx, environment: str | None) -> None:
 
     _known(c, environment)
     store = _store(c)
-    records = asyncio.run(environment_status(c.loaded, store, environment))
     info = AgentClient(c.loaded).info()
+    records = asyncio.run(
+        environment_status(c.loaded, store, environment, agent_running=info is not None)
+    )
     agent = {"running": info is not None, "pid": info["pid"] if info else None}
     if c.out.json_mode:
         c.out.result({"agent": agent, "environments": records})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,17 @@ class Context:
     notify: Notify
 
 
+async def pause_point(point: str) -> None:
+    """Wait at a named point when VERGER_PAUSE_AT names it.
+
+    Crash-safety tests set it on the agent to kill it at an exact point of a
+    deploy (``step:switch``, ``switched``...); it is never set otherwise.
+    """
+    if point in os.environ.get("VERGER_PAUSE_AT", "").split(","):
+        log.warning("Pausing at %s for 60s because VERGER_PAUSE_AT names it.", point)
+        await asyncio.sleep(60)
+
+
 class Deployment:
     """One deploy or rollback of one environment, run as a task in the agent."""
 
@@ -68,10 +80,11 @@ class Deployment:
     def say(self, message: str, **data: Any) -> None:
         self.events.emit("say", message, **data)
 
-    def step(self, name: str, message: str = "") -> None:
+    async def step(self, name: str, message: str = "") -> None:
         """Record a step as started before taking it."""
         self.store.record_step(self.id, name, "started", message or None)
         self.events.emit("step", message, step=name)
+        await pause_point(f"step:{name}")
 
     def step_done(self, name: str, detail: str = "") -> None:
         self.store.record_step(self.id, name, "done", detail or None)
@@ -106,7 +119,7 @@ class Deployment:
             previous_release_id=self.blue.id if self.blue else None,
         )
 
-        self.step("build", f"Building {self.row.version} in {self.green.folder}.")
+        await self.step("build", f"Building {self.row.version} in {self.green.folder}.")
         await self.ctx.slots.build(self.green)
         self.step_done("build")
 
@@ -141,7 +154,7 @@ class Deployment:
 
     async def _start_and_check(self, release: Row) -> None:
         port = process.free_port(HOST)
-        self.step(
+        await self.step(
             "start", f"Starting {release.version} in the green slot on port {port}."
         )
         self.store.update_release(release.id, status="starting")
@@ -150,7 +163,7 @@ class Deployment:
         self.step_done("start", f"pid {handle.pid}")
 
         health = self.config.health
-        self.step(
+        await self.step(
             "health",
             f"Waiting for {health.healthy_after} passing health checks of "
             f"{health.path} (up to {health.start_timeout:g}s).",
@@ -163,7 +176,7 @@ class Deployment:
         self.say(f"{release.version} is healthy after {took:.1f}s.")
 
         if self.config.smoke:
-            self.step("smoke", f"Running {len(self.config.smoke)} smoke tests.")
+            await self.step("smoke", f"Running {len(self.config.smoke)} smoke tests.")
             await run_smoke(
                 base_url,
                 list(self.config.smoke),
@@ -181,7 +194,7 @@ class Deployment:
         green = self.reload(self.green)
         baseline = await self.router.stats()
 
-        self.step("switch", f"Switching {self.environment} to {green.version}.")
+        await self.step("switch", f"Switching {self.environment} to {green.version}.")
         took = await self._switch_to(green, "green")
         self.switched = True
         if self.blue is not None:
@@ -196,7 +209,7 @@ class Deployment:
         watch = self.config.watch
         if watch.duration <= 0:
             return None
-        self.step(
+        await self.step(
             "watch",
             f"Watching for {watch.duration:g}s: breach at error rate above "
             f"{watch.max_error_rate:.1%} or p95 above {watch.max_p95 * 1000:.0f}ms.",
@@ -210,6 +223,7 @@ class Deployment:
         started = time.perf_counter()
         await self.router.switch(self.upstream(release, slot))
         took = time.perf_counter() - started
+        await pause_point("switched")
         self.store.set_live(self.environment, release.id)
         self.store.update_release(release.id, status="live", slot=slot)
         return took
@@ -226,7 +240,7 @@ class Deployment:
             self.events.finish(status="failed", reason=reason)
             return
 
-        self.step("rollback", f"{reason}; switching back to {self.blue.version}.")
+        await self.step("rollback", f"{reason}; switching back to {self.blue.version}.")
         started = time.perf_counter()
         await self._switch_to(self.reload(self.blue), "blue")
         took = time.perf_counter() - started
@@ -246,7 +260,7 @@ class Deployment:
 
     async def _keep_previous(self, verdict: Verdict | None) -> None:
         assert self.green is not None
-        self.step("keep_previous")
+        await self.step("keep_previous")
         older = [
             r
             for r in self.store.running_releases()
@@ -331,7 +345,7 @@ class Deployment:
             self.green = target
             await self._start_and_check(target)
 
-        self.step("switch", f"Switching {self.environment} to {target.version}.")
+        await self.step("switch", f"Switching {self.environment} to {target.version}.")
         started = time.perf_counter()
         await self._switch_to(self.reload(target), "blue")
         took = time.perf_counter() - started

@@ -15,9 +15,13 @@ from verger.state import Row, Store
 
 
 async def environment_status(
-    loaded: Loaded, store: Store, only: str | None = None
+    loaded: Loaded, store: Store, only: str | None = None, agent_running: bool = True
 ) -> list[dict[str, Any]]:
-    """One record per environment: router, live, previous and unfinished deploy."""
+    """One record per environment: router, live, previous and unfinished deploy.
+
+    With no agent running, a deploy recorded as running cannot be: it is
+    reported as interrupted, which is what the next agent will call it.
+    """
     slots = Slots(loaded, store)
     result = []
     for name, env in loaded.config.environments.items():
@@ -64,7 +68,7 @@ async def environment_status(
                 "previous": [
                     _release(r, slots) for r in releases if r.status == "previous"
                 ],
-                "unfinished": [_deploy(d) for d in unfinished],
+                "unfinished": [_deploy(d, agent_running) for d in unfinished],
                 "last_deploy": _deploy(last[0]) if last else None,
                 "consistent": _consistent(live, routed),
             }
@@ -94,12 +98,15 @@ def _release(release: Row | None, slots: Slots) -> dict[str, Any] | None:
     }
 
 
-def _deploy(row: Row) -> dict[str, Any]:
+def _deploy(row: Row, agent_running: bool = True) -> dict[str, Any]:
+    status = row.status
+    if status == "running" and not agent_running:
+        status = "interrupted"
     return {
         "id": row.id,
         "kind": row.kind,
         "version": row.version,
-        "status": row.status,
+        "status": status,
         "step": row.step,
         "verdict": row.verdict,
         "reason": row.reason,

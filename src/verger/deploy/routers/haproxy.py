@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -82,6 +83,9 @@ class HAProxyRouter(Router):
     """An environment's router run by HAProxy and switched through its runtime API."""
 
     kind: ClassVar[str] = "haproxy"
+    # HAProxy stops at once on SIGTERM, cutting requests in flight; on SIGUSR1
+    # it stops listening, lets them finish and exits 0.
+    stop_signal: ClassVar[signal.Signals] = signal.SIGUSR1
 
     def __init__(
         self, environment: str, listen: str, run_dir: Path, drain_timeout: float = 30.0

@@ -1,0 +1,93 @@
+"""SIGKILL of the agent and the CLI at every step of a deploy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import Project, Traffic, config_text
+
+# Where the agent is killed, and whether the next command finishes the
+# interrupted deploy (the new release stays live) or undoes it.
+POINTS = [
+    ("step:build", "undid"),
+    ("step:start", "undid"),
+    ("step:health", "undid"),
+    ("step:smoke", "undid"),
+    ("step:switch", "undid"),
+    ("switched", "undid"),
+    ("step:watch", "undid"),
+    ("step:keep_previous", "finished"),
+]
+
+
+def wait_for_log(project: Project, text: str, timeout: float = 30) -> None:
+    log = project.root / ".verger" / "agent.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the agent never logged {text!r}")
+
+
+@pytest.mark.parametrize(("point", "outcome"), POINTS)
+def test_agent_killed_at_each_step_leaves_users_served_and_is_recovered(
+    project: Project, point: str, outcome: str
+) -> None:
+    """Killed at any step: no request fails, status tells the truth, the next command recovers."""
+    project.write_config(
+        config_text(
+            project.ports,
+            watch="{duration: 2s, max_error_rate: 5%, max_p95: 2s, interval: 100ms}",
+        )
+    )
+    project.run("up", check=True)
+    project.deploy("staging", project.source("v1"), "v1")
+    project.run("down", "--keep-serving", check=True)
+    project.run("up", check=True, env={"VERGER_PAUSE_AT": point})
+
+    with Traffic(project.ports["staging"], clients=4) as traffic:
+        cli = subprocess.Popen(
+            [*[sys.executable, "-m", "verger"], "-c", str(project.config), "deploy",
+             "staging", str(project.source("v2")), "--version", "v2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_log(project, f"Pausing at {point}")
+        os.kill(project.agent_pid() or 0, signal.SIGKILL)
+        cli.kill()
+        cli.wait()
+        time.sleep(0.3)
+
+        status = project.json("status", "staging")
+        unfinished = status["environments"][0]["unfinished"]
+        assert not status["agent"]["running"]
+        assert [(d["version"], d["status"]) for d in unfinished] == [
+            ("v2", "interrupted")
+        ]
+        assert unfinished[0]["step"] == point.removeprefix("step:").replace(
+            "switched", "switch"
+        )
+
+        project.run("up", check=True)
+        done = project.run(
+            "deploy", "staging", str(project.source("v3")), "--version", "v3"
+        )
+        time.sleep(0.3)
+
+    assert done.returncode == 0, done.stderr
+    assert f"Recovered: {outcome} deploy" in done.stdout
+    assert traffic.failed == [], traffic.failed[:5]
+    assert project.get("staging")[1] == "v3"
+    history = {d["version"]: d["status"] for d in project.json("history", "staging")}
+    assert history["v2"] == ("succeeded" if outcome == "finished" else "undone")
+    running = [
+        r["version"]
+        for r in [project.json("status", "staging")["environments"][0]["live"]]
+        + project.json("status", "staging")["environments"][0]["previous"]
+    ]
+    assert "v2" not in running or outcome == "finished"
