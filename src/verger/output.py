@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from verger.errors import ConfigError, VergerError
@@ -105,6 +104,8 @@ class Output:
     @contextmanager
     def progress(self, description: str, total: float | None = None) -> Iterator[Any]:
         """A progress bar on stderr for long work; silent in JSON mode."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),

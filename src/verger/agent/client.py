@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from verger.agent.files import AgentFiles
 from verger.config import Loaded
@@ -45,20 +44,28 @@ class AgentClient:
         self, method: str, path: str, body: Any = None, timeout: float = 30.0
     ) -> dict[str, Any]:
         info = self._require()
-        url = f"http://127.0.0.1:{info['port']}{path}"
-        headers = {"Authorization": f"Bearer {info['token']}"}
+        headers = {
+            "Authorization": f"Bearer {info['token']}",
+            "Content-Type": "application/json",
+        }
+        # Loopback JSON to our own agent: the standard library's client is
+        # enough, and keeps every CLI command quick to start.
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", int(info["port"]), timeout=timeout
+        )
         try:
-            response = httpx.request(
-                method, url, json=body, headers=headers, timeout=timeout
-            )
-        except httpx.HTTPError as exc:
+            conn.request(method, path, json.dumps(body or {}).encode(), headers)
+            response = conn.getresponse()
+            data: dict[str, Any] = json.loads(response.read() or b"{}")
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             raise AgentError(
                 f"the agent (pid {info['pid']}) does not answer: {exc}",
                 f"see its log {self.files.log}, or restart it with "
                 "'verger down' and 'verger up'",
             ) from exc
-        data: dict[str, Any] = response.json()
-        if response.status_code >= 400:
+        finally:
+            conn.close()
+        if response.status >= 400:
             kind = _KINDS.get(str(data.get("kind")), AgentError)
             raise kind(str(data.get("error")), str(data.get("hint", "")))
         return data
@@ -118,9 +125,3 @@ class AgentClient:
         if process.alive(handle):
             process.stop(handle, 2.0)
         return True
-
-
-def start_agent_foreground(config: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "verger", "-c", str(config), "agent"], check=False
-    )

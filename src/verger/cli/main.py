@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import subprocess
@@ -144,6 +143,8 @@ def agent(c: Ctx) -> None:
 
 
 def _run_async(coro: Any) -> Any:
+    import asyncio
+
     try:
         import uvloop
 
@@ -358,6 +359,8 @@ def _store(c: Ctx) -> Any:
 @pass_ctx
 def status(c: Ctx, environment: str | None) -> None:
     """What runs where: routers, live and warm releases, unfinished deploys."""
+    import asyncio
+
     from verger.deploy.status import environment_status
 
     _known(c, environment)
