@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import textwrap
@@ -139,12 +140,17 @@ def test_health_path_without_slash_fails(tmp_path: Path) -> None:
 
 
 def test_port_free_listening_and_held(listener: int) -> None:
-    """A free port is ok, a listening one warns, one bound without listening fails."""
+    """A free port is ok, one another process listens on fails naming it,
+    one bound without listening fails."""
     assert port_check("port.x", f"127.0.0.1:{free_port()}").status == "ok"
 
     busy = port_check("port.x", f"127.0.0.1:{listener}")
-    assert busy.status == "warn"
+    assert busy.status == "fail"
+    assert f"taken by another process (pid {os.getpid()}" in busy.message
     assert f"ss -ltnp 'sport = :{listener}'" in busy.hint
+
+    ours = port_check("port.x", f"127.0.0.1:{listener}", router_group=os.getpgid(0))
+    assert ours.status == "ok" and "verger's router" in ours.message
 
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -156,7 +162,7 @@ def test_port_free_listening_and_held(listener: int) -> None:
 def test_port_check_through_config(tmp_path: Path, listener: int) -> None:
     """An environment whose port is taken shows it in that environment's check."""
     checks = by_name(run_checks(write_config(tmp_path, production_port=listener)))
-    assert checks["port.production"].status == "warn"
+    assert checks["port.production"].status == "fail"
     assert checks["port.staging"].status == "ok"
 
 

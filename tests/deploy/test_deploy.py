@@ -385,3 +385,13 @@ def test_webhooks_announce_started_succeeded_and_rolled_back(project: Project) -
     events = [body["event"] for body in received]
     assert events == ["started", "succeeded", "started", "rolled_back"]
     assert all("text" in body for body in received)
+
+
+def test_check_knows_the_port_held_by_its_own_router(project: Project) -> None:
+    """verger check passes a listen port held by the environment's own router."""
+    project.run("up", check=True)
+    done = project.run("--json", "check")
+    checks = {c["name"]: c for c in json.loads(done.stdout)}
+    assert checks["port.staging"]["status"] == "ok", checks["port.staging"]
+    assert "verger's router" in checks["port.staging"]["message"]
+    assert done.returncode == 0, done.stdout

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from verger.checks.base import Check, Context, register
-from verger.config import split_listen
+from verger.config import Loaded, split_listen
+from verger.errors import VergerError
 from verger.notify import mask_url
 
 CONNECT_TIMEOUT = 2.0
@@ -24,12 +27,38 @@ def check_ports(context: Context) -> Iterator[Check]:
     if loaded is None:
         yield Check("ports", "skip", "the config is not valid", severity="info")
         return
+    routers = _router_groups(loaded)
     for name, environment in loaded.config.environments.items():
-        yield port_check(f"port.{name}", environment.listen)
+        yield port_check(f"port.{name}", environment.listen, routers.get(name))
 
 
-def port_check(name: str, listen: str) -> Check:
-    """Whether ``listen`` is free: ok, warn when something listens, fail otherwise."""
+def _router_groups(loaded: Loaded) -> dict[str, int]:
+    """The process group of each environment's router, as the state store records it."""
+    from verger.state import open_store
+
+    path = loaded.root / loaded.config.state
+    if not loaded.config.state.startswith("postgres") and not path.exists():
+        return {}
+    try:
+        store = open_store(loaded.config.state, loaded.root)
+    except VergerError:
+        return {}
+    try:
+        return {
+            row.name: int(row.router_pid)
+            for row in store.environments()
+            if row.router_pid is not None
+        }
+    finally:
+        store.close()
+
+
+def port_check(name: str, listen: str, router_group: int | None = None) -> Check:
+    """Whether ``listen`` is free or held by this environment's router.
+
+    A port held by another process fails, naming it; one that cannot be bound
+    with nothing listening fails with the reason.
+    """
     host, port = split_listen(listen)
     try:
         family, address = _address(host, port)
@@ -45,15 +74,20 @@ def port_check(name: str, listen: str) -> Check:
     if bind_error is None:
         return Check(name, "ok", f"{listen} is free")
 
-    # The router of a running verger holds this port too; telling it apart from
-    # a stranger needs the agent's record of its router, so both only warn.
     if _listening(family, host, port):
+        holder = listener_pid(port)
+        if holder is not None and router_group is not None:
+            try:
+                if os.getpgid(holder) == router_group:
+                    return Check(name, "ok", f"{listen} is served by verger's router")
+            except ProcessLookupError:
+                pass
+        who = f" (pid {holder}: {_command(holder)})" if holder else ""
         return Check(
             name,
-            "warn",
-            f"something is listening on {listen}",
-            "fine if it is verger's router; otherwise find it with "
-            f"ss -ltnp 'sport = :{port}'",
+            "fail" if holder is not None else "warn",
+            f"{listen} is taken by another process{who}",
+            f"stop it, or change this environment's listen; see ss -ltnp 'sport = :{port}'",
         )
     return Check(
         name,
@@ -136,3 +170,38 @@ def webhook_check(name: str, url: str, timeout: float = CONNECT_TIMEOUT) -> Chec
             severity="warning",
         )
     return Check(name, "ok", f"{shown} accepts connections", severity="warning")
+
+
+def listener_pid(port: int) -> int | None:
+    """The pid of the process holding a listening TCP socket on ``port``, if visible."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # Field 3 is the state; 0A is LISTEN. Field 9 is the socket's inode.
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+def _command(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()[:60]
