@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import unavailable
 from router_harness import RunningRouter, free_port
 from router_traffic import Client, body_matches, settled_stats
 
@@ -27,9 +26,16 @@ from verger.deploy.routers.haproxy_log import RequestLog, parse_line
 from verger.deploy.routers.stats import BOUNDS
 from verger.errors import RouterError
 
-pytestmark = pytest.mark.skipif(
-    unavailable("haproxy") is not None, reason=str(unavailable("haproxy"))
-)
+
+def haproxy_missing() -> bool:
+    try:
+        haproxy_binary()
+    except RouterError:
+        return True
+    return False
+
+
+pytestmark = pytest.mark.skipif(haproxy_missing(), reason="HAProxy is not installed")
 
 LOGGER = "verger.deploy.routers.haproxy"
 
@@ -321,6 +327,30 @@ def test_forwarded_headers_reach_the_app(
         }
 
     running.loop.run(scenario())
+
+
+def test_stop_signal_lets_the_request_in_flight_finish(
+    start_backend: Callable[..., Upstream], start_router: Callable[..., RunningRouter]
+) -> None:
+    """On its stop signal HAProxy finishes the request in flight, then exits 0."""
+    blue = start_backend("blue")
+    running = start_router("haproxy", blue)
+    router = haproxy_router(running)
+    assert running.proc is not None
+    proc = running.proc
+
+    async def scenario() -> None:
+        client = Client(running.url)
+        slow = asyncio.create_task(client.get("/slow?seconds=1"))
+        while await router.inflight(blue.address) < 1:
+            await asyncio.sleep(0.02)
+        proc.send_signal(router.stop_signal)
+        answer = await slow
+        assert (answer.status, answer.name) == (200, "blue")
+        await client.close()
+
+    running.loop.run(scenario())
+    assert proc.wait(10) == 0
 
 
 def test_request_log_reader_follows_truncation_and_restarts(tmp_path: Path) -> None:
