@@ -143,11 +143,14 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await running.task
         if self.stop_all:
+            # Routers first: they finish the requests in flight, then nothing
+            # reaches the releases, which can stop.
+            await asyncio.gather(
+                *(asyncio.to_thread(self.stop_router, name) for name in self.routers)
+            )
             await asyncio.gather(
                 *(self.slots.stop_process(r) for r in self.store.running_releases())
             )
-            for name in self.routers:
-                self.stop_router(name)
         await self.notifier.drain(5.0)
         self.files.remove_info()
 
@@ -226,7 +229,8 @@ class Agent:
     def stop_router(self, name: str) -> None:
         handle = self.router_handle(name)
         if handle is not None:
-            process.stop(handle, 5.0)
+            router = self.routers[name]
+            process.stop(handle, router.drain_timeout, router.stop_signal)
             log.info("Stopped the %s router.", name)
         self.store.set_router(name, None, None)
 

@@ -114,9 +114,9 @@ def signal_group(handle: Handle, signum: int) -> bool:
     return True
 
 
-def stop(handle: Handle, grace: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after ``grace`` seconds."""
-    if not signal_group(handle, signal.SIGTERM):
+def stop(handle: Handle, grace: float = 10.0, signum: int = signal.SIGTERM) -> None:
+    """Signal the process group (SIGTERM), then SIGKILL what is left after ``grace``."""
+    if not signal_group(handle, signum):
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:

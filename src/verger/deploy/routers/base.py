@@ -10,6 +10,7 @@ is restarted.
 
 from __future__ import annotations
 
+import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ class Router(ABC):
     """One environment's router, seen from the agent."""
 
     kind: ClassVar[str]
+    # The signal on which the router process finishes requests in flight and exits.
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
 
     def __init__(
         self, environment: str, listen: str, run_dir: Path, drain_timeout: float = 30.0
