@@ -145,9 +145,7 @@ class Agent:
         if self.stop_all:
             # Routers first: they finish the requests in flight, then nothing
             # reaches the releases, which can stop.
-            await asyncio.gather(
-                *(asyncio.to_thread(self.stop_router, name) for name in self.routers)
-            )
+            await asyncio.gather(*(self.stop_router(name) for name in self.routers))
             await asyncio.gather(
                 *(self.slots.stop_process(r) for r in self.store.running_releases())
             )
@@ -226,11 +224,13 @@ class Agent:
             await asyncio.sleep(0.05)
         return False
 
-    def stop_router(self, name: str) -> None:
+    async def stop_router(self, name: str) -> None:
         handle = self.router_handle(name)
         if handle is not None:
             router = self.routers[name]
-            process.stop(handle, router.drain_timeout, router.stop_signal)
+            await asyncio.to_thread(
+                process.stop, handle, router.drain_timeout, router.stop_signal
+            )
             log.info("Stopped the %s router.", name)
         self.store.set_router(name, None, None)
 
