@@ -35,15 +35,19 @@ def wait_listening(
 
 
 def stop_process(
-    proc: subprocess.Popen[bytes], timeout: float = 10, *, group: bool = False
+    proc: subprocess.Popen[bytes],
+    timeout: float = 10,
+    *,
+    group: bool = False,
+    signum: int = signal.SIGTERM,
 ) -> int:
-    """SIGTERM, then SIGKILL if it does not exit in time; its exit status.
+    """``signum``, then SIGKILL if it does not exit in time; its exit status.
 
     With ``group``, the signals go to the process group the process leads (it
     was started with ``start_new_session``), which takes any child with it.
     """
     if proc.poll() is None:
-        send(proc, signal.SIGTERM, group)
+        send(proc, signum, group)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -93,10 +97,11 @@ class RunningRouter:
             await asyncio.sleep(0.05)
 
     def stop(self) -> int | None:
-        """Stop the router process; its exit status."""
+        """Stop the router process the way its kind asks to be stopped."""
         if self.proc is None:
             return None
-        return stop_process(self.proc, group=True)
+        signum = self.router.stop_signal
+        return stop_process(self.proc, group=True, signum=signum)
 
     def kill(self) -> None:
         """Kill the router process outright, as a crash would."""
