@@ -18,6 +18,15 @@ reads and switches the live upstream over an HTTP API on the control socket:
 
 A switch is written to the state file before it takes effect, and the state
 file is read at start, so a restarted router serves the same upstream.
+
+After a switch the old upstream's requests finish on its pool, which closes
+once none is left in flight. The router answers 503 while there is no live
+upstream, 502 when the upstream cannot be reached and 504 when it does not
+answer within the read timeout, and counts these as its own errors. A request
+that meets a keep-alive connection the app closed while idle is sent again on
+a fresh one: by aiohttp for bodiless idempotent requests, here for requests
+whose body (64 KiB at most) it kept while streaming it. SIGTERM stops the
+listener, lets requests in flight finish for up to 10 seconds, then exits.
 """
 
 from __future__ import annotations
