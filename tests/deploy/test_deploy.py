@@ -395,3 +395,29 @@ def test_check_knows_the_port_held_by_its_own_router(project: Project) -> None:
     assert checks["port.staging"]["status"] == "ok", checks["port.staging"]
     assert "verger's router" in checks["port.staging"]["message"]
     assert done.returncode == 0, done.stdout
+
+
+def test_state_store_on_postgresql(project: Project) -> None:
+    """With state: a postgresql:// URL, deploys are recorded there and status reads them."""
+    import uuid
+
+    import psycopg
+
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    name = f"verger_state_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+        project.write_config(f"state: {url}\n" + config_text(project.ports))
+        up(project)
+        assert project.deploy("staging", project.source("v1"), "v1").returncode == 0
+        assert project.json("history", "staging")[0]["version"] == "v1"
+        assert not (project.root / ".verger" / "state.db").exists()
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT version, status FROM deploys").fetchone()
+        assert row == ("v1", "succeeded")
+        project.run("down", check=True)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
