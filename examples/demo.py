@@ -152,7 +152,7 @@ def run(demo: Demo) -> int:
                 "v4 answers 5xx once live",
                 traffic,
                 lambda: demo.release("v4", "errors-when-live"),
-            ),  # fmt: skip
+            ),
         ]
     finally:
         summaries = [t.stop() for t in traffic]
