@@ -58,3 +58,16 @@ def test_unknown_environment_is_refused_with_the_known_ones(project: Project) ->
     assert (
         "no environment 'prod'" in done.stderr and "staging, production" in done.stderr
     )
+
+
+def test_config_edited_under_a_running_agent_is_refused(project: Project) -> None:
+    """After verger.yml changes, deploys are refused until the agent reloads it."""
+    project.run("up", check=True)
+    project.write_config(project.config.read_text().replace("30s", "40s"))
+    done = project.deploy("staging", project.source("v1"), "v1")
+    assert done.returncode == 4
+    assert "changed since the agent started" in done.stderr
+    assert "verger down --keep-serving" in done.stderr
+    project.run("down", "--keep-serving", check=True)
+    project.run("up", check=True)
+    assert project.deploy("staging", project.source("v1"), "v1").returncode == 0

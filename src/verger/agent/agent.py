@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import signal
@@ -95,6 +96,7 @@ class Agent:
             for name, env in self.config.environments.items()
         }
         self.notifier = _make_notifier(self.loaded)
+        self.config_digest = config_digest(self.loaded.path)
         self.ctx = Context(
             self.loaded, self.store, self.slots, self.routers, self.notify
         )
@@ -353,6 +355,7 @@ class Agent:
 
     async def begin(self, request: dict[str, Any]) -> int:
         """Start a deploy or rollback task and return its id."""
+        self._refuse_if_config_changed()
         environment = str(request.get("environment", ""))
         kind = str(request.get("kind", "deploy"))
         if environment not in self.config.environments:
@@ -408,6 +411,15 @@ class Agent:
         finally:
             self.running.pop(running.environment, None)
 
+    def _refuse_if_config_changed(self) -> None:
+        if config_digest(self.loaded.path) != self.config_digest:
+            raise DeployError(
+                f"{self.loaded.path.name} changed since the agent started, "
+                "and the agent still runs the old one",
+                "load it with 'verger down --keep-serving' then 'verger up'; "
+                "routers and releases keep serving meanwhile",
+            )
+
     def _refuse_if_busy(self, environment: str) -> None:
         running = self.running.get(environment)
         if running is None:
@@ -439,6 +451,14 @@ class Agent:
                 f"{version} has not passed {requires}, which {environment} requires",
                 f"deploy it to {requires} first, or pass --force to skip the gate",
             )
+
+
+def config_digest(path: Path) -> str:
+    """A digest of the config file, to notice it changed under a running agent."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _make_notifier(loaded: Loaded) -> Notifier:
