@@ -421,3 +421,25 @@ def test_state_store_on_postgresql(project: Project) -> None:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_dead_router_is_started_again_with_the_same_routing(project: Project) -> None:
+    """When a router dies, the agent starts it again, routing to the live release."""
+    up(project)
+    project.deploy("staging", project.source("v1"), "v1")
+    router = project.json("status", "staging")["environments"][0]["router"]
+    os.killpg(router["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    served = None
+    while time.monotonic() < deadline:
+        try:
+            served = project.get("staging")[1]
+            break
+        except OSError:
+            time.sleep(0.1)
+    now = project.json("status", "staging")["environments"][0]["router"]
+    assert served == "v1"
+    assert now["running"] and now["pid"] != router["pid"]
+    assert "router is not running; starting it again" in (
+        project.root / ".verger" / "agent.log"
+    ).read_text()
