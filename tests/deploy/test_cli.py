@@ -71,3 +71,21 @@ def test_config_edited_under_a_running_agent_is_refused(project: Project) -> Non
     project.run("down", "--keep-serving", check=True)
     project.run("up", check=True)
     assert project.deploy("staging", project.source("v1"), "v1").returncode == 0
+
+
+def test_changed_router_kind_replaces_the_router_on_reload(project: Project) -> None:
+    """Moving an environment from the built-in router to HAProxy takes effect on up."""
+    from conftest import config_text
+
+    project.run("up", check=True)
+    assert project.deploy("staging", project.source("v1"), "v1").returncode == 0
+    before = project.json("status", "staging")["environments"][0]["router"]
+    project.write_config(config_text(project.ports, router="haproxy"))
+    project.run("down", "--keep-serving", check=True)
+    project.run("up", check=True)
+    after = project.json("status", "staging")["environments"][0]["router"]
+    assert after["kind"] == "haproxy" and after["running"]
+    assert after["pid"] != before["pid"]
+    assert project.get("staging")[1] == "v1"
+    log = (project.root / ".verger" / "agent.log").read_text()
+    assert "router changes from builtin" in log

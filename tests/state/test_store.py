@@ -47,6 +47,7 @@ def test_old_store_is_upgraded_in_place(state: str, tmp_path: Path) -> None:
     deploy_id = store.add_deploy("staging", "deploy", "v1", "alice@host")
     # Take it back to version 1 the way an older verger would have left it.
     store._run("ALTER TABLE deploys DROP COLUMN rollback_seconds")
+    store._run("ALTER TABLE environments DROP COLUMN router_listen")
     store._run("UPDATE schema_version SET version = 1")
     store.close()
 

@@ -173,13 +173,40 @@ class Agent:
         """Adopt the environment's router if it runs, or start it with the live routing."""
         router = self.routers[name]
         handle = self.router_handle(name)
-        if process.alive(handle):
-            if await self._wait_ready(router, 2.0):
-                log.info("Adopted the %s router (pid %d).", name, handle.pid)  # type: ignore[union-attr]
+        if handle is not None and process.alive(handle):
+            if self._router_changed(name):
+                await self._replace_router(name, handle)
+            elif await self._wait_ready(router, 2.0):
+                log.info("Adopted the %s router (pid %d).", name, handle.pid)
                 self.router_problems.pop(name, None)
                 return
-            process.stop(handle, 2.0)  # type: ignore[arg-type]
+            else:
+                await asyncio.to_thread(process.stop, handle, 2.0)
         await self.start_router(name)
+
+    def _router_changed(self, name: str) -> bool:
+        row = self.store.environment(name)
+        router = self.routers[name]
+        return row is not None and (
+            row.router != router.kind or row.router_listen not in (None, router.listen)
+        )
+
+    async def _replace_router(self, name: str, handle: process.Handle) -> None:
+        """Stop a router whose kind or listen address the config changed."""
+        row = self.store.environment(name)
+        assert row is not None
+        router = self.routers[name]
+        old = make_router(
+            row.router, name, row.router_listen or router.listen, router.run_dir
+        )
+        log.warning(
+            "The %s router changes from %s on %s to %s on %s; stopping the old one "
+            "(requests in flight finish, new connections wait for the new one).",
+            name, row.router, row.router_listen, router.kind, router.listen,
+        )  # fmt: skip
+        await asyncio.to_thread(
+            process.stop, handle, router.drain_timeout, old.stop_signal
+        )
 
     async def start_router(self, name: str) -> None:
         router = self.routers[name]
@@ -200,7 +227,9 @@ class Agent:
             env=dict(os.environ),
             log_path=self.files.logs_dir / f"router-{name}.log",
         )
-        self.store.set_router(name, handle.pid, handle.started)
+        self.store.set_router(
+            name, handle.pid, handle.started, router.kind, router.listen
+        )
         if await self._wait_ready(router, ROUTER_READY_TIMEOUT, handle):
             log.info(
                 "Started the %s router on %s (pid %d).", name, router.listen, handle.pid

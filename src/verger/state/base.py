@@ -149,10 +149,6 @@ class Store(ABC):
                 "INSERT INTO environments (name, router, updated_at) VALUES (?, ?, ?)",
                 (name, router, time.time()),
             )
-        else:
-            self._run(
-                "UPDATE environments SET router = ? WHERE name = ?", (router, name)
-            )
 
     def environment(self, name: str) -> Row | None:
         return self._one("SELECT * FROM environments WHERE name = ?", (name,))
@@ -160,11 +156,21 @@ class Store(ABC):
     def environments(self) -> list[Row]:
         return self._all("SELECT * FROM environments ORDER BY name")
 
-    def set_router(self, name: str, pid: int | None, started: str | None) -> None:
+    def set_router(
+        self,
+        name: str,
+        pid: int | None,
+        started: str | None,
+        kind: str | None = None,
+        listen: str | None = None,
+    ) -> None:
+        """Record the router process serving an environment: its kind and address."""
+        row = self.environment(name)
+        kind = kind or (row.router if row else "builtin")
         self._run(
-            "UPDATE environments SET router_pid = ?, router_started = ?, updated_at = ?"
-            " WHERE name = ?",
-            (pid, started, time.time(), name),
+            "UPDATE environments SET router_pid = ?, router_started = ?, router = ?,"
+            " router_listen = ?, updated_at = ? WHERE name = ?",
+            (pid, started, kind, listen, time.time(), name),
         )
 
     def set_live(self, name: str, release_id: int | None) -> None:

@@ -73,6 +73,9 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE deploys ADD COLUMN rollback_seconds DOUBLE PRECISION",
     ],
+    [
+        "ALTER TABLE environments ADD COLUMN router_listen TEXT",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
