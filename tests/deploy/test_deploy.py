@@ -440,6 +440,20 @@ def test_dead_router_is_started_again_with_the_same_routing(project: Project) ->
     now = project.json("status", "staging")["environments"][0]["router"]
     assert served == "v1"
     assert now["running"] and now["pid"] != router["pid"]
-    assert "router is not running; starting it again" in (
-        project.root / ".verger" / "agent.log"
-    ).read_text()
+    assert (
+        "router is not running; starting it again"
+        in (project.root / ".verger" / "agent.log").read_text()
+    )
+
+
+def test_audit_trail_and_logs_are_readable(project: Project) -> None:
+    """verger audit lists who deployed what; verger logs shows the live release's output."""
+    up(project)
+    project.deploy("staging", project.source("v1"), "v1")
+    audit = project.json("audit", "staging")
+    assert audit[0]["action"] == "deployed" and audit[0]["detail"] == {"version": "v1"}
+    assert "@" in audit[0]["actor"]
+    logs = project.json("logs", "staging")
+    assert any("serving v1 on" in line for line in logs["lines"])
+    router = project.json("logs", "staging", "--router")
+    assert router["path"].endswith("router-staging.log")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import subprocess
 import sys
@@ -501,9 +502,15 @@ def _when(at: float) -> str:
 )
 @click.option("--router", "router_log", is_flag=True, help="The router's log instead.")
 @click.option("-n", "--lines", default=50, show_default=True, help="How many lines.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @pass_ctx
 def logs(
-    c: Ctx, environment: str, which: str | None, router_log: bool, lines: int
+    c: Ctx,
+    environment: str,
+    which: str | None,
+    router_log: bool,
+    lines: int,
+    follow: bool,
 ) -> None:
     """The output of an environment's live release (or another, or its router)."""
     from verger.deploy.process import tail
@@ -520,6 +527,62 @@ def logs(
     c.out.result(
         {"path": str(path), "lines": text},
         "\n".join(text) if text else f"({path} is empty)",
+    )
+    if follow and not c.out.json_mode:
+        _follow_file(c, path)
+
+
+def _follow_file(c: Ctx, path: Path) -> None:
+    """Print what is appended to a log file until interrupted."""
+    offset = path.stat().st_size if path.exists() else 0
+    try:
+        while True:
+            size = path.stat().st_size if path.exists() else 0
+            if size < offset:
+                offset = 0
+            if size > offset:
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read(size - offset)
+                offset = size
+                c.out.console.out(chunk.decode("utf-8", "replace"), end="")
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        return
+
+
+@cli.command()
+@click.argument("environment", required=False)
+@click.option("--limit", default=50, show_default=True, help="How many entries.")
+@pass_ctx
+def audit(c: Ctx, environment: str | None, limit: int) -> None:
+    """Who did what: deploys, rollbacks and recoveries, newest first."""
+    _known(c, environment)
+    rows = _store(c).audit_trail(environment, limit=limit)
+    data = [
+        {
+            "at": r.at,
+            "actor": r.actor,
+            "action": r.action,
+            "environment": r.environment,
+            "detail": json.loads(r.detail or "{}"),
+        }
+        for r in rows
+    ]
+    c.out.table(
+        "Audit trail",
+        ["when", "who", "action", "environment", "detail"],
+        [
+            [
+                _when(d["at"]),
+                d["actor"],
+                d["action"],
+                d["environment"] or "",
+                ", ".join(f"{k}={v}" for k, v in d["detail"].items()),
+            ]
+            for d in data
+        ],
+        data=data,
     )
 
 
