@@ -63,3 +63,9 @@ class BusyError(DeployError):
 
 class ToolError(VergerError):
     """An external command failed; its output is attached as ``detail``."""
+
+
+class BackupError(VergerError):
+    """A backup, restore, verification or drill failed or was refused."""
+
+    exit_code = 6

@@ -129,6 +129,106 @@ class Notify(Section):
         return value
 
 
+class S3(Section):
+    """An S3-compatible bucket: AWS, MinIO, Ceph, or any server that speaks S3."""
+
+    endpoint: str
+    bucket: str
+    region: str = "us-east-1"
+    prefix: str = ""
+    path_style: bool = False
+    ca_file: str | None = None
+    key: str | None = None
+    secret: str | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        host = value.removeprefix("https://")
+        if "://" in host or not host:
+            raise ValueError(
+                f"expected a host[:port] reached over HTTPS, such as "
+                f"s3.us-east-1.amazonaws.com, got {value!r}"
+            )
+        return host.rstrip("/")
+
+
+class Repository(Section):
+    """Where backups and WAL are kept: a local folder or an S3 bucket."""
+
+    path: str | None = None
+    s3: S3 | None = None
+    cold_after: Duration | None = None
+    cold_path: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Repository:
+        if (self.path is None) == (self.s3 is None):
+            raise ValueError("a repository has exactly one of path: or s3:")
+        if self.cold_path is not None and self.s3 is not None:
+            raise ValueError(
+                "cold_path is for a local repository; an S3 repository's cold "
+                "tier is a lifecycle rule set by cold_after"
+            )
+        return self
+
+
+class Schedule(Section):
+    """Cron expressions (UTC) for the work the agent does on its own."""
+
+    full: str | None = "0 */6 * * *"
+    diff: str | None = None
+    incr: str | None = None
+    verify: bool = True
+    drill: str | None = "0 3 * * 0"
+
+    @field_validator("full", "diff", "incr", "drill")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(
+                f"expected a cron expression such as '0 */6 * * *', got {value!r}"
+            )
+        return value
+
+
+class Retention(Section):
+    """How many full backups to keep, and how far back a restore must reach."""
+
+    full: int = Field(default=28, ge=1, le=10000)
+    window: Duration = 30 * 86400.0
+
+
+class Targets(Section):
+    rpo: Duration = 3600.0
+    rto: Duration = 4 * 3600.0
+
+
+class Backup(Section):
+    engine: Literal["auto", "pgbackrest", "pg_dump"] = "auto"
+    database: str = "production"
+    repository: Repository = Field(
+        default_factory=lambda: Repository(path=".verger/backups")
+    )
+    passphrase: str | None = None
+    run_as: str | None = None
+    data: str | None = None
+    stanza: str | None = None
+    archive_timeout: Duration = 60.0
+    scratch: str = ".verger/scratch"
+    schedule: Schedule = Field(default_factory=Schedule)
+    retention: Retention = Field(default_factory=Retention)
+    targets: Targets = Field(default_factory=Targets)
+
+
+def _is_dsn(value: str) -> bool:
+    return value.startswith(("postgresql://", "postgres://"))
+
+
 class Config(Section):
     app: str
     state: str = ".verger/state.db"
@@ -140,6 +240,18 @@ class Config(Section):
     keep_previous: Duration = 1800.0
     environments: dict[str, Environment]
     notify: Notify = Field(default_factory=Notify)
+    databases: dict[str, str] = Field(default_factory=dict)
+    backup: Backup | None = None
+
+    @field_validator("databases")
+    @classmethod
+    def _database_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if not _is_dsn(url):
+                raise ValueError(
+                    f"databases.{name} must be a postgresql:// URL, got {url!r}"
+                )
+        return value
 
     @field_validator("app")
     @classmethod
@@ -182,7 +294,17 @@ class Config(Section):
                 )
             listens[port] = name
         self._check_cycles()
+        self._check_backup()
         return self
+
+    def _check_backup(self) -> None:
+        if self.backup is None or self.backup.database in self.databases:
+            return
+        known = ", ".join(sorted(self.databases)) or "none yet"
+        raise ValueError(
+            f"backup.database names {self.backup.database!r}, which is not under "
+            f"databases: (known: {known}); add it there as a postgresql:// URL"
+        )
 
     def _unknown_requires(self, name: str, requires: str) -> str:
         known = sorted(self.environments)

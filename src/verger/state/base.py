@@ -24,6 +24,8 @@ from verger.state.schema import LATEST, MIGRATIONS
 RELEASE_RUNNING = ("starting", "green", "live", "previous")
 # Statuses of a deploy that has ended.
 DEPLOY_ENDED = ("succeeded", "failed", "rolled_back", "undone")
+# Statuses of a backup: only "verified" counts as a backup a restore can rely on.
+BACKUP_STATUSES = ("running", "done", "failed", "verified", "unrestorable", "expired")
 
 
 def actor() -> str:
@@ -321,4 +323,60 @@ class Store(ABC):
         return self._all(
             "SELECT * FROM audit WHERE environment = ? ORDER BY id DESC LIMIT ?",
             (environment, limit),
+        )
+
+    # -- backups and drills -----------------------------------------------
+
+    def add_backup(self, database: str, engine: str, kind: str, who: str) -> int:
+        return self._insert(
+            "INSERT INTO backups (database, engine, kind, status, actor, started_at)"
+            " VALUES (?, ?, ?, 'running', ?, ?)",
+            (database, engine, kind, who, time.time()),
+        )
+
+    def update_backup(self, backup_id: int, **fields: Any) -> None:
+        if "tables" in fields and not isinstance(fields["tables"], str | None):
+            fields["tables"] = json.dumps(fields["tables"])
+        names = ", ".join(f"{name} = ?" for name in fields)
+        self._run(
+            f"UPDATE backups SET {names} WHERE id = ?", (*fields.values(), backup_id)
+        )
+
+    def backup(self, backup_id: int) -> Row | None:
+        return self._one("SELECT * FROM backups WHERE id = ?", (backup_id,))
+
+    def backup_by_label(self, database: str, label: str) -> Row | None:
+        return self._one(
+            "SELECT * FROM backups WHERE database = ? AND label = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (database, label),
+        )
+
+    def backups(self, database: str, *statuses: str, limit: int = 1000) -> list[Row]:
+        """A database's backups, newest first, optionally only those in ``statuses``."""
+        rows = self._all(
+            "SELECT * FROM backups WHERE database = ? ORDER BY id DESC LIMIT ?",
+            (database, limit),
+        )
+        return [row for row in rows if not statuses or row.status in statuses]
+
+    def add_drill(
+        self, database: str, who: str, rto_target: float, rpo_target: float
+    ) -> int:
+        return self._insert(
+            "INSERT INTO drills (database, status, actor, started_at, rto_target,"
+            " rpo_target) VALUES (?, 'running', ?, ?, ?, ?)",
+            (database, who, time.time(), rto_target, rpo_target),
+        )
+
+    def update_drill(self, drill_id: int, **fields: Any) -> None:
+        names = ", ".join(f"{name} = ?" for name in fields)
+        self._run(
+            f"UPDATE drills SET {names} WHERE id = ?", (*fields.values(), drill_id)
+        )
+
+    def drills(self, database: str, limit: int = 100) -> list[Row]:
+        return self._all(
+            "SELECT * FROM drills WHERE database = ? ORDER BY id DESC LIMIT ?",
+            (database, limit),
         )

@@ -76,6 +76,47 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE environments ADD COLUMN router_listen TEXT",
     ],
+    [
+        """CREATE TABLE backups (
+            id {id},
+            database TEXT NOT NULL,
+            engine TEXT NOT NULL,
+            label TEXT,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            finished_at DOUBLE PRECISION,
+            size BIGINT,
+            repo_size BIGINT,
+            wal_start TEXT,
+            wal_stop TEXT,
+            marker TEXT,
+            tables TEXT,
+            detail TEXT,
+            verified_at DOUBLE PRECISION,
+            verify_seconds DOUBLE PRECISION,
+            verify_detail TEXT
+        )""",
+        "CREATE INDEX backups_by_database ON backups (database, id)",
+        """CREATE TABLE drills (
+            id {id},
+            database TEXT NOT NULL,
+            backup_label TEXT,
+            status TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            incident_at DOUBLE PRECISION,
+            newest_marker_at DOUBLE PRECISION,
+            writable_at DOUBLE PRECISION,
+            rto_seconds DOUBLE PRECISION,
+            rpo_seconds DOUBLE PRECISION,
+            rto_target DOUBLE PRECISION NOT NULL,
+            rpo_target DOUBLE PRECISION NOT NULL,
+            detail TEXT,
+            finished_at DOUBLE PRECISION
+        )""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
