@@ -117,7 +117,21 @@ class Output:
         with progress:
             task = progress.add_task(description, total=total)
 
-            def advance(amount: float = 1.0, description: str | None = None) -> None:
-                progress.update(task, advance=amount, description=description)
+            def advance(
+                amount: float = 1.0,
+                description: str | None = None,
+                *,
+                completed: float | None = None,
+                total: float | None = None,
+            ) -> None:
+                if completed is None:
+                    progress.update(task, advance=amount, description=description)
+                else:
+                    progress.update(
+                        task,
+                        completed=completed,
+                        total=total or None,
+                        description=description,
+                    )
 
             yield advance

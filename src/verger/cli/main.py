@@ -638,3 +638,9 @@ def main() -> None:
             )
         )
     sys.exit(_current[-1].out.exit_code if _current else 0)
+
+
+# The backup commands live in their own module and register on ``cli`` when imported.
+from verger.cli import backup as _backup_commands  # noqa: E402
+
+__all__ = ["_backup_commands", "cli", "main"]

@@ -329,9 +329,9 @@ class Store(ABC):
 
     def add_backup(self, database: str, engine: str, kind: str, who: str) -> int:
         return self._insert(
-            "INSERT INTO backups (database, engine, kind, status, actor, started_at)"
-            " VALUES (?, ?, ?, 'running', ?, ?)",
-            (database, engine, kind, who, time.time()),
+            "INSERT INTO backups (database, engine, kind, status, actor, pid,"
+            " started_at) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+            (database, engine, kind, who, os.getpid(), time.time()),
         )
 
     def update_backup(self, backup_id: int, **fields: Any) -> None:
@@ -364,9 +364,9 @@ class Store(ABC):
         self, database: str, who: str, rto_target: float, rpo_target: float
     ) -> int:
         return self._insert(
-            "INSERT INTO drills (database, status, actor, started_at, rto_target,"
-            " rpo_target) VALUES (?, 'running', ?, ?, ?, ?)",
-            (database, who, time.time(), rto_target, rpo_target),
+            "INSERT INTO drills (database, status, actor, pid, started_at, rto_target,"
+            " rpo_target) VALUES (?, 'running', ?, ?, ?, ?, ?)",
+            (database, who, os.getpid(), time.time(), rto_target, rpo_target),
         )
 
     def update_drill(self, drill_id: int, **fields: Any) -> None:

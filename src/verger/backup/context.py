@@ -1,0 +1,61 @@
+"""From verger.yml to an engine's ``Context``: which database, as whom, with what key."""
+
+from __future__ import annotations
+
+import os
+
+from verger.backup.engines.base import Context
+from verger.backup.system import Runner, resolve_user
+from verger.config import Loaded
+from verger.config.model import Backup
+from verger.errors import BackupError
+
+PASSPHRASE_VARIABLE = "VERGER_BACKUP_PASSPHRASE"
+
+
+def backup_section(loaded: Loaded) -> Backup:
+    section = loaded.config.backup
+    if section is None:
+        raise BackupError(
+            f"{loaded.path.name} has no backup: section",
+            "add one (verger init writes an example) naming the database under "
+            "databases:",
+        )
+    return section
+
+
+def passphrase(section: Backup) -> str:
+    """The repository key: from the config (often ${VAR}) or the environment."""
+    value = section.passphrase or os.environ.get(PASSPHRASE_VARIABLE, "")
+    if not value:
+        raise BackupError(
+            "backups are encrypted, and no passphrase is set",
+            f"set backup.passphrase: ${{{PASSPHRASE_VARIABLE}}} in verger.yml and "
+            f"export {PASSPHRASE_VARIABLE}; keep a copy somewhere safe, since "
+            "without it no backup can be restored",
+        )
+    if len(value) < 12:
+        raise BackupError(
+            "the backup passphrase is shorter than 12 characters",
+            "use a long random passphrase, such as the output of "
+            "'openssl rand -base64 32'",
+        )
+    return value
+
+
+def make_context(loaded: Loaded) -> Context:
+    section = backup_section(loaded)
+    secret = passphrase(section)
+    runner = Runner(resolve_user(section.run_as), secrets=[secret])
+    s3 = section.repository.s3
+    if s3 is not None and s3.secret:
+        runner.secrets.append(s3.secret)
+    return Context(
+        app=loaded.config.app,
+        database=section.database,
+        dsn=loaded.config.databases[section.database],
+        section=section,
+        root=loaded.root,
+        runner=runner,
+        passphrase=secret,
+    )

@@ -1,0 +1,147 @@
+"""Disaster-recovery drills: RTO and RPO measured, not promised.
+
+A drill writes marker rows to the source continuously, declares an
+"incident" at a moment of its choosing, and from then on behaves as if the
+source were gone: it restores the newest backup plus every archived WAL
+segment into a fresh cluster. RTO is the time from the start of the restore
+until the copy accepts a write; RPO is the incident time minus the commit
+time of the newest marker the copy holds, that is, the writes a real
+incident would have lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from verger.backup.cluster import ScratchCluster, clean_stale
+from verger.backup.engines.base import Engine, Progress, RestorePoint, no_progress
+from verger.backup.markers import SCHEMA, MarkerWriter, newest_marker, prune
+from verger.backup.restore import reach
+from verger.backup.verify import _database
+from verger.errors import BackupError, VergerError
+from verger.state.base import Row, Store, actor
+
+log = logging.getLogger("verger.backup")
+
+KIND = "drill"
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    drill_id: int
+    passed: bool
+    rto: float | None
+    rpo: float | None
+    rto_target: float
+    rpo_target: float
+    backup: str | None
+    detail: str
+
+    def sentence(self) -> str:
+        if self.rto is None or self.rpo is None:
+            return f"Drill #{self.drill_id} failed: {self.detail}"
+        verdict = "met both targets" if self.passed else "missed a target"
+        return (
+            f"Drill #{self.drill_id} {verdict}: RTO {self.rto:.1f}s (target "
+            f"{self.rto_target:g}s), RPO {self.rpo:.1f}s (target {self.rpo_target:g}s)"
+        )
+
+
+def drill(
+    engine: Engine,
+    store: Store,
+    lead: float = 2.0,
+    progress: Progress = no_progress,
+) -> DrillResult:
+    """Run one drill against the newest backup and record it."""
+    context = engine.context
+    targets = context.section.targets
+    clean_stale(context.scratch)
+    drill_id = store.add_drill(context.database, actor(), targets.rto, targets.rpo)
+    store.audit(actor(), "drill", None, database=context.database)
+    prune(context.dsn, KIND, 7 * 86400)
+    writer = MarkerWriter(context.dsn, KIND)
+    writer.start()
+    time.sleep(lead)
+    # The incident: from here on the source is treated as lost.
+    writer.stop()
+    incident = time.time()
+    try:
+        result = _recover(engine, drill_id, incident, progress)
+    except VergerError as exc:
+        store.update_drill(
+            drill_id,
+            status="failed",
+            incident_at=incident,
+            detail=str(exc),
+            finished_at=time.time(),
+        )
+        return DrillResult(
+            drill_id, False, None, None, targets.rto, targets.rpo, None, str(exc)
+        )
+    _record(store, result, incident)
+    log.info(result.sentence())
+    return result
+
+
+def _recover(
+    engine: Engine, drill_id: int, incident: float, progress: Progress
+) -> DrillResult:
+    context = engine.context
+    targets = context.section.targets
+    newest = max(reach(engine).backups, key=lambda b: b.finished_at)
+    point = RestorePoint(label=newest.label, latest=engine.pitr)
+    with ScratchCluster(context.runner, context.scratch, "drill") as cluster:
+        started = time.monotonic()
+        engine.restore(point, cluster, progress)
+        database = _database(context.dsn)
+        with cluster.connect(database) as conn:
+            conn.autocommit = True
+            conn.execute(SCHEMA)
+            conn.execute(
+                "INSERT INTO verger.markers (token, kind) VALUES (%s, 'drill-write')",
+                (f"drill-{drill_id}-write",),
+            )
+            rto = time.monotonic() - started
+            recovered = newest_marker(conn, KIND)
+    if recovered is None:
+        raise BackupError(
+            "the restored copy holds no drill marker at all",
+            "check that WAL archiving works ('verger check'), then drill again",
+        )
+    rpo = max(0.0, incident - recovered)
+    passed = rto <= targets.rto and rpo <= targets.rpo
+    detail = _detail(rto, rpo, targets.rto, targets.rpo)
+    return DrillResult(
+        drill_id, passed, rto, rpo, targets.rto, targets.rpo, newest.label, detail
+    )
+
+
+def _detail(rto: float, rpo: float, rto_target: float, rpo_target: float) -> str:
+    missed = []
+    if rto > rto_target:
+        missed.append(f"RTO {rto:.1f}s is over the {rto_target:g}s target")
+    if rpo > rpo_target:
+        missed.append(f"RPO {rpo:.1f}s is over the {rpo_target:g}s target")
+    return "; ".join(missed) or "both targets met"
+
+
+def _record(store: Store, result: DrillResult, incident: float) -> None:
+    assert result.rto is not None and result.rpo is not None
+    store.update_drill(
+        result.drill_id,
+        status="passed" if result.passed else "missed",
+        backup_label=result.backup,
+        incident_at=incident,
+        newest_marker_at=incident - result.rpo,
+        rto_seconds=result.rto,
+        rpo_seconds=result.rpo,
+        detail=result.detail,
+        finished_at=time.time(),
+    )
+
+
+def report(store: Store, database: str) -> list[Row]:
+    return store.drills(database)

@@ -1,0 +1,109 @@
+"""Gaps in the WAL archive, found from segment names alone.
+
+An engine's own verify checks the files it has; it does not say that a
+segment in the middle of the chain was never archived or was deleted. WAL
+segment names count up without holes within a timeline, so a missing name
+between a backup's first segment and the newest one is a gap, and every point
+in time from the last segment before it to the first backup taken after it
+cannot be restored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from verger.backup.engines.base import EngineBackup, WalSegment
+
+SEGMENT_SIZE = 16 * 1024 * 1024
+
+
+def segments_per_log(segment_size: int = SEGMENT_SIZE) -> int:
+    return 0x100000000 // segment_size
+
+
+def number(name: str, segment_size: int = SEGMENT_SIZE) -> tuple[int, int]:
+    """A segment's timeline and position in its timeline, from its name."""
+    timeline = int(name[0:8], 16)
+    log, segment = int(name[8:16], 16), int(name[16:24], 16)
+    return timeline, log * segments_per_log(segment_size) + segment
+
+
+def name(timeline: int, position: int, segment_size: int = SEGMENT_SIZE) -> str:
+    log, segment = divmod(position, segments_per_log(segment_size))
+    return f"{timeline:08X}{log:08X}{segment:08X}"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Missing segments ``first``..``last`` and the time range they break."""
+
+    first: str
+    last: str
+    count: int
+    broken_from: float | None
+    broken_until: float | None
+
+    def sentence(self, when: Callable[[float | None], str]) -> str:
+        span = self.first if self.count == 1 else f"{self.first} to {self.last}"
+        until = when(self.broken_until) if self.broken_until else "now"
+        since = when(self.broken_from) if self.broken_from else "the backup before it"
+        plural = "segment is" if self.count == 1 else f"{self.count} segments are"
+        return (
+            f"WAL {plural} missing from the archive ({span}): no restore can reach "
+            f"a point from {since} until {until}"
+        )
+
+
+def find_gaps(
+    backups: list[EngineBackup],
+    segments: list[WalSegment],
+    segment_size: int = SEGMENT_SIZE,
+) -> list[Gap]:
+    """Missing segments between the oldest backup's first segment and the newest one."""
+    starts = [b.wal_start for b in backups if b.wal_start and not b.error]
+    if not starts or not segments:
+        return []
+    have = {s.name: s for s in segments}
+    timeline, first = number(min(starts), segment_size)
+    on_timeline = [s for s in segments if number(s.name, segment_size)[0] == timeline]
+    if not on_timeline:
+        return []
+    last = max(number(s.name, segment_size)[1] for s in on_timeline)
+    gaps: list[Gap] = []
+    position = first
+    while position <= last:
+        if name(timeline, position, segment_size) in have:
+            position += 1
+            continue
+        start = position
+        while position <= last and name(timeline, position, segment_size) not in have:
+            position += 1
+        gaps.append(_gap(timeline, start, position - 1, backups, have, segment_size))
+    return gaps
+
+
+def _gap(
+    timeline: int,
+    first: int,
+    last: int,
+    backups: list[EngineBackup],
+    have: dict[str, WalSegment],
+    segment_size: int,
+) -> Gap:
+    before = have.get(name(timeline, first - 1, segment_size))
+    # A backup whose own WAL starts after the gap does not need the missing segments.
+    healed = [
+        b.finished_at
+        for b in backups
+        if b.wal_start
+        and not b.error
+        and number(b.wal_start, segment_size) > (timeline, last)
+    ]
+    return Gap(
+        first=name(timeline, first, segment_size),
+        last=name(timeline, last, segment_size),
+        count=last - first + 1,
+        broken_from=before.archived_at if before else None,
+        broken_until=min(healed) if healed else None,
+    )

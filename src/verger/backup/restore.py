@@ -1,0 +1,246 @@
+"""``verger restore``: a backup, plus WAL up to a point, into a new place.
+
+The point is checked against what the repository can reach before anything
+is written: a time before the first backup finished, after the newest
+archived WAL, or inside a gap in the archive is refused with the range that
+can be restored. A restore never writes over the database it came from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+
+from verger.backup.cluster import ScratchCluster, clean_stale
+from verger.backup.engines.base import (
+    Engine,
+    EngineBackup,
+    Progress,
+    RestorePoint,
+    no_progress,
+)
+from verger.backup.gaps import find_gaps
+from verger.backup.system import Runner, pg_program
+from verger.errors import BackupError
+
+log = logging.getLogger("verger.backup")
+
+
+def when(epoch: float | None) -> str:
+    if epoch is None:
+        return "now"
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds from an ISO 8601 time; without an offset it is local time."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace(" UTC", "+00:00"))
+    except ValueError:
+        raise BackupError(
+            f"{text!r} is not a time verger can read",
+            "write it as ISO 8601, such as '2026-12-03 21:30:00+00:00'",
+        ) from None
+    if value.tzinfo is None:
+        value = value.astimezone()
+    return value.timestamp()
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What the repository can restore: from ``earliest`` to ``latest``."""
+
+    earliest: float
+    latest: float
+    backups: list[EngineBackup]
+
+    def sentence(self) -> str:
+        return f"from {when(self.earliest)} to {when(self.latest)}"
+
+
+def reach(engine: Engine) -> Reach:
+    backups = [b for b in engine.backups() if not b.error]
+    if not backups:
+        raise BackupError(
+            "the repository holds no backup to restore",
+            "take one with 'verger backup run'",
+        )
+    latest = max(b.finished_at for b in backups)
+    if engine.pitr:
+        segments = engine.wal()
+        if segments:
+            latest = max(latest, max(s.archived_at for s in segments))
+    return Reach(min(b.finished_at for b in backups), latest, backups)
+
+
+def plan(engine: Engine, latest: bool, to_time: float | None) -> RestorePoint:
+    """The restore point for ``--latest`` or ``--to-time``, refused if out of reach."""
+    span = reach(engine)
+    if to_time is None:
+        newest = max(span.backups, key=lambda b: b.finished_at)
+        return RestorePoint(label=newest.label, latest=engine.pitr)
+    if not engine.pitr:
+        raise BackupError(
+            "the pg_dump engine keeps no WAL, so it cannot restore to a point in time",
+            "restore with --latest, or use the pgbackrest engine for point-in-time "
+            "recovery",
+        )
+    if not span.earliest <= to_time <= span.latest:
+        raise BackupError(
+            f"cannot restore to {when(to_time)}: the repository can restore "
+            f"{span.sentence()}",
+            "pick a time in that range, or --latest",
+        )
+    for gap in find_gaps(span.backups, engine.wal()):
+        start = gap.broken_from or 0.0
+        end = gap.broken_until or float("inf")
+        if start <= to_time <= end:
+            raise BackupError(
+                f"cannot restore to {when(to_time)}: {gap.sentence(when)}",
+                "pick a time outside that range",
+            )
+    usable = [b for b in span.backups if b.finished_at <= to_time]
+    base = max(usable, key=lambda b: b.finished_at)
+    return RestorePoint(label=base.label, time=to_time)
+
+
+class TargetCluster(ScratchCluster):
+    """A restore's destination folder: kept, and left stopped, when done."""
+
+    def __init__(self, runner: Runner, scratch: Path, data: Path) -> None:
+        super().__init__(runner, scratch, "restore")
+        if data.exists() and any(data.iterdir()):
+            self.folder.rmdir()
+            raise BackupError(
+                f"{data} is not empty", "restore into a new or empty folder"
+            )
+        runner.check_reachable(data.parent)
+        self.data = runner.own(data, 0o700)
+
+    def remove(self) -> None:
+        self.stop()
+
+
+def restore(
+    engine: Engine,
+    point: RestorePoint,
+    target: str | None,
+    progress: Progress = no_progress,
+) -> dict[str, Any]:
+    """Restore to ``point`` into a folder (default) or an empty database (a URL)."""
+    context = engine.context
+    clean_stale(context.scratch)
+    if target and target.startswith(("postgresql://", "postgres://")):
+        return _into_database(engine, point, target, progress)
+    folder = Path(target) if target else _default_folder(context.root, context.database)
+    started = time.monotonic()
+    cluster = TargetCluster(context.runner, context.scratch, folder.resolve())
+    try:
+        engine.restore(point, cluster, progress)
+        seconds = time.monotonic() - started
+        reached = _reached(cluster)
+    finally:
+        cluster.stop()
+        import shutil
+
+        shutil.rmtree(cluster.folder, ignore_errors=True)
+    return {
+        "backup": point.label,
+        "target": str(cluster.data),
+        "to_time": point.time,
+        "latest": point.latest,
+        "recovered_to": reached,
+        "seconds": round(seconds, 1),
+        "start_with": f"{pg_program('pg_ctl')} -D {cluster.data} start",
+    }
+
+
+def _default_folder(root: Path, database: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return root / ".verger" / "restores" / f"{database}-{stamp}"
+
+
+def _reached(cluster: ScratchCluster) -> float | None:
+    with cluster.connect() as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM pg_last_xact_replay_timestamp())"
+        ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])  # type: ignore[arg-type]
+
+
+def same_database(a: str, b: str) -> bool:
+    """Whether two URLs name the same database on the same server."""
+    one, two = conninfo_to_dict(a), conninfo_to_dict(b)
+    keys = ("host", "port", "dbname")
+    normal = {"localhost": "127.0.0.1", None: "127.0.0.1", "": "127.0.0.1"}
+    left = [
+        normal.get(str(one.get(k)), one.get(k)) if k == "host" else one.get(k)
+        for k in keys
+    ]
+    right = [
+        normal.get(str(two.get(k)), two.get(k)) if k == "host" else two.get(k)
+        for k in keys
+    ]
+    left[1] = left[1] or "5432"
+    right[1] = right[1] or "5432"
+    return [str(x) for x in left] == [str(x) for x in right]
+
+
+def _into_database(
+    engine: Engine, point: RestorePoint, target: str, progress: Progress
+) -> dict[str, Any]:
+    context = engine.context
+    if same_database(target, context.dsn):
+        raise BackupError(
+            "the restore target is the database the backups come from",
+            "restore into a new, empty database, then switch to it yourself",
+        )
+    _require_empty(target)
+    started = time.monotonic()
+    with ScratchCluster(context.runner, context.scratch, "restore") as cluster:
+        engine.restore(point, cluster, progress)
+        reached = _reached(cluster)
+        name = str(conninfo_to_dict(context.dsn).get("dbname") or "postgres")
+        dump = context.runner.run(
+            [
+                "sh",
+                "-c",
+                f'"{pg_program("pg_dump")}" -Fc -d "$SOURCE" | '
+                f'"{pg_program("pg_restore")}" --no-owner --no-privileges '
+                '--exit-on-error -d "$TARGET"',
+            ],
+            env={"SOURCE": cluster.url(name), "TARGET": target},
+            check=False,
+            timeout=24 * 3600,
+        )
+        if dump.returncode != 0:
+            raise context.runner.failure(["pg_restore"], dump.returncode, dump.stderr)
+    return {
+        "backup": point.label,
+        "target": target,
+        "to_time": point.time,
+        "latest": point.latest,
+        "recovered_to": reached,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _require_empty(target: str) -> None:
+    from verger.backup.markers import connect
+
+    with connect(target) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchone()
+    if row and int(row[0]):  # type: ignore[call-overload]
+        raise BackupError(
+            "the target database already has tables",
+            "restore into a new, empty database (createdb NAME), so nothing is overwritten",
+        )

@@ -1,0 +1,137 @@
+"""Taking a backup and keeping the catalog true to the repository.
+
+The catalog row is written before the engine starts and says "running"; it
+becomes "done" only from the engine's own listing after the run, and
+"verified" only after a restore proved it. A process killed mid-backup leaves
+"running" behind with its pid; the next command finds the pid gone and marks
+the row failed, so a partial backup is never listed as good.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from verger.backup.engines.base import Engine, EngineBackup, Progress, no_progress
+from verger.backup.markers import write_marker
+from verger.errors import BackupError, VergerError
+from verger.state.base import Row, Store, actor
+
+log = logging.getLogger("verger.backup")
+
+
+def take_backup(
+    engine: Engine,
+    store: Store,
+    kind: str | None = None,
+    progress: Progress = no_progress,
+) -> Row:
+    """Write a marker, run the engine, and record the result in the catalog."""
+    context = engine.context
+    kind = kind or engine.kinds[0]
+    if kind not in engine.kinds:
+        raise BackupError(
+            f"the {engine.name} engine has no {kind} backups",
+            f"use one of: {', '.join(engine.kinds)}",
+        )
+    reconcile(engine, store)
+    backup_id = store.add_backup(context.database, engine.name, kind, actor())
+    store.audit(actor(), "backup", None, database=context.database, kind=kind)
+    try:
+        marker, _ = write_marker(context.dsn, "backup")
+        store.update_backup(backup_id, marker=marker)
+        taken = engine.backup(kind, progress)
+    except (VergerError, KeyboardInterrupt) as exc:
+        reason = str(exc) or "interrupted"
+        store.update_backup(
+            backup_id, status="failed", finished_at=time.time(), detail=reason
+        )
+        log.error("Backup #%s failed: %s", backup_id, reason)
+        raise
+    _record(store, backup_id, taken, engine)
+    log.info(
+        "Backup #%s (%s %s) is done; it counts once verified",
+        backup_id,
+        kind,
+        taken.label,
+    )
+    row = store.backup(backup_id)
+    assert row is not None
+    return row
+
+
+def _record(store: Store, backup_id: int, taken: EngineBackup, engine: Engine) -> None:
+    fields: dict[str, Any] = {
+        "status": "done",
+        "label": taken.label,
+        "kind": taken.kind,
+        "finished_at": time.time(),
+        "size": taken.size,
+        "repo_size": taken.repo_size,
+        "wal_start": taken.wal_start,
+        "wal_stop": taken.wal_stop,
+    }
+    tables = getattr(engine, "tables", None)
+    if callable(tables):
+        fields["tables"] = tables(taken.label)
+    store.update_backup(backup_id, **fields)
+
+
+def reconcile(engine: Engine, store: Store) -> list[str]:
+    """Bring the catalog in line with the repository; return what changed, as sentences."""
+    database = engine.context.database
+    changes: list[str] = []
+    for row in store.backups(database, "running"):
+        if row.pid is not None and _alive(int(row.pid)) and row.pid != os.getpid():
+            continue
+        store.update_backup(
+            row.id,
+            status="failed",
+            finished_at=time.time(),
+            detail="interrupted: the process taking it ended before it finished",
+        )
+        changes.append(f"Backup #{row.id} was interrupted and is marked failed.")
+    held = {b.label: b for b in engine.backups()}
+    for row in store.backups(database, "done", "verified", "unrestorable"):
+        if row.label not in held:
+            store.update_backup(row.id, status="expired")
+            changes.append(
+                f"Backup #{row.id} ({row.label}) is gone from the repository."
+            )
+    known = {row.label for row in store.backups(database) if row.label}
+    for label, taken in held.items():
+        if label in known or taken.error:
+            continue
+        backup_id = store.add_backup(database, engine.name, taken.kind, "repository")
+        store.update_backup(
+            backup_id,
+            status="done",
+            label=label,
+            started_at=taken.started_at,
+            finished_at=taken.finished_at,
+            size=taken.size,
+            repo_size=taken.repo_size,
+            wal_start=taken.wal_start,
+            wal_stop=taken.wal_stop,
+            detail="found in the repository, not taken by verger",
+        )
+        changes.append(f"Backup {label} was found in the repository and added.")
+    for change in changes:
+        log.info(change)
+    return changes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False

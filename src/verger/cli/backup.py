@@ -1,0 +1,278 @@
+"""``verger backup``, ``verger restore`` and ``verger dr``: the backup commands.
+
+Backups, restores and drills run in the command's own process (they are long
+and the agent only schedules them); one job per database at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from verger.cli.main import Ctx, _store, cli, pass_ctx
+from verger.config.types import format_duration
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return ""
+    size = float(value)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return str(value)
+
+
+@contextmanager
+def _job(c: Ctx, what: str) -> Iterator[tuple[Any, Any, Callable[[int, int], None]]]:
+    """The engine, the store and a progress callback, under the database's job lock."""
+    from verger.backup import exclusive, make_context, make_engine
+
+    context = make_context(c.loaded)
+    engine = make_engine(context)
+    store = _store(c)
+    with exclusive(context.state, what), c.out.progress(what.capitalize()) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar(completed=done, total=total)
+
+        yield engine, store, progress
+
+
+@cli.group()
+def backup() -> None:
+    """PostgreSQL backups: set up, take, list and verify them."""
+
+
+@backup.command("setup")
+@click.option(
+    "--print",
+    "print_only",
+    is_flag=True,
+    help="Change nothing; print what the database needs (for managed databases).",
+)
+@pass_ctx
+def backup_setup(c: Ctx, print_only: bool) -> None:
+    """Configure archiving and the repository for the database."""
+    from verger.backup import make_context, make_engine
+
+    engine = make_engine(make_context(c.loaded))
+    lines = engine.setup(apply=not print_only)
+    c.out.result({"engine": engine.name, "lines": lines}, "\n".join(lines))
+
+
+@backup.command("run")
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(["full", "diff", "incr", "logical"]),
+    help="The kind of backup (default: full, or logical for pg_dump).",
+)
+@click.option("--no-verify", is_flag=True, help="Skip the restore that verifies it.")
+@pass_ctx
+def backup_run(c: Ctx, kind: str | None, no_verify: bool) -> None:
+    """Take a backup now, verify it by restoring it, then apply retention."""
+    from verger.backup import apply_retention, take_backup, verify_backup
+
+    with _job(c, "backup") as (engine, store, progress):
+        row = take_backup(engine, store, kind, progress)
+        c.out.say(
+            f"Backup #{row.id} ({row.kind} {row.label}) is done: "
+            f"{_size(row.repo_size or row.size)} in the repository."
+        )
+        verdict = None
+        if not no_verify:
+            verdict = verify_backup(engine, store, store.backup(row.id), progress)
+            c.out.say(verdict.sentence())
+        decided = apply_retention(engine, engine.context.section.retention)
+        if decided.remove:
+            c.out.say(f"Retention removed {', '.join(decided.remove)}.")
+    final = store.backup(row.id)
+    c.out.result(_backup_data(final), f"Backup #{final.id} is {final.status}.")
+    if verdict is not None and not verdict.verified:
+        c.out.exit_code = 6
+
+
+@backup.command("list")
+@pass_ctx
+def backup_list(c: Ctx) -> None:
+    """Backups in the catalog, newest first, with what proved them."""
+    from verger.backup import make_context, make_engine, reconcile
+
+    context = make_context(c.loaded)
+    store = _store(c)
+    reconcile(make_engine(context), store)
+    rows = store.backups(context.database)
+    c.out.table(
+        f"Backups of {context.database}",
+        ["#", "label", "kind", "status", "taken", "took", "size", "detail"],
+        [
+            [
+                r.id,
+                r.label or "",
+                r.kind,
+                r.status,
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)),
+                format_duration(round(r.finished_at - r.started_at))
+                if r.finished_at
+                else "",
+                _size(r.repo_size or r.size),
+                r.verify_detail or r.detail or "",
+            ]
+            for r in rows
+        ],
+        data=[_backup_data(r) for r in rows],
+    )
+
+
+def _backup_data(row: Any) -> dict[str, Any]:
+    fields = ["id", "label", "kind", "status", "engine", "database", "actor", "started_at", "finished_at", "size", "repo_size", "wal_start", "wal_stop", "verified_at", "verify_seconds", "verify_detail", "detail"]
+    return {name: row[name] for name in fields}
+
+
+@backup.command("verify")
+@click.argument("backup_id", type=int, required=False)
+@pass_ctx
+def backup_verify(c: Ctx, backup_id: int | None) -> None:
+    """Restore a backup into a scratch cluster and check it (default: newest unverified)."""
+    from verger.backup import find_gaps, reconcile, to_verify, verify_backup, when
+
+    with _job(c, "verification") as (engine, store, progress):
+        reconcile(engine, store)
+        row = to_verify(store, engine.context.database, backup_id)
+        verdict = verify_backup(engine, store, row, progress)
+        gaps = find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
+    for gap in gaps:
+        c.out.warn(gap.sentence(when))
+    c.out.result(
+        {
+            "id": verdict.backup_id,
+            "label": verdict.label,
+            "verified": verdict.verified,
+            "seconds": round(verdict.seconds, 1),
+            "checked": verdict.checked,
+            "problems": verdict.problems,
+            "gaps": [gap.__dict__ for gap in gaps],
+        },
+        verdict.sentence(),
+    )
+    if not verdict.verified or gaps:
+        c.out.exit_code = 6
+
+
+@backup.command("expire")
+@pass_ctx
+def backup_expire(c: Ctx) -> None:
+    """Apply retention now: remove backups no promise needs."""
+    from verger.backup import apply_retention, reconcile, when
+
+    with _job(c, "retention") as (engine, store, _):
+        decided = apply_retention(engine, engine.context.section.retention)
+        reconcile(engine, store)
+    c.out.result(
+        {
+            "kept": decided.keep,
+            "removed": decided.remove,
+            "oldest_point": decided.oldest_point,
+        },
+        f"Kept {len(decided.keep)}, removed {len(decided.remove)}; restores reach back "
+        f"to {when(decided.oldest_point)}.",
+    )
+
+
+@cli.command()
+@click.option("--latest", is_flag=True, help="Restore the newest backup and all WAL.")
+@click.option("--to-time", "to_time", metavar="TIME", help="Restore to this moment.")
+@click.option(
+    "--target",
+    metavar="DIR|URL",
+    help="A new data folder, or an empty database's postgresql:// URL "
+    "(default: a folder under .verger/restores/).",
+)
+@pass_ctx
+def restore(c: Ctx, latest: bool, to_time: str | None, target: str | None) -> None:
+    """Restore the database as it was at a time, or as late as the archive reaches."""
+    from verger.backup import parse_time, plan, when
+    from verger.backup import restore as run_restore
+    from verger.errors import BackupError
+
+    if latest == (to_time is not None):
+        raise BackupError(
+            "say where to restore to: --latest or --to-time TIME (one of them)",
+            "for example: verger restore --to-time '2026-12-03 21:30:00+00:00'",
+        )
+    moment = parse_time(to_time) if to_time else None
+    with _job(c, "restore") as (engine, store, progress):
+        point = plan(engine, latest, moment)
+        store.audit(
+            "cli", "restore", None, backup=point.label, to_time=moment, target=target
+        )
+        done = run_restore(engine, point, target, progress)
+    reached = when(done["recovered_to"]) if done["recovered_to"] else "the backup's end"
+    human = f"Restored {done['backup']} into {done['target']}, recovered to {reached}"
+    if done.get("start_with"):
+        human += f". Start it with: {done['start_with']}"
+    c.out.result(done, human)
+
+
+@cli.group()
+def dr() -> None:
+    """Disaster-recovery drills: measured RTO and RPO."""
+
+
+@dr.command("drill")
+@pass_ctx
+def dr_drill(c: Ctx) -> None:
+    """Restore the newest backup plus WAL as if production were lost; measure."""
+    from verger.backup import drill
+
+    with _job(c, "drill") as (engine, store, progress):
+        result = drill(engine, store, progress=progress)
+    c.out.result(
+        {
+            "id": result.drill_id,
+            "passed": result.passed,
+            "rto_seconds": result.rto,
+            "rpo_seconds": result.rpo,
+            "rto_target": result.rto_target,
+            "rpo_target": result.rpo_target,
+            "backup": result.backup,
+            "detail": result.detail,
+        },
+        result.sentence(),
+    )
+    if not result.passed:
+        c.out.exit_code = 6
+
+
+@dr.command("report")
+@pass_ctx
+def dr_report(c: Ctx) -> None:
+    """Past drills against the RTO and RPO targets."""
+    from verger.backup import make_context
+
+    context = make_context(c.loaded)
+    rows = _store(c).drills(context.database)
+    c.out.table(
+        f"Drills of {context.database}",
+        ["#", "when", "status", "RTO", "target", "RPO", "target", "detail"],
+        [
+            [
+                r.id,
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)),
+                r.status,
+                "" if r.rto_seconds is None else f"{r.rto_seconds:.1f}s",
+                format_duration(r.rto_target),
+                "" if r.rpo_seconds is None else f"{r.rpo_seconds:.1f}s",
+                format_duration(r.rpo_target),
+                r.detail or "",
+            ]
+            for r in rows
+        ],
+        data=[dict(r.data) for r in rows],
+    )
