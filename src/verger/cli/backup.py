@@ -131,7 +131,25 @@ def backup_list(c: Ctx) -> None:
 
 
 def _backup_data(row: Any) -> dict[str, Any]:
-    fields = ["id", "label", "kind", "status", "engine", "database", "actor", "started_at", "finished_at", "size", "repo_size", "wal_start", "wal_stop", "verified_at", "verify_seconds", "verify_detail", "detail"]
+    fields = (
+        "id",
+        "label",
+        "kind",
+        "status",
+        "engine",
+        "database",
+        "actor",
+        "started_at",
+        "finished_at",
+        "size",
+        "repo_size",
+        "wal_start",
+        "wal_stop",
+        "verified_at",
+        "verify_seconds",
+        "verify_detail",
+        "detail",
+    )
     return {name: row[name] for name in fields}
 
 
