@@ -3,6 +3,7 @@
 The CLI and the agent use only what is named here.
 """
 
+from verger.backup import health
 from verger.backup.context import make_context
 from verger.backup.drill import DrillResult, drill
 from verger.backup.engines import engine_name, make_engine
@@ -22,6 +23,7 @@ __all__ = [
     "engine_name",
     "exclusive",
     "find_gaps",
+    "health",
     "make_context",
     "make_engine",
     "parse_time",

@@ -15,6 +15,7 @@ import click
 
 from verger.cli.main import Ctx, _store, cli, pass_ctx
 from verger.config.types import format_duration
+from verger.errors import VergerError
 
 
 def _size(value: int | None) -> str:
@@ -42,6 +43,12 @@ def _job(c: Ctx, what: str) -> Iterator[tuple[Any, Any, Callable[[int, int], Non
             bar(completed=done, total=total)
 
         yield engine, store, progress
+
+
+def _alert(c: Ctx, engine: Any, event: str, reason: str) -> None:
+    from verger.backup.alerts import send
+
+    send(c.loaded.config.notify, engine, event, reason)
 
 
 @cli.group()
@@ -80,7 +87,11 @@ def backup_run(c: Ctx, kind: str | None, no_verify: bool) -> None:
     from verger.backup import apply_retention, take_backup, verify_backup
 
     with _job(c, "backup") as (engine, store, progress):
-        row = take_backup(engine, store, kind, progress)
+        try:
+            row = take_backup(engine, store, kind, progress)
+        except VergerError as exc:
+            _alert(c, engine, "backup_failed", exc.message)
+            raise
         c.out.say(
             f"Backup #{row.id} ({row.kind} {row.label}) is done: "
             f"{_size(row.repo_size or row.size)} in the repository."
@@ -89,6 +100,8 @@ def backup_run(c: Ctx, kind: str | None, no_verify: bool) -> None:
         if not no_verify:
             verdict = verify_backup(engine, store, store.backup(row.id), progress)
             c.out.say(verdict.sentence())
+            if not verdict.verified:
+                _alert(c, engine, "verify_failed", verdict.sentence())
         decided = apply_retention(engine, engine.context.section.retention)
         if decided.remove:
             c.out.say(f"Retention removed {', '.join(decided.remove)}.")
@@ -165,6 +178,8 @@ def backup_verify(c: Ctx, backup_id: int | None) -> None:
         row = to_verify(store, engine.context.database, backup_id)
         verdict = verify_backup(engine, store, row, progress)
         gaps = find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
+        if not verdict.verified:
+            _alert(c, engine, "verify_failed", verdict.sentence())
     for gap in gaps:
         c.out.warn(gap.sentence(when))
     c.out.result(
@@ -251,6 +266,8 @@ def dr_drill(c: Ctx) -> None:
 
     with _job(c, "drill") as (engine, store, progress):
         result = drill(engine, store, progress=progress)
+        if not result.passed:
+            _alert(c, engine, "drill_missed", result.sentence())
     c.out.result(
         {
             "id": result.drill_id,

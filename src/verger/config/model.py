@@ -108,7 +108,22 @@ class Environment(Section):
 
 class Webhook(Section):
     url: str
-    events: list[Literal["started", "succeeded", "failed", "rolled_back"]] | None = None
+    events: (
+        list[
+            Literal[
+                "started",
+                "succeeded",
+                "failed",
+                "rolled_back",
+                "backup_failed",
+                "backup_stale",
+                "verify_failed",
+                "archiving_failed",
+                "drill_missed",
+            ]
+        ]
+        | None
+    ) = None
 
     @field_validator("url")
     @classmethod

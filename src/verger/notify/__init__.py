@@ -10,7 +10,15 @@ shutdown::
 """
 
 from verger.config.model import Notify
-from verger.notify.base import EVENTS, DeployEvent, EventName, Notifier, mask_url
+from verger.notify.base import (
+    EVENTS,
+    BackupEvent,
+    DeployEvent,
+    Event,
+    EventName,
+    Notifier,
+    mask_url,
+)
 from verger.notify.fanout import FanOut
 from verger.notify.webhook import WebhookNotifier
 
@@ -22,7 +30,9 @@ def make_notifier(notify: Notify) -> Notifier:
 
 __all__ = [
     "EVENTS",
+    "BackupEvent",
     "DeployEvent",
+    "Event",
     "EventName",
     "FanOut",
     "Notifier",

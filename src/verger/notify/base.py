@@ -20,8 +20,28 @@ from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger("verger.notify")
 
-EventName = Literal["started", "succeeded", "failed", "rolled_back"]
-EVENTS: tuple[EventName, ...] = ("started", "succeeded", "failed", "rolled_back")
+EventName = Literal[
+    "started",
+    "succeeded",
+    "failed",
+    "rolled_back",
+    "backup_failed",
+    "backup_stale",
+    "verify_failed",
+    "archiving_failed",
+    "drill_missed",
+]
+EVENTS: tuple[EventName, ...] = (
+    "started",
+    "succeeded",
+    "failed",
+    "rolled_back",
+    "backup_failed",
+    "backup_stale",
+    "verify_failed",
+    "archiving_failed",
+    "drill_missed",
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,10 @@ class DeployEvent:
             "at": self.at.isoformat(),
         }
 
+    @property
+    def ref(self) -> str:
+        return f"deploy #{self.deploy_id}"
+
     def sentence(self) -> str:
         """The event as one line for a person, as chat messages show it."""
         where = f"{self.app} {self.version} to {self.environment}"
@@ -57,6 +81,43 @@ class DeployEvent:
             "rolled_back": f"Deploy #{self.deploy_id} of {where} was rolled back",
         }[self.event]
         return f"{text}: {self.reason}" if self.reason else text
+
+
+@dataclass(frozen=True)
+class BackupEvent:
+    """Something about a database's backups that a person must look at."""
+
+    event: EventName
+    app: str
+    database: str
+    reason: str
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def ref(self) -> str:
+        return f"{self.database} backups"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "app": self.app,
+            "database": self.database,
+            "reason": self.reason,
+            "at": self.at.isoformat(),
+        }
+
+    def sentence(self) -> str:
+        title = {
+            "backup_failed": "A backup failed",
+            "backup_stale": "No recent verified backup",
+            "verify_failed": "A backup did not restore",
+            "archiving_failed": "WAL archiving is failing",
+            "drill_missed": "A recovery drill missed its target",
+        }.get(self.event, self.event)
+        return f"{title} for {self.app} {self.database}: {self.reason}"
+
+
+Event = DeployEvent | BackupEvent
 
 
 class Notifier(ABC):
@@ -70,10 +131,10 @@ class Notifier(ABC):
         self._tasks: set[asyncio.Task[None]] = set()
         self._threads: set[threading.Thread] = set()
 
-    def wants(self, event: DeployEvent) -> bool:
+    def wants(self, event: Event) -> bool:
         return event.event in self.events
 
-    def send(self, event: DeployEvent) -> None:
+    def send(self, event: Event) -> None:
         """Schedule delivery of ``event`` and return at once; never raises."""
         if not self.wants(event):
             return
@@ -86,7 +147,7 @@ class Notifier(ABC):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _send_in_thread(self, event: DeployEvent) -> None:
+    def _send_in_thread(self, event: Event) -> None:
         # Called from plain synchronous code: deliver on a loop of its own.
         thread = threading.Thread(
             target=asyncio.run,
@@ -97,7 +158,7 @@ class Notifier(ABC):
         self._threads.add(thread)
         thread.start()
 
-    async def _guarded(self, event: DeployEvent) -> None:
+    async def _guarded(self, event: Event) -> None:
         try:
             await self.deliver(event)
         except asyncio.CancelledError:
@@ -106,7 +167,7 @@ class Notifier(ABC):
             log.exception("%s could not deliver the %s event", self.kind, event.event)
 
     @abstractmethod
-    async def deliver(self, event: DeployEvent) -> None:
+    async def deliver(self, event: Event) -> None:
         """Deliver one event, retrying as the backend sees fit; may be cancelled."""
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from verger.notify.base import DeployEvent, Notifier
+from verger.notify.base import Event, Notifier
 
 
 class FanOut(Notifier):
@@ -17,11 +17,11 @@ class FanOut(Notifier):
         super().__init__()
         self.notifiers = list(notifiers)
 
-    def send(self, event: DeployEvent) -> None:
+    def send(self, event: Event) -> None:
         for notifier in self.notifiers:
             notifier.send(event)
 
-    async def deliver(self, event: DeployEvent) -> None:
+    async def deliver(self, event: Event) -> None:
         await asyncio.gather(
             *(n.deliver(event) for n in self.notifiers if n.wants(event))
         )

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from verger.notify.base import DeployEvent, EventName, Notifier, log, mask_url
+from verger.notify.base import Event, EventName, Notifier, log, mask_url
 
 DELAYS = (0.5, 1.0, 2.0, 4.0)
 DEADLINE = 30.0
@@ -47,11 +47,11 @@ class WebhookNotifier(Notifier):
         self.timeout = timeout
         _hide_in_http_logs(url)
 
-    def body(self, event: DeployEvent) -> dict[str, Any]:
+    def body(self, event: Event) -> dict[str, Any]:
         """Slack reads ``text``; other receivers read the structured fields."""
         return {"text": event.sentence(), **event.to_dict()}
 
-    async def deliver(self, event: DeployEvent) -> None:
+    async def deliver(self, event: Event) -> None:
         body = self.body(event)
         started = time.monotonic()
         tries = 0
@@ -69,10 +69,9 @@ class WebhookNotifier(Notifier):
                 log.debug("Webhook %s: %s; retrying in %gs", self.shown, reason, delay)
                 await asyncio.sleep(delay)
         log.warning(
-            "Gave up sending the %s event of deploy #%s to webhook %s after %d %s "
-            "in %.1fs: %s",
+            "Gave up sending the %s event of %s to webhook %s after %d %s in %.1fs: %s",
             event.event,
-            event.deploy_id,
+            event.ref,
             self.shown,
             tries,
             "try" if tries == 1 else "tries",
