@@ -198,6 +198,50 @@ def backup_verify(c: Ctx, backup_id: int | None) -> None:
         c.out.exit_code = 6
 
 
+@backup.command("watch")
+@pass_ctx
+def backup_watch(c: Ctx) -> None:
+    """Check archiving, the repository and freshness once; alert on what is new."""
+    import json
+
+    from verger.backup import health, make_context, make_engine
+    from verger.backup.alerts import firing
+
+    context = make_context(c.loaded)
+    engine = make_engine(context)
+    store = _store(c)
+    findings = [
+        *health.archiving(engine),
+        health.repository(engine),
+        health.freshness(engine, store),
+    ]
+    now = firing(findings)
+    memory = context.state / "alerts.json"
+    before: dict[str, str] = {}
+    if memory.exists():
+        before = json.loads(memory.read_text() or "{}")
+    for event, reason in now.items():
+        if event not in before:
+            _alert(c, engine, event, reason)
+    for event in before:
+        if event not in now:
+            c.out.say(f"Resolved: {before[event]}")
+    memory.parent.mkdir(parents=True, exist_ok=True)
+    memory.write_text(json.dumps(now))
+    c.out.table(
+        "Backup findings",
+        ["finding", "status", "message", "hint"],
+        [[f.name, f.level, f.message, f.hint] for f in findings],
+        data={
+            "findings": [f.__dict__ for f in findings],
+            "firing": now,
+            "sent": [e for e in now if e not in before],
+        },
+    )
+    if now:
+        c.out.exit_code = 6
+
+
 @backup.command("expire")
 @pass_ctx
 def backup_expire(c: Ctx) -> None:
