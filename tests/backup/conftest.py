@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,3 +83,108 @@ def source(workdir: Path) -> Iterator[Source]:
         conn.execute(SCHEMA)
     yield cluster
     cluster.remove()
+
+
+PASSPHRASE = "correct horse battery staple 42"
+
+
+class Recorder:
+    """A local webhook receiver that records every JSON body it is sent."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received: list[dict[str, object]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                received.append(json.loads(self.rfile.read(length) or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self) -> list[object]:
+        return [body.get("event") for body in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    hook = Recorder()
+    yield hook
+    hook.close()
+
+
+def backup_config(
+    workdir: Path,
+    source: Source,
+    hook: Recorder | None = None,
+    engine: str = "pgbackrest",
+    extra: str = "",
+    repository: str | None = None,
+) -> Path:
+    """Write a verger.yml whose backup: section points at ``source``."""
+    run_as = "\n  run_as: postgres" if os.geteuid() == 0 else ""
+    notify = f"notify:\n  webhooks: [{hook.url}]\n" if hook else ""
+    repo = repository or f"{{path: {workdir / 'repo'}}}"
+    text = f"""\
+app: koinonia
+start: python3 -m http.server $PORT
+environments:
+  production: {{listen: 127.0.0.1:{free_port()}}}
+databases:
+  production: {source.url("app")}
+{notify}backup:
+  engine: {engine}
+  database: production
+  repository: {repo}
+  passphrase: ${{VERGER_BACKUP_PASSPHRASE}}{run_as}
+  scratch: {workdir / "scratch"}
+  archive_timeout: 2s
+  targets: {{rpo: 1m, rto: 10m}}
+{extra}"""
+    path = workdir / "app" / "verger.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def free_port() -> int:
+    from verger.backup.cluster import free_port as pick
+
+    return pick()
+
+
+def verger(
+    config: Path, *args: str, check: bool = False, timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the verger CLI on ``config`` as a user would, with the test passphrase."""
+    import sys
+
+    environment = {**os.environ, "VERGER_BACKUP_PASSPHRASE": PASSPHRASE, **env}
+    done = subprocess.run(
+        [sys.executable, "-m", "verger", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"verger {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
+    return done

@@ -280,5 +280,41 @@ notify:                     # who hears about deploys (default: nobody)
 #    - https://hooks.slack.com/services/T000/B000/XXXX
 #    - url: https://example.com/hooks/deploys
 #      events: [failed, rolled_back]  # default: started, succeeded, failed,
-#                                     # rolled_back
+#                                     # rolled_back, and the backup alerts:
+#                                     # backup_failed, backup_stale,
+#                                     # verify_failed, archiving_failed,
+#                                     # drill_missed
+
+# the app's PostgreSQL databases by name (default: none)
+databases: {}
+#  production: postgresql://postgres@127.0.0.1/app
+
+# backups of one of them; a backup counts once a restore proved it
+# (default: no backups). Uncomment and point database: at a name above.
+#backup:
+#  engine: auto              # pgbackrest (physical, WAL, point-in-time) or pg_dump
+#                            # (logical, for managed databases); auto picks
+#                            # pgbackrest where installed (default auto)
+#  database: production      # a name under databases: (default production)
+#  repository:
+#    path: .verger/backups   # a local folder (default), or:
+#    # s3: {endpoint: s3.us-east-1.amazonaws.com, bucket: my-backups,
+#    #      region: us-east-1, key: ${AWS_ACCESS_KEY_ID},
+#    #      secret: ${AWS_SECRET_ACCESS_KEY}}
+#    cold_after: 90d         # move backups to cold storage after this (S3)
+#  passphrase: ${VERGER_BACKUP_PASSPHRASE}  # encrypts the repository (required;
+#                            # without it nothing can be restored: keep a copy)
+#  run_as: postgres          # the user that owns the cluster, when verger runs
+#                            # as root (PostgreSQL refuses to run as root)
+#  archive_timeout: 60s      # the longest WAL waits before it is archived
+#  schedule:                 # cron, UTC: the agent runs these
+#    full: "0 */6 * * *"     # a full backup every 6 hours (default)
+#    verify: true            # restore each new backup to prove it (default)
+#    drill: "0 3 * * 0"      # a recovery drill weekly (default)
+#  retention:
+#    full: 28                # keep at least this many full backups (default 28)
+#    window: 30d             # and every point in time this far back (default 30d)
+#  targets:
+#    rpo: 1h                 # most data a disaster may lose (default 1h)
+#    rto: 4h                 # longest a restore may take (default 4h)
 """

@@ -1,0 +1,232 @@
+"""The backup commands end to end: real PostgreSQL, real pgBackRest, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PASSPHRASE, Recorder, Source, backup_config, verger
+
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/bin/pgbackrest").exists(), reason="pgBackRest is not installed"
+)
+
+
+def _ready(config: Path, source: Source) -> None:
+    """Set up archiving and restart the source so that archive_mode applies."""
+    verger(config, "backup", "setup", check=True)
+    source.restart()
+    verger(config, "backup", "setup", check=True)
+
+
+def _switch_wal(source: Source) -> str:
+    """Close the current WAL segment and wait until it is archived."""
+    (name,) = source.sql("SELECT pg_walfile_name(pg_switch_wal())")[0]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        (last,) = source.sql("SELECT last_archived_wal FROM pg_stat_archiver")[0]
+        if last is not None and str(last) >= str(name):
+            return str(name)
+        time.sleep(0.2)
+    raise AssertionError(f"{name} was not archived within 30s")
+
+
+def _listed(config: Path) -> list[dict[str, object]]:
+    done = verger(config, "--json", "backup", "list", check=True)
+    rows: list[dict[str, object]] = json.loads(done.stdout)
+    return rows
+
+
+def test_backup_run_is_verified_by_a_restore(
+    workdir: Path, source: Source, recorder: Recorder
+) -> None:
+    """'backup run' takes a full backup, restores it into a scratch cluster,
+    finds its marker row, and lists it as verified; nothing is left running."""
+    config = backup_config(workdir, source, recorder)
+    _ready(config, source)
+    done = verger(config, "--json", "backup", "run", check=True)
+    result = json.loads(done.stdout)
+    assert result["status"] == "verified", done.stderr
+    assert "marker" in result["verify_detail"]
+    rows = _listed(config)
+    assert [row["status"] for row in rows] == ["verified"]
+    assert not list((workdir / "scratch").iterdir())
+    assert recorder.received == []
+
+
+def test_restore_to_a_time_brings_back_only_what_was_committed_before_it(
+    workdir: Path, source: Source
+) -> None:
+    """'restore --to-time' between two inserts brings back the first and not the
+    second; the restored folder is left stopped and can be started."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    source.sql("CREATE TABLE events (name text, at timestamptz DEFAULT now())")
+    source.sql("INSERT INTO events (name) VALUES ('before')")
+    time.sleep(1.5)
+    (moment,) = source.sql("SELECT now()::text")[0]
+    time.sleep(1.5)
+    source.sql("INSERT INTO events (name) VALUES ('after')")
+    _switch_wal(source)
+    target = workdir / "restored"
+    done = verger(
+        config, "--json", "restore", "--to-time", str(moment), "--target", str(target)
+    )
+    assert done.returncode == 0, done.stderr
+    assert (target / "PG_VERSION").exists()
+    copy = Source(source.runner, workdir / "check", "copy")
+    copy.data = target
+    copy.start(timeout=60)
+    try:
+        names = copy.sql("SELECT name FROM events ORDER BY at")
+    finally:
+        copy.remove()
+    assert names == [("before",)]
+
+
+def test_restore_outside_the_range_names_the_range(
+    workdir: Path, source: Source
+) -> None:
+    """A restore time before the first backup, or after the newest WAL, is refused
+    with one line naming the range that can be restored, and writes nothing."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    for moment in ("2001-01-01 00:00:00+00", "2099-01-01 00:00:00+00"):
+        done = verger(config, "restore", "--to-time", moment)
+        assert done.returncode == 6
+        assert "can restore from" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert not (workdir / "app" / ".verger" / "restores").exists()
+
+
+def test_a_deleted_wal_segment_is_reported_as_a_gap(
+    workdir: Path, source: Source
+) -> None:
+    """One WAL segment deleted from the middle of the archive is reported by
+    'backup verify' as a gap with the time range it breaks, and a restore to a
+    time inside it is refused, although the backup itself still restores."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    names = []
+    for _ in range(3):
+        source.sql("INSERT INTO churches (name) VALUES ('gap test')")
+        names.append(_switch_wal(source))
+    archived = sorted((workdir / "repo" / "archive").rglob(f"{names[1]}-*"))
+    assert archived, "the segment is in the repository"
+    archived[0].unlink()
+    done = verger(config, "--json", "backup", "verify")
+    assert done.returncode == 6, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["verified"] is True
+    assert [gap["first"] for gap in result["gaps"]] == [names[1]]
+    assert "no restore can reach" in done.stderr
+
+
+def test_wrong_passphrase_is_one_clear_line(workdir: Path, source: Source) -> None:
+    """A wrong passphrase fails with one line saying so, no traceback, and the
+    passphrase itself appears nowhere in the output."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    wrong = "not the right passphrase at all"
+    done = verger(config, "backup", "list", VERGER_BACKUP_PASSPHRASE=wrong)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert wrong not in done.stdout + done.stderr
+    assert PASSPHRASE not in done.stdout + done.stderr
+    assert "passphrase" in done.stderr
+
+
+def test_root_without_run_as_gets_a_hint(workdir: Path, source: Source) -> None:
+    """Started as root with no backup.run_as, verger refuses with a hint to set it,
+    since PostgreSQL's programs refuse to run as root."""
+    if os.geteuid() != 0:
+        pytest.skip("only meaningful when the tests run as root")
+    config = backup_config(workdir, source)
+    config.write_text(config.read_text().replace("\n  run_as: postgres", ""))
+    done = verger(config, "backup", "run")
+    assert done.returncode == 6
+    assert "run_as" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_backup_killed_midway_is_never_listed_as_good(
+    workdir: Path, source: Source
+) -> None:
+    """SIGKILL of 'backup run' in the middle leaves a catalog row that the next
+    command marks failed; nothing from it is listed as done or verified."""
+    source.sql(
+        "CREATE TABLE bulk AS SELECT g, md5(g::text) AS h FROM generate_series(1, 600000) g"
+    )
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    env = {**os.environ, "VERGER_BACKUP_PASSPHRASE": PASSPHRASE}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verger", "-c", str(config), "backup", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    time.sleep(2.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(1)
+    rows = _listed(config)
+    assert rows, "the interrupted backup is in the catalog"
+    statuses = {row["status"] for row in rows}
+    assert statuses <= {"failed", "done"}, rows
+    assert "verified" not in statuses
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert failed and "interrupted" in str(failed[0]["detail"])
+
+
+def test_drill_measures_rto_and_rpo_and_report_lists_it(
+    workdir: Path, source: Source
+) -> None:
+    """'dr drill' restores the newest backup plus WAL and records RTO and RPO;
+    'dr report' lists the drill against the targets."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    done = verger(config, "--json", "dr", "drill")
+    result = json.loads(done.stdout)
+    assert result["rto_seconds"] is not None and result["rto_seconds"] > 0
+    assert result["rpo_seconds"] is not None and result["rpo_seconds"] >= 0
+    report = json.loads(verger(config, "--json", "dr", "report", check=True).stdout)
+    assert report[0]["id"] == result["id"]
+    assert report[0]["status"] in ("passed", "missed")
+
+
+def test_failing_archive_command_fails_the_check_and_alerts_once(
+    workdir: Path, source: Source, recorder: Recorder
+) -> None:
+    """When archive_command fails, 'verger check' fails the archiving check, and
+    'backup watch' sends one archiving_failed alert, not one per run."""
+    config = backup_config(workdir, source, recorder)
+    _ready(config, source)
+    source.sql("ALTER SYSTEM SET archive_command = '/bin/false'", database="postgres")
+    source.sql("SELECT pg_reload_conf()", database="postgres")
+    source.sql("INSERT INTO churches (name) VALUES ('unarchived')")
+    source.sql("SELECT pg_switch_wal()")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        (failed,) = source.sql("SELECT failed_count FROM pg_stat_archiver")[0]
+        if failed:
+            break
+        time.sleep(0.2)
+    check = verger(config, "--json", "check")
+    archiving = [c for c in json.loads(check.stdout) if c["name"] == "backup.archiving"]
+    assert archiving and archiving[0]["status"] == "fail", check.stdout
+    assert check.returncode == 1
+    for _ in range(2):
+        verger(config, "backup", "watch")
+    assert recorder.events().count("archiving_failed") == 1
