@@ -380,3 +380,31 @@ class Store(ABC):
             "SELECT * FROM drills WHERE database = ? ORDER BY id DESC LIMIT ?",
             (database, limit),
         )
+
+    # -- scheduled jobs ---------------------------------------------------
+
+    def job(self, name: str) -> Row | None:
+        return self._one("SELECT * FROM jobs WHERE name = ?", (name,))
+
+    def start_job(self, name: str, pid: int, at: float | None = None) -> None:
+        """Record that a scheduled job started (``at``, default now) as process ``pid``."""
+        self._run(
+            "INSERT INTO jobs (name, last_started, last_status, pid)"
+            " VALUES (?, ?, 'running', ?) ON CONFLICT (name) DO UPDATE SET"
+            " last_started = excluded.last_started, last_finished = NULL,"
+            " last_status = 'running', last_detail = NULL, pid = excluded.pid",
+            (name, time.time() if at is None else at, pid),
+        )
+
+    def finish_job(
+        self, name: str, status: str, detail: str | None, at: float | None = None
+    ) -> None:
+        """Record how a scheduled job's run ended: ok, failed, busy or interrupted."""
+        self._run(
+            "UPDATE jobs SET last_finished = ?, last_status = ?, last_detail = ?,"
+            " pid = NULL WHERE name = ?",
+            (time.time() if at is None else at, status, detail, name),
+        )
+
+    def jobs(self) -> list[Row]:
+        return self._all("SELECT * FROM jobs ORDER BY name")

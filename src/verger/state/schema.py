@@ -118,6 +118,14 @@ MIGRATIONS: list[list[str]] = [
             detail TEXT,
             finished_at DOUBLE PRECISION
         )""",
+        """CREATE TABLE jobs (
+            name TEXT PRIMARY KEY,
+            last_started DOUBLE PRECISION,
+            last_finished DOUBLE PRECISION,
+            last_status TEXT,
+            last_detail TEXT,
+            pid INTEGER
+        )""",
     ],
 ]
 
