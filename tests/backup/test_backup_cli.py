@@ -27,6 +27,8 @@ def _ready(config: Path, source: Source) -> None:
 
 def _switch_wal(source: Source) -> str:
     """Close the current WAL segment and wait until it is archived."""
+    # A switch with nothing written since the last one closes no segment.
+    source.sql("SELECT pg_logical_emit_message(false, 'verger', 'switch')")
     (name,) = source.sql("SELECT pg_walfile_name(pg_switch_wal())")[0]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

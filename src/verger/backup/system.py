@@ -131,6 +131,7 @@ class Runner:
                 cwd=cwd or self.workdir(),
                 capture_output=True,
                 text=True,
+                errors="replace",
                 timeout=timeout,
                 check=False,
                 user=user,
