@@ -52,11 +52,18 @@ class DrillResult:
 def drill(
     engine: Engine,
     store: Store,
-    lead: float = 2.0,
+    lead: float | None = None,
     progress: Progress = no_progress,
 ) -> DrillResult:
-    """Run one drill against the newest backup and record it."""
+    """Run one drill against the newest backup and record it.
+
+    Markers are written for ``lead`` seconds before the incident; by default a
+    little longer than ``archive_timeout``, so that the RPO measured is what
+    archiving really loses rather than an accident of when the drill began.
+    """
     context = engine.context
+    if lead is None:
+        lead = context.section.archive_timeout + 5.0 if engine.pitr else 2.0
     targets = context.section.targets
     clean_stale(context.scratch)
     drill_id = store.add_drill(context.database, actor(), targets.rto, targets.rpo)

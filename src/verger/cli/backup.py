@@ -303,13 +303,25 @@ def dr() -> None:
 
 
 @dr.command("drill")
+@click.option(
+    "--lead",
+    metavar="DURATION",
+    help="How long to write markers before the incident "
+    "(default: archive_timeout + 5s).",
+)
 @pass_ctx
-def dr_drill(c: Ctx) -> None:
+def dr_drill(c: Ctx, lead: str | None) -> None:
     """Restore the newest backup plus WAL as if production were lost; measure."""
     from verger.backup import drill
+    from verger.config.types import parse_duration
+    from verger.errors import BackupError
 
+    try:
+        seconds = None if lead is None else parse_duration(lead)
+    except ValueError as exc:
+        raise BackupError(f"--lead: {exc}", "write it like 90s or 2m") from None
     with _job(c, "drill") as (engine, store, progress):
-        result = drill(engine, store, progress=progress)
+        result = drill(engine, store, lead=seconds, progress=progress)
         if not result.passed:
             _alert(c, engine, "drill_missed", result.sentence())
     c.out.result(
