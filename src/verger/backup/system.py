@@ -156,7 +156,14 @@ class Runner:
     ) -> ToolError:
         """A one-line error for a failed program, with its last lines as detail."""
         lines = [line for line in self.mask(output).splitlines() if line.strip()]
-        last = lines[-1].strip() if lines else "no output"
+        # The first line naming an error says why; programs often end with a
+        # line about cleaning up instead.
+        marked = [
+            line
+            for line in lines
+            if any(word in line.lower() for word in ("error", "fatal", "panic"))
+        ]
+        last = (marked or lines or ["no output"])[0 if marked else -1].strip()
         return ToolError(
             f"{what or Path(args[0]).name} failed (exit {code}): {last[:300]}",
             "run with --debug for the full output",
