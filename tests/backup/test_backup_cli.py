@@ -232,3 +232,142 @@ def test_failing_archive_command_fails_the_check_and_alerts_once(
     for _ in range(2):
         verger(config, "backup", "watch")
     assert recorder.events().count("archiving_failed") == 1
+
+
+def test_a_corrupted_backup_file_is_not_verified_and_alerts(
+    workdir: Path, source: Source, recorder: Recorder
+) -> None:
+    """A byte flipped in a file of the backup in the repository makes its
+    verification fail: the backup is listed as unrestorable, never verified,
+    and a verify_failed alert is sent."""
+    source.sql("CREATE TABLE filler AS SELECT g FROM generate_series(1, 200000) g")
+    config = backup_config(workdir, source, recorder)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    files = sorted(
+        (p for p in (workdir / "repo" / "backup").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    biggest = files[-1]
+    data = bytearray(biggest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    biggest.write_bytes(bytes(data))
+    done = verger(config, "--json", "backup", "verify")
+    assert done.returncode == 6
+    assert json.loads(done.stdout)["verified"] is False
+    assert [row["status"] for row in _listed(config)] == ["unrestorable"]
+    assert "verify_failed" in recorder.events()
+    assert not list((workdir / "scratch").iterdir())
+
+
+def test_a_verify_killed_midway_leaves_nothing_verified(
+    workdir: Path, source: Source
+) -> None:
+    """SIGKILL of 'backup verify' while it restores leaves the backup unverified
+    (done), and the next command removes the scratch cluster left behind."""
+    source.sql("CREATE TABLE filler AS SELECT g FROM generate_series(1, 600000) g")
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    env = {**os.environ, "VERGER_BACKUP_PASSPHRASE": PASSPHRASE}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verger", "-c", str(config), "backup", "verify"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    scratch = workdir / "scratch"
+    while time.monotonic() < deadline:
+        if scratch.exists() and any(scratch.iterdir()):
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert [row["status"] for row in _listed(config)] == ["done"]
+    done = verger(config, "--json", "backup", "verify")
+    assert json.loads(done.stdout)["verified"] is True, done.stderr
+    assert not list(scratch.iterdir())
+
+
+def test_retention_keeps_the_oldest_promised_point_restorable(
+    workdir: Path, source: Source
+) -> None:
+    """With retention.full 1 and a 25 s window, retention removes the backups no
+    promise needs but keeps the one the window's oldest point builds on, and a
+    restore to that oldest promised point brings back what was committed then."""
+    config = backup_config(
+        workdir, source, extra="  retention: {full: 1, window: 25s}\n"
+    )
+    text = config.read_text().replace("  retention: {full: 1, window: 25s}\n", "")
+    text = text.replace(
+        "  archive_timeout: 2s\n",
+        "  archive_timeout: 2s\n  retention: {full: 1, window: 25s}\n",
+    )
+    config.write_text(text)
+    _ready(config, source)
+    source.sql("CREATE TABLE events (name text)")
+    verger(config, "backup", "run", "--no-verify", check=True)
+    source.sql("INSERT INTO events VALUES ('first')")
+    _switch_wal(source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    time.sleep(3)
+    source.sql("INSERT INTO events VALUES ('second')")
+    _switch_wal(source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    time.sleep(26)
+    (promised,) = source.sql("SELECT (now() - interval '25 seconds')::text")[0]
+    # Each run applies retention after it; this one finds the first two too old.
+    verger(config, "backup", "run", "--no-verify", check=True)
+    statuses = [row["status"] for row in _listed(config)]
+    assert statuses == ["done", "done", "expired", "expired"], statuses
+    done = verger(config, "--json", "backup", "expire", check=True)
+    assert json.loads(done.stdout)["removed"] == []
+    target = workdir / "oldest"
+    restored = verger(
+        config, "restore", "--to-time", str(promised), "--target", str(target)
+    )
+    assert restored.returncode == 0, restored.stderr
+    copy = Source(source.runner, workdir / "check", "copy")
+    copy.data = target
+    copy.start(timeout=60)
+    try:
+        names = copy.sql("SELECT name FROM events ORDER BY name")
+    finally:
+        copy.remove()
+    assert ("first",) in names
+
+
+def test_a_missed_drill_alerts(
+    workdir: Path, source: Source, recorder: Recorder
+) -> None:
+    """A drill that misses its RTO target is recorded as missed, exits 6 and
+    sends a drill_missed alert."""
+    config = backup_config(workdir, source, recorder)
+    config.write_text(config.read_text().replace("rto: 10m", "rto: 1ms"))
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    done = verger(config, "--json", "dr", "drill", "--lead", "1s")
+    assert done.returncode == 6
+    assert json.loads(done.stdout)["passed"] is False
+    assert "drill_missed" in recorder.events()
+    report = json.loads(verger(config, "--json", "dr", "report", check=True).stdout)
+    assert report[0]["status"] == "missed"
+
+
+def test_pg_dump_engine_backs_up_and_verifies_through_the_cli(
+    workdir: Path, source: Source
+) -> None:
+    """With engine pg_dump, 'backup run' verifies by restore and table checksums,
+    and a point-in-time restore is refused with a sentence saying why."""
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    done = verger(config, "--json", "backup", "run", check=True)
+    result = json.loads(done.stdout)
+    assert result["status"] == "verified"
+    assert "tables match" in result["verify_detail"]
+    refused = verger(config, "restore", "--to-time", "2026-01-01 00:00:00+00")
+    assert refused.returncode == 6
+    assert "point in time" in refused.stderr
