@@ -30,6 +30,7 @@ from verger.deploy.routers import Router, Upstream, make_router
 from verger.deploy.slots import Slots
 from verger.errors import AgentError, BusyError, DeployError, RouterError, VergerError
 from verger.notify import DeployEvent, Notifier, make_notifier
+from verger.scheduler import run_scheduler
 from verger.state import Row, open_store
 
 log = logging.getLogger("verger.agent")
@@ -511,8 +512,13 @@ async def serve(loaded: Loaded, stop_all_on_exit: bool = True) -> None:
         log.info(
             "The agent is up (pid %d), answering on 127.0.0.1:%d.", os.getpid(), port
         )
+        # A task of its own: a scheduling error cannot stop supervision, nor the reverse.
+        scheduling = asyncio.create_task(
+            run_scheduler(agent.loaded, agent.store, agent.stopping)
+        )
         await agent.supervise()
         log.info("The agent is stopping.")
+        await scheduling
         await runner.cleanup()
         await agent.shutdown()
     finally:

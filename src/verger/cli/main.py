@@ -642,5 +642,6 @@ def main() -> None:
 
 # The backup commands live in their own module and register on ``cli`` when imported.
 from verger.cli import backup as _backup_commands  # noqa: E402
+from verger.cli import jobs as _jobs_commands  # noqa: E402, F401
 
 __all__ = ["_backup_commands", "cli", "main"]
