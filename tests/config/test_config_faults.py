@@ -251,3 +251,61 @@ def test_swapped_letters_suggest_the_swapped_key(tmp_path: Path) -> None:
     text = VALID.replace("start:", "strat:")
     found = problems(tmp_path, text)
     assert "verger.yml:2: strat: unknown key; did you mean 'start'?" in found
+
+
+def test_every_contradiction_is_reported_in_one_run(tmp_path: Path) -> None:
+    """Unknown and self requires, a shared port and a cycle are all listed at once."""
+    text = """\
+    app: shop
+    start: node server.js
+    environments:
+      staging:
+        listen: 8081
+        requires: qa
+      production:
+        listen: 8081
+        requires: production
+      a:
+        listen: 9001
+        requires: b
+      b:
+        listen: 9002
+        requires: a
+    """
+    found = problems(tmp_path, text)
+    assert found[0].startswith(
+        "verger.yml:6: environments.staging.requires: names 'qa'"
+    )
+    assert found[1:] == [
+        "verger.yml:8: environments.production.listen: uses port 8081, "
+        "already used by environments.staging",
+        "verger.yml:9: environments.production.requires: names itself",
+        "verger.yml:12: environments.a.requires: forms a cycle: a -> b -> a",
+    ]
+
+
+def test_empty_smoke_command_is_refused(tmp_path: Path) -> None:
+    """A run: smoke test with an empty command is refused at its line."""
+    text = VALID + 'smoke:\n  - http: GET /health\n  - run: ""\n'
+    [problem] = problems(tmp_path, text)
+    assert problem == (
+        "verger.yml:11: smoke.1.run: is empty; expected a command such as ./smoke.sh"
+    )
+
+
+@pytest.mark.parametrize("written", ["0s", "500ms"])
+def test_watch_window_shorter_than_a_second_is_refused(
+    tmp_path: Path, written: str
+) -> None:
+    """watch.duration below 1s is refused: such a window cannot judge a release."""
+    text = VALID + f"watch:\n  duration: {written}\n"
+    [problem] = problems(tmp_path, text)
+    assert problem.startswith(
+        f"verger.yml:10: watch.duration: expected at least 1s, got {written}"
+    )
+
+
+def test_watch_interval_of_zero_is_refused(tmp_path: Path) -> None:
+    """watch.interval 0s is refused rather than reading the counters without pause."""
+    [problem] = problems(tmp_path, VALID + "watch:\n  interval: 0s\n")
+    assert problem == "verger.yml:10: watch.interval: expected more than 0s, such as 1s"

@@ -9,7 +9,7 @@ import pytest
 
 from verger.config import load_config
 from verger.config.starter import app_name, starter_text, write_starter
-from verger.errors import ConfigError
+from verger.errors import VergerError
 
 
 def app_folder(root: Path, name: str, files: dict[str, str]) -> Path:
@@ -103,11 +103,12 @@ def test_every_key_is_commented(tmp_path: Path) -> None:
 
 
 def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
-    """An existing verger.yml is kept unless force is given."""
+    """An existing verger.yml is kept unless force is given; the refusal exits 1."""
     folder = app_folder(tmp_path, "x", {"verger.yml": "app: mine\n"})
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(VergerError) as caught:
         write_starter(folder)
     assert caught.value.hint == "use --force to overwrite"
+    assert caught.value.exit_code == 1
     assert (folder / "verger.yml").read_text() == "app: mine\n"
 
     write_starter(folder, force=True)

@@ -11,7 +11,7 @@ from conftest import Project, Traffic, config_text
 
 FAST = dict(
     health="{path: /health, interval: 50ms, timeout: 1s, healthy_after: 1, start_timeout: 5s}",
-    watch="{duration: 300ms, max_error_rate: 5%, max_p95: 2s, interval: 100ms}",
+    watch="{duration: 1s, max_error_rate: 5%, max_p95: 2s, interval: 100ms}",
     smoke="[]",
     keep_previous="1h",
 )

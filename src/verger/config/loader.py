@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from verger.config.model import Config
+from verger.config.model import Config, Contradictions
 from verger.errors import ConfigError
 
 FILENAME = "verger.yml"
@@ -103,7 +103,11 @@ def validate(document: CommentedMap, path: Path) -> Config:
     try:
         return Config.model_validate(_expand(_plain(document)))
     except ValidationError as exc:
-        found = [_describe(error, document, path) for error in exc.errors()]
+        found = [
+            _describe(error, document, path)
+            for each in exc.errors()
+            for error in _one_per_problem(each)
+        ]
         problems = [text for _, text in sorted(found, key=lambda item: item[0])]
         count = len(problems)
         noun = "problem" if count == 1 else "problems"
@@ -113,6 +117,14 @@ def validate(document: CommentedMap, path: Path) -> Config:
             "fix the lines named above and run 'verger check' again",
             problems=problems if count > 1 else [],
         ) from None
+
+
+def _one_per_problem(error: Any) -> list[Any]:
+    """Split an error holding several contradictions into one error per problem."""
+    cause = (error.get("ctx") or {}).get("error")
+    if not isinstance(cause, Contradictions):
+        return [error]
+    return [{**error, "msg": problem} for problem in cause.problems]
 
 
 def _plain(node: Any) -> Any:

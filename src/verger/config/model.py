@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from verger.config.types import Duration, Listen, Rate
+from verger.config.types import Duration, Listen, Rate, format_duration
 
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+class Contradictions(ValueError):
+    """Several problems between sections, each message naming its key first."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class Section(BaseModel):
@@ -63,6 +72,13 @@ class Smoke(Section):
     contains: str | None = None
     timeout: Duration = 10.0
 
+    @field_validator("run")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is empty; expected a command such as ./smoke.sh")
+        return value
+
     @model_validator(mode="after")
     def _one_kind(self) -> Smoke:
         if (self.http is None) == (self.run is None):
@@ -88,6 +104,23 @@ class Watch(Section):
     max_p95: Duration = 1.0
     min_requests: int = Field(default=1, ge=1)
     interval: Duration = 1.0
+
+    @field_validator("duration")
+    @classmethod
+    def _long_enough(cls, value: float) -> float:
+        if value < 1.0:
+            raise ValueError(
+                f"expected at least 1s, got {format_duration(value)}: a shorter "
+                "watch window cannot judge a release"
+            )
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("expected more than 0s, such as 1s")
+        return value
 
 
 class Environment(Section):
@@ -294,29 +327,41 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _contradictions(self) -> Config:
+        found = [
+            *self._requires_problems(),
+            *self._shared_ports(),
+            *self._cycles(),
+            *self._backup_problems(),
+        ]
+        if found:
+            raise Contradictions(found)
+        return self
+
+    def _requires_problems(self) -> Iterator[str]:
+        for name, environment in self.environments.items():
+            requires = environment.requires
+            if requires == name:
+                yield f"environments.{name}.requires names itself"
+            elif requires is not None and requires not in self.environments:
+                yield self._unknown_requires(name, requires)
+
+    def _shared_ports(self) -> Iterator[str]:
         listens: dict[str, str] = {}
         for name, environment in self.environments.items():
-            if environment.requires is not None:
-                if environment.requires == name:
-                    raise ValueError(f"environments.{name}.requires names itself")
-                if environment.requires not in self.environments:
-                    raise ValueError(self._unknown_requires(name, environment.requires))
             port = environment.listen.rpartition(":")[2]
             if port in listens:
-                raise ValueError(
+                yield (
                     f"environments.{name}.listen uses port {port}, already used "
                     f"by environments.{listens[port]}"
                 )
-            listens[port] = name
-        self._check_cycles()
-        self._check_backup()
-        return self
+            else:
+                listens[port] = name
 
-    def _check_backup(self) -> None:
+    def _backup_problems(self) -> Iterator[str]:
         if self.backup is None or self.backup.database in self.databases:
             return
         known = ", ".join(sorted(self.databases)) or "none yet"
-        raise ValueError(
+        yield (
             f"backup.database names {self.backup.database!r}, which is not under "
             f"databases: (known: {known}); add it there as a postgresql:// URL"
         )
@@ -330,18 +375,21 @@ class Config(Section):
             f"environment (known: {', '.join(known)}){suggestion}"
         )
 
-    def _check_cycles(self) -> None:
+    def _cycles(self) -> Iterator[str]:
+        """Each cycle of two or more environments once, at its first member's key."""
+        reported: set[frozenset[str]] = set()
         for name in self.environments:
-            seen = [name]
+            chain = [name]
             current = self.environments[name].requires
-            while current is not None:
-                if current in seen:
-                    chain = " -> ".join([*seen, current])
-                    raise ValueError(
-                        f"environments.{name}.requires forms a cycle: {chain}"
-                    )
-                seen.append(current)
+            while current in self.environments and current not in chain:
+                chain.append(current)
                 current = self.environments[current].requires
+            members = frozenset(chain)
+            if current != name or len(chain) < 2 or members in reported:
+                continue
+            reported.add(members)
+            path = " -> ".join([*chain, name])
+            yield f"environments.{name}.requires forms a cycle: {path}"
 
     def order(self) -> list[str]:
         """Environment names in release order: each after the one it requires."""

@@ -21,7 +21,7 @@ from ruamel.yaml.error import YAMLError
 
 from verger.config.loader import FILENAME
 from verger.config.model import NAME
-from verger.errors import ConfigError
+from verger.errors import ConfigError, VergerError
 
 # Commands made of these characters can be a plain YAML scalar, if they read back.
 _PLAIN = re.compile(r"^[A-Za-z0-9_./$][A-Za-z0-9_./$~+=@ &;|()<>-]*$")
@@ -52,7 +52,8 @@ def write_starter(folder: Path, *, force: bool = False) -> Path:
         )
     path = folder / FILENAME
     if path.exists() and not force:
-        raise ConfigError(f"{path} already exists", "use --force to overwrite")
+        # The config is fine; the command was refused, so not the config's exit code.
+        raise VergerError(f"{path} already exists", "use --force to overwrite")
 
     text = starter_text(folder)
 
