@@ -160,7 +160,9 @@ class Bench:
         verger(self.physical, "backup", "setup")
         self.source.configure()
         verger(self.physical, "backup", "setup")
-        self.pgbackrest_conf = self.physical.parent / ".verger" / "backup" / "production"
+        self.pgbackrest_conf = (
+            self.physical.parent / ".verger" / "backup" / "production"
+        )
         self.stanza = "bench-production"
 
     # -- pgBackRest -------------------------------------------------------

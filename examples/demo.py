@@ -1,8 +1,11 @@
 """The demo: koinonia-sms released four times under steady traffic.
 
-v1 goes to staging and production; while users keep sending requests, v2
-is released (no request may fail), v3 crashes at start (refused, v2 keeps
-serving) and v4 answers 5xx once live (rolled back by the watch window).
+v1 goes to staging and production; users start sending requests to staging
+as soon as v1 serves there, so that its watch window sees traffic and passes
+(production takes only a version whose staging window passed). While users
+keep sending requests to both, v2 is released (no request may fail), v3
+crashes at start (refused, v2 keeps serving) and v4 answers 5xx once live
+(rolled back by the watch window).
 Every step goes through the verger command line, as a team would use it.
 The demo ends with a table of what the users saw, and exits non-zero when
 any of those promises was broken.
@@ -14,6 +17,7 @@ any of those promises was broken.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import shutil
 import socket
@@ -42,22 +46,30 @@ class Demo:
         self.project = folder / "koinonia-sms"
         self.config = self.project / "verger.yml"
 
-    def verger(
-        self, *args: str, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def verger(self, *args: str, check: bool = True) -> int:
         """Run a verger command, showing it and its output as a user would see them."""
+        code = self.finish(self.start(*args))
+        if check and code != 0:
+            raise SystemExit(f"demo: 'verger {' '.join(args)}' failed unexpectedly")
+        return code
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """Start a verger command in the background and show it."""
         console.print(f"\n[bold]$ verger {' '.join(args)}[/bold]")
-        done = subprocess.run(
+        return subprocess.Popen(
             [sys.executable, "-m", "verger", "-c", str(self.config), *args],
             text=True,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        for line in (done.stdout + done.stderr).splitlines():
+
+    def finish(self, command: subprocess.Popen[str]) -> int:
+        """Wait for a command started in the background and show its output."""
+        output, _ = command.communicate()
+        for line in output.splitlines():
             console.print(f"  {line}", markup=False)
-        if check and done.returncode != 0:
-            raise SystemExit(f"demo: 'verger {' '.join(args)}' failed unexpectedly")
-        return done
+        return command.returncode
 
     def history(self, environment: str) -> list[dict[str, Any]]:
         done = subprocess.run(
@@ -80,10 +92,36 @@ class Demo:
         return folder
 
     def release(self, version: str, fault: str | None = None) -> int:
-        return self.verger(
-            "release", str(self.source(version, fault)), "--version", version, "--yes",
-            check=False,
-        ).returncode  # fmt: skip
+        return self.finish(self.start_release(version, fault))
+
+    def start_release(
+        self, version: str, fault: str | None = None
+    ) -> subprocess.Popen[str]:
+        source = str(self.source(version, fault))
+        return self.start("release", source, "--version", version, "--yes")
+
+
+def serving(port: int, version: str) -> bool:
+    """Whether the router on ``port`` answers with ``version`` (it answers 503 before)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        response = conn.getresponse()
+        response.read()
+        return response.getheader("X-App-Version") == version
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def wait_until_serving(port: int, version: str, command: subprocess.Popen[str]) -> None:
+    """Wait until ``version`` is live behind ``port``, while ``command`` releases it."""
+    deadline = time.monotonic() + 300
+    while not serving(port, version):
+        if command.poll() is not None or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
 
 
 def ports_free(*ports: int) -> None:
@@ -132,16 +170,16 @@ def main() -> int:
 def run(demo: Demo) -> int:
     demo.verger("check", check=False)
     demo.verger("up")
-    if demo.release("v1") != 0:
-        raise SystemExit("demo: v1 could not be released")
-
-    traffic = [
-        Traffic("http://127.0.0.1:8080", connections=4, rate=40).start(),
-        Traffic("http://127.0.0.1:8081", connections=2, rate=20).start(),
-    ]
+    staging = Traffic("http://127.0.0.1:8081", connections=2, rate=20)
+    production = Traffic("http://127.0.0.1:8080", connections=4, rate=40)
+    traffic = [production, staging]
     try:
+        phases = [release_v1(demo, staging)]
+        if phases[0]["exit"] != 0:
+            raise SystemExit("demo: v1 could not be released")
+        production.start()
         time.sleep(2)
-        phases = [
+        phases += [
             phase("release v2", traffic, lambda: demo.release("v2")),
             phase(
                 "v3 crashes at start",
@@ -155,17 +193,29 @@ def run(demo: Demo) -> int:
             ),
         ]
     finally:
-        summaries = [t.stop() for t in traffic]
+        summaries = [t.stop() for t in traffic if t.workers]
 
     demo.verger("status")
     demo.verger("history", "staging")
     return report(demo, phases, summaries)
 
 
+def release_v1(demo: Demo, staging: Traffic) -> dict[str, Any]:
+    """Release v1; staging's users start once v1 serves there, before its window ends."""
+    command = demo.start_release("v1")
+    wait_until_serving(8081, "v1", command)
+    # No request is sent before v1 serves: the router's 503s before then are
+    # not a release's failures, and the table counts only what v1 answered.
+    staging.start()
+    return phase("release v1", [staging], lambda: demo.finish(command))
+
+
 def report(
     demo: Demo, phases: list[dict[str, Any]], summaries: list[dict[str, Any]]
 ) -> int:
     staging, production = demo.history("staging"), demo.history("production")
+    v1_staging = next(d for d in staging if d["version"] == "v1")
+    v1_switch = next(d for d in production if d["version"] == "v1")["switch_ms"]
     v2_switch = next(d for d in production if d["version"] == "v2")["switch_ms"]
     v4 = next(d for d in staging if d["version"] == "v4")
     v3 = next(d for d in staging if d["version"] == "v3")
@@ -174,12 +224,17 @@ def report(
     for column in ("phase", "requests sent", "failed", "switch", "rollback", "outcome"):
         table.add_column(column)
     outcomes = [
-        f"live in staging and production (exit {phases[0]['exit']})",
-        f"refused in staging: {v3['status']} (exit {phases[1]['exit']})",
-        f"{v4['status']} in staging (exit {phases[2]['exit']})",
+        f"live in staging (watch window {v1_staging['verdict']}) and production "
+        f"(exit {phases[0]['exit']})",
+        f"live in staging and production (exit {phases[1]['exit']})",
+        f"refused in staging: {v3['status']} (exit {phases[2]['exit']})",
+        f"{v4['status']} in staging (exit {phases[3]['exit']})",
     ]
-    switches = [f"{v2_switch:.1f}ms", "-", f"{v4['switch_ms']:.1f}ms"]
-    rollbacks = ["-", "-", f"{v4['rollback_ms']:.1f}ms" if v4["rollback_ms"] else "-"]
+    switches = [
+        f"{v1_switch:.1f}ms", f"{v2_switch:.1f}ms", "-", f"{v4['switch_ms']:.1f}ms"
+    ]  # fmt: skip
+    rollback = f"{v4['rollback_ms']:.1f}ms" if v4["rollback_ms"] else "-"
+    rollbacks = ["-", "-", "-", rollback]
     for index, row in enumerate(phases):
         table.add_row(
             row["phase"], str(row["sent"]), str(row["failed"]),
@@ -191,13 +246,17 @@ def report(
     total_failed = sum(s["failed"] for s in summaries)
     console.print(
         f"In all: {total_sent} requests, {total_failed} failed. The failures during "
-        "v4 are its own 5xx answers in staging, before the watch window took it back."
+        "v4 are its own 5xx answers in staging, before the watch window took it back. "
+        "Staging's users started once v1 served there; production's once v1 was "
+        "released."
     )
 
     broken = []
-    if phases[0]["exit"] != 0 or phases[0]["failed"] != 0:
+    if phases[0]["failed"] != 0 or v1_staging["verdict"] != "passed":
+        broken.append("v1's staging watch window did not pass with no failed request")
+    if phases[1]["exit"] != 0 or phases[1]["failed"] != 0:
         broken.append("v2 was not released without a failed request")
-    if phases[1]["exit"] == 0 or v3["status"] != "failed" or phases[1]["failed"]:
+    if phases[2]["exit"] == 0 or v3["status"] != "failed" or phases[2]["failed"]:
         broken.append("v3 was not refused cleanly")
     if v4["status"] != "rolled_back":
         broken.append("v4 was not rolled back")

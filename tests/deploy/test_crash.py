@@ -91,3 +91,82 @@ def test_agent_killed_at_each_step_leaves_users_served_and_is_recovered(
         + project.json("status", "staging")["environments"][0]["previous"]
     ]
     assert "v2" not in running or outcome == "finished"
+
+
+def start_deploy(project: Project, version: str) -> subprocess.Popen[bytes]:
+    """A deploy from the CLI in the background, as a user's terminal would run it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "verger", "-c", str(project.config), "deploy",
+         "staging", str(project.source(version)), "--version", version],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_rollback_after_an_interrupted_deploy_goes_back_one_release(
+    project: Project,
+) -> None:
+    """Undoing a deploy killed in its watch window is the rollback: 4.1 serves, not 4.0."""
+    project.run("up", check=True)
+    project.deploy("staging", project.source("4.0"), "4.0")
+    project.deploy("staging", project.source("4.1"), "4.1")
+    project.write_config(
+        config_text(
+            project.ports, watch="{duration: 30s, max_error_rate: 5%, max_p95: 2s}"
+        )
+    )
+    project.run("down", "--keep-serving", check=True)
+    project.run("up", check=True)
+
+    with Traffic(project.ports["staging"]) as traffic:
+        cli = start_deploy(project, "5.0")
+        wait_for_log(project, "Deploy #3: Watching for 30s")
+        os.kill(project.agent_pid() or 0, signal.SIGKILL)
+        cli.kill()
+        cli.wait()
+        project.run("up", check=True)
+        done = project.run("rollback", "staging")
+        time.sleep(0.3)
+
+    assert done.returncode == 0, done.stderr
+    assert "Recovered: undid deploy #3 (5.0), interrupted at watch" in done.stdout
+    assert "Undoing the interrupted deploy was the rollback: 4.1 serves" in done.stdout
+    assert "Rolled staging back to 4.1." in done.stdout
+    assert project.get("staging")[1] == "4.1"
+    assert traffic.failed == [], traffic.failed[:5]
+    rollback = project.json("history", "staging")[0]
+    assert (rollback["kind"], rollback["version"], rollback["status"]) == (
+        "rollback",
+        "4.1",
+        "succeeded",
+    )
+
+
+def test_status_says_running_while_the_agent_runs_it_and_interrupted_after(
+    project: Project,
+) -> None:
+    """status calls a deploy running only while its agent lives, in table and warning."""
+    project.run("up", check=True)
+    project.deploy("staging", project.source("v1"), "v1")
+    project.run("down", "--keep-serving", check=True)
+    project.run("up", check=True, env={"VERGER_PAUSE_AT": "step:watch"})
+    cli = start_deploy(project, "v2")
+    try:
+        wait_for_log(project, "Pausing at step:watch")
+        running = project.run("status", "staging", check=True)
+        os.kill(project.agent_pid() or 0, signal.SIGKILL)
+    finally:
+        cli.kill()
+        cli.wait()
+    after = project.run("status", "staging", check=True)
+
+    assert "#2 v2 running" in running.stdout
+    assert "warning: staging: deploy #2 of v2 is running at step watch" in (
+        running.stderr
+    )
+    assert "finishes or undoes" not in running.stderr
+    assert "Agent: not running" in after.stdout
+    assert "#2 v2 interrupted" in after.stdout and "v2 running" not in after.stdout
+    assert (
+        "warning: staging: deploy #2 of v2 was interrupted at step watch; the next "
+        "deploy or rollback finishes or undoes it" in after.stderr
+    )

@@ -7,7 +7,9 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
+import pytest
 from conftest import Project, Traffic, config_text
 
 
@@ -148,19 +150,71 @@ def test_watch_window_without_traffic_is_inconclusive(project: Project) -> None:
     assert project.json("history", "staging")[0]["verdict"] == "inconclusive"
 
 
+def test_first_deploy_under_traffic_is_judged_on_its_own_answers(
+    project: Project,
+) -> None:
+    """The router's 503s before anything is live do not count in the first watch window."""
+    up(project)
+    with Traffic(project.ports["staging"]) as traffic:
+        time.sleep(0.3)
+        done = project.deploy("staging", project.source("v1"), "v1")
+    assert done.returncode == 0, done.stderr
+    assert "watch window passed" in done.stdout
+    assert traffic.failed and set(traffic.failed) == {"HTTP 503"}
+    assert traffic.versions.get("v1", 0) > 0
+
+
 def test_taken_port_is_reported_and_deploy_refused(project: Project) -> None:
-    """When another process holds the listen port, deploy says so with a hint."""
+    """A router that cannot listen fails 'up' naming the holder; status says why; deploy exits 4."""
+    port = project.ports["staging"]
     holder = socket.socket()
-    holder.bind(("127.0.0.1", project.ports["staging"]))
+    holder.bind(("127.0.0.1", port))
     holder.listen()
     try:
-        up(project)
+        started = project.run("up")
+        status = project.run("status")
         done = project.deploy("staging", project.source("v1"), "v1")
     finally:
         holder.close()
-    assert done.returncode != 0
+    me = f"{Path('/proc/self/comm').read_text().strip()} (pid {os.getpid()})"
+    taken = f"port {port} (127.0.0.1:{port}) is taken by {me}"
+    assert started.returncode == 1
+    line = one_line_error(started)
+    assert line.startswith("error: the agent is running (pid ")
+    assert line.endswith(f"the staging router could not start: {taken}")
+    assert f"warning: staging: the router could not start: {taken}" in status.stderr
+    assert done.returncode == 4
+    assert "the staging router is not running: port" in one_line_error(done)
+    assert "free the port" in done.stderr
+
+
+@pytest.mark.parametrize("inside", [".verger", ".verger/releases"])
+def test_source_inside_the_state_folder_is_refused(
+    project: Project, inside: str
+) -> None:
+    """A source that is the state folder or inside it is refused before any copy."""
+    up(project)
+    assert project.deploy("staging", project.source("v1"), "v1").returncode == 0
+    releases = project.root / ".verger" / "releases" / "staging"
+    before = sorted(releases.iterdir())
+    done = project.deploy("staging", project.root / inside, "v2")
+    assert done.returncode == 4
     line = one_line_error(done)
-    assert f"port {project.ports['staging']}" in line and "taken" in line
+    assert "is verger's state folder or inside it" in line
+    assert f"deploy the app's folder ({project.root})" in done.stderr
+    assert sorted(releases.iterdir()) == before
+
+
+def test_failed_build_removes_its_release_folder(project: Project) -> None:
+    """A build command that fails leaves no half-built release folder behind."""
+    project.write_config(
+        "build: echo building > built.txt && exit 3\n" + config_text(project.ports)
+    )
+    up(project)
+    done = project.deploy("staging", project.source("v1"), "v1")
+    assert done.returncode == 4
+    assert "the build command exited with code 3" in one_line_error(done)
+    assert list((project.root / ".verger" / "releases" / "staging").iterdir()) == []
 
 
 def test_missing_release_folder_is_refused(project: Project) -> None:
@@ -229,12 +283,34 @@ def test_release_goes_through_staging_then_production(project: Project) -> None:
         config_text(project.ports, requires="staging", approval="manual")
     )
     up(project)
-    refused = project.run("release", str(project.source("v1")), "--version", "v1")
-    assert refused.returncode == 4
-    assert "needs approval" in one_line_error(refused)
-    done = project.run("release", str(project.source("v1")), "--version", "v1", "--yes")
+    with Traffic(project.ports["staging"]):
+        refused = project.run("release", str(project.source("v1")), "--version", "v1")
+        assert refused.returncode == 4
+        assert "needs approval" in one_line_error(refused)
+        done = project.run(
+            "release", str(project.source("v1")), "--version", "v1", "--yes"
+        )
     assert done.returncode == 0, done.stderr
     assert project.get("staging")[1] == "v1" and project.get("production")[1] == "v1"
+
+
+def test_release_skips_staging_where_the_version_already_passed(
+    project: Project,
+) -> None:
+    """release does not deploy again where that version is live and passed; it says so."""
+    project.write_config(config_text(project.ports, requires="staging"))
+    up(project)
+    with Traffic(project.ports["staging"]):
+        time.sleep(0.2)
+        assert project.deploy("staging", project.source("v1"), "v1").returncode == 0
+    done = project.run("release", str(project.source("v1")), "--version", "v1")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "v1 is already live in staging and passed its watch window there; "
+        "skipping staging." in done.stdout
+    )
+    assert "Released v1 to production (already live in staging)." in done.stdout
+    assert [d["version"] for d in project.json("history", "staging")] == ["v1"]
 
 
 def test_rollback_switches_to_the_warm_release_then_a_cold_one(
@@ -257,6 +333,36 @@ def test_rollback_switches_to_the_warm_release_then_a_cold_one(
     assert missing.returncode == 4 and "no earlier release 'v9'" in one_line_error(
         missing
     )
+
+
+def test_rollback_skips_releases_of_the_live_version(project: Project) -> None:
+    """After two deploys of one version, rollback goes to the version before it."""
+    up(project)
+    for version in ("v1", "v2", "v2"):
+        assert (
+            project.deploy("staging", project.source(version), version).returncode == 0
+        )
+    done = project.run("rollback", "staging")
+    assert done.returncode == 0, done.stderr
+    assert "Rolled staging back to v1." in done.stdout
+    assert project.get("staging")[1] == "v1"
+    again = project.run("rollback", "staging", "--to", "v1")
+    assert again.returncode == 4
+    assert "v1 is already live in staging" in one_line_error(again)
+
+
+def test_rollback_with_only_the_live_version_is_refused(project: Project) -> None:
+    """Two deploys of one version leave nothing to roll back to: a clear error."""
+    up(project)
+    for _ in range(2):
+        assert project.deploy("staging", project.source("v1"), "v1").returncode == 0
+    done = project.run("rollback", "staging")
+    assert done.returncode == 4
+    assert one_line_error(done) == (
+        "error: rollback of staging failed: there is no earlier release in staging "
+        "other than the live v1 to roll back to"
+    )
+    assert project.get("staging")[1] == "v1"
 
 
 def test_killed_agent_leaves_apps_serving_and_a_new_one_adopts_them(

@@ -23,12 +23,13 @@ from typing import Any
 
 from verger.agent.files import AgentFiles, new_token
 from verger.config import Loaded, split_listen
-from verger.deploy import process
+from verger.deploy import gate, process
 from verger.deploy.events import Events
 from verger.deploy.machine import Context, Deployment, drain_and_stop, recover
 from verger.deploy.routers import Router, Upstream, make_router
 from verger.deploy.slots import Slots
-from verger.errors import AgentError, BusyError, DeployError, RouterError, VergerError
+from verger.deploy.version import check_version
+from verger.errors import AgentError, BusyError, DeployError, VergerError
 from verger.notify import DeployEvent, Notifier, make_notifier
 from verger.scheduler import run_scheduler
 from verger.state import Row, open_store
@@ -213,11 +214,17 @@ class Agent:
         router = self.routers[name]
         host, port = split_listen(router.listen)
         if process.port_taken(host, port):
+            holder = process.listener(port) or "another process"
             self.router_problems[name] = (
-                f"port {port} ({router.listen}) is taken by another process"
+                f"port {port} ({router.listen}) is taken by {holder}"
             )
+            # Tried again with backoff, not on every turn of the loop.
+            delay = self.backoff.setdefault(f"router-{name}", Backoff()).failed()
             log.error(
-                "Cannot start the %s router: %s.", name, self.router_problems[name]
+                "Cannot start the %s router: %s; trying again in %.1fs.",
+                name,
+                self.router_problems[name],
+                delay,
             )
             return
         router.run_dir.mkdir(parents=True, exist_ok=True)
@@ -400,13 +407,9 @@ class Agent:
         version = str(request.get("version") or "")
         forced = bool(request.get("force"))
         if kind == "deploy":
+            check_version(version)
+            self.slots.check_source(Path(str(request.get("source", ""))))
             self._check_promotion(environment, version, forced)
-            source = Path(str(request.get("source", "")))
-            if not source.is_dir():
-                raise DeployError(
-                    f"no release folder at {source}",
-                    "pass the folder holding the app, or run from it",
-                )
 
         deploy_id = self.store.add_deploy(
             environment, kind, version or "?", actor, forced=forced
@@ -420,13 +423,18 @@ class Agent:
 
     async def _run(self, running: Running, kind: str, request: dict[str, Any]) -> None:
         try:
+            before = await self._routed(running.environment)
             for decision in await recover(
                 self.ctx, running.environment, {running.deploy_id}
             ):
                 running.events.emit("say", f"Recovered: {decision}.")
+            # Recovery that moved the users back to the previous release did
+            # what a rollback does; a rollback does not then go back again.
+            after = await self._routed(running.environment)
+            switched = None not in (before, after) and before != after
             deployment = Deployment(self.ctx, running.deploy_id, running.events)
             if kind == "rollback":
-                await deployment.rollback(request.get("to"))
+                await deployment.rollback(request.get("to"), recovered=switched)
             else:
                 await deployment.deploy(Path(str(request["source"])))
         except asyncio.CancelledError:
@@ -440,6 +448,13 @@ class Agent:
             running.events.finish(status="failed", reason=f"unexpected error: {exc}")
         finally:
             self.running.pop(running.environment, None)
+
+    async def _routed(self, environment: str) -> str | None:
+        """The address the router sends users to, or None when it cannot tell."""
+        with contextlib.suppress(VergerError, OSError):
+            upstream = await self.routers[environment].live()
+            return upstream.address if upstream else ""
+        return None
 
     def _refuse_if_config_changed(self) -> None:
         if config_digest(self.loaded.path) != self.config_digest:
@@ -466,21 +481,27 @@ class Agent:
     def _refuse_if_router_down(self, environment: str) -> None:
         problem = self.router_problems.get(environment)
         if problem:
-            raise RouterError(
+            raise DeployError(
                 f"the {environment} router is not running: {problem}",
-                "free the port or change environments."
-                f"{environment}.listen, then run 'verger up' again",
+                "free the port (the agent tries again by itself), or change "
+                f"environments.{environment}.listen and run 'verger down "
+                "--keep-serving' then 'verger up'",
+            )
+        if not process.alive(self.router_handle(environment)):
+            raise DeployError(
+                f"the {environment} router is not running; the agent is starting "
+                "it again",
+                f"try again in a few seconds; 'verger logs {environment} --router' "
+                "shows why it stopped",
             )
 
     def _check_promotion(self, environment: str, version: str, forced: bool) -> None:
         requires = self.config.environments[environment].requires
         if requires is None or forced:
             return
-        if self.store.passed(requires, version) is None:
-            raise DeployError(
-                f"{version} has not passed {requires}, which {environment} requires",
-                f"deploy it to {requires} first, or pass --force to skip the gate",
-            )
+        refused = gate.refusal(self.store, environment, requires, version)
+        if refused is not None:
+            raise refused
 
 
 def config_digest(path: Path) -> str:

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from verger.agent.files import AgentFiles
 from verger.config import Loaded
 from verger.deploy import process
-from verger.errors import AgentError, BusyError, DeployError, RouterError, VergerError
+from verger.errors import (
+    AgentError,
+    BusyError,
+    DeployError,
+    RouterError,
+    StateError,
+    VergerError,
+)
+from verger.state import open_store
 
 _KINDS: dict[str, type[VergerError]] = {
     "BusyError": BusyError,
@@ -70,6 +80,11 @@ class AgentClient:
             raise kind(str(data.get("error")), str(data.get("hint", "")))
         return data
 
+    def router_problems(self) -> dict[str, str]:
+        """Why routers could not start, by environment, as the running agent knows it."""
+        routers = self.call("GET", "/v1/problems").get("routers") or {}
+        return {str(name): str(problem) for name, problem in routers.items()}
+
     def follow(self, deploy_id: int) -> Iterator[dict[str, Any]]:
         """Yield a deploy's events as they happen, until its result."""
         after = 0
@@ -84,11 +99,47 @@ class AgentClient:
                 return
 
     def up(self, config_path: Path, timeout: float = 20.0) -> dict[str, Any]:
-        """Start the agent in the background and wait until it answers."""
-        info = self.info()
-        if info is not None:
-            return {**info, "already": True}
+        """Start the agent in the background and wait until it answers.
+
+        Commands started at the same moment take turns on a lock: the first
+        starts the agent, the others find it running.
+        """
+        try:
+            with self._start_lock(timeout):
+                info = self.info()
+                if info is not None:
+                    return {**info, "already": True}
+                # The agent's first step, taken here for the same clear error
+                # as 'verger status' when the store cannot be opened.
+                open_store(self.loaded.config.state, self.loaded.root).close()
+                return self._start(config_path, timeout)
+        except OSError as exc:
+            raise StateError(
+                f"cannot write verger's state folder {self.files.state_dir}: "
+                f"{exc.strerror or exc} ({Path(str(exc.filename)).name})",
+                "check that the folder exists and is writable",
+            ) from exc
+
+    @contextmanager
+    def _start_lock(self, timeout: float) -> Iterator[None]:
         self.files.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.files.start_lock, "a+") as handle:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise AgentError(
+                            "another 'verger up' has been starting the agent for "
+                            f"{timeout:.0f}s",
+                            f"see the agent's log {self.files.log}",
+                        ) from None
+                    time.sleep(0.05)
+            yield
+
+    def _start(self, config_path: Path, timeout: float) -> dict[str, Any]:
         handle = process.spawn(
             [sys.executable, "-m", "verger", "-c", str(config_path), "agent"],
             cwd=self.loaded.root,
@@ -98,16 +149,25 @@ class AgentClient:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             info = self.info()
-            if info is not None and info["pid"] == handle.pid:
-                return {**info, "already": False}
+            if info is not None:
+                # Another agent (started by systemd, say) may have won the lock.
+                return {**info, "already": info["pid"] != handle.pid}
             if not process.alive(handle):
                 break
             time.sleep(0.05)
-        lines = [line for line in process.tail(self.files.log, 5) if line.strip()]
         raise AgentError(
-            "the agent did not start" + (f": {lines[-1].strip()}" if lines else ""),
+            "the agent did not start" + self._why_not(),
             f"see its log {self.files.log}",
         )
+
+    def _why_not(self) -> str:
+        """The error line the agent wrote last before exiting, if any."""
+        lines = [line.strip() for line in process.tail(self.files.log, 20)]
+        errors = [line for line in lines if line.startswith("error:")]
+        if errors:
+            return ": " + errors[-1].removeprefix("error:").strip()
+        said = [line for line in lines if line and not line.startswith("hint:")]
+        return f": {said[-1]}" if said else ""
 
     def down(self, keep_serving: bool = False, timeout: float = 60.0) -> bool:
         """Ask the agent to stop and wait for it; False when none was running."""

@@ -25,6 +25,11 @@ class AgentFiles:
         return self.state_dir / "agent.lock"
 
     @property
+    def start_lock(self) -> Path:
+        """Held by 'verger up' while it starts an agent, so that two never race."""
+        return self.state_dir / "agent.start.lock"
+
+    @property
     def log(self) -> Path:
         return self.state_dir / "agent.log"
 

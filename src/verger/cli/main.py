@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -17,8 +18,19 @@ import click
 from verger import __version__
 from verger.agent.client import AgentClient
 from verger.config import FILENAME, Loaded, load_config
-from verger.errors import DeployError, VergerError
+from verger.config.loader import nearest_key
+from verger.deploy import gate
+from verger.deploy.version import check_version
+from verger.errors import DeployError, RouterError, VergerError
 from verger.output import Output
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class UsageError(VergerError):
+    """The command line names something that does not exist, or a bad value."""
+
+    exit_code = 2
 
 
 class Ctx:
@@ -49,12 +61,22 @@ _current: list[Ctx] = []
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, json_mode: bool, debug: bool) -> None:
     """verger: safe releases, proven backups and alerts for a small team."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _log_to_stderr(debug)
     ctx.obj = Ctx(config, json_mode, debug)
     _current.append(ctx.obj)
+
+
+def _log_to_stderr(debug: bool) -> None:
+    """Debug logs on stderr with --debug; otherwise none, as Output says it all.
+
+    Without a handler, Python would print warnings and errors on stderr a
+    second time, beside Output's own lines. The agent logs to its own file.
+    """
+    root = logging.getLogger()
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format=LOG_FORMAT, force=True)
+    elif not root.handlers:
+        root.addHandler(logging.NullHandler())
 
 
 # -- setup ------------------------------------------------------------------
@@ -106,13 +128,36 @@ def check(c: Ctx) -> None:
 @cli.command()
 @pass_ctx
 def up(c: Ctx) -> None:
-    """Start the agent in the background."""
-    info = AgentClient(c.loaded).up(c.loaded.path)
+    """Start the agent in the background; fail when a router could not start."""
+    client = AgentClient(c.loaded)
+    info = client.up(c.loaded.path)
     word = "already running" if info["already"] else "started"
+    problems = client.router_problems()
+    if problems:
+        raise _router_problems(info, problems)
     c.out.result(
         {"pid": info["pid"], "port": info["port"], "already": info["already"]},
         f"The agent is {word} (pid {info['pid']}).",
     )
+
+
+def _router_problems(info: dict[str, Any], problems: dict[str, str]) -> RouterError:
+    """One error for the routers the agent could not start, with the first remedy."""
+    first = next(iter(problems))
+    if len(problems) == 1:
+        what = f"the {first} router could not start: {problems[first]}"
+    else:
+        listed = "; ".join(f"{name}: {why}" for name, why in problems.items())
+        what = f"{len(problems)} routers could not start: {listed}"
+    if "is taken" in problems[first]:
+        hint = (
+            "free the port (the agent tries again by itself), or change "
+            f"environments.{first}.listen and run 'verger down --keep-serving' "
+            "then 'verger up'"
+        )
+    else:
+        hint = f"see 'verger logs {first} --router'"
+    return RouterError(f"the agent is running (pid {info['pid']}), but {what}", hint)
 
 
 @cli.command()
@@ -136,9 +181,7 @@ def agent(c: Ctx) -> None:
     from verger.agent.agent import serve
 
     logging.basicConfig(
-        level=logging.DEBUG if c.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
+        level=logging.DEBUG if c.debug else logging.INFO, format=LOG_FORMAT, force=True
     )
     _run_async(serve(c.loaded))
 
@@ -255,14 +298,24 @@ def _finish(c: Ctx, result: dict[str, Any]) -> None:
 @click.option(
     "--force", is_flag=True, help="Skip the gate of the environment it requires."
 )
+@click.option(
+    "--yes", is_flag=True, help="Approve an environment with approval: manual."
+)
 @pass_ctx
 def deploy(
-    c: Ctx, environment: str, path: Path | None, version: str | None, force: bool
+    c: Ctx,
+    environment: str,
+    path: Path | None,
+    version: str | None,
+    force: bool,
+    yes: bool,
 ) -> None:
     """Deploy the app in PATH (default: the config's folder) to ENVIRONMENT."""
+    _known(c, environment)
     source = _source(c, path)
-    result = _deploy(c, environment, source, version or _default_version(source), force)
-    _finish(c, result)
+    version = check_version(version or _default_version(source))
+    _approve(c, environment, version, yes)
+    _finish(c, _deploy(c, environment, source, version, force))
 
 
 def _source(c: Ctx, path: Path | None) -> Path:
@@ -286,20 +339,42 @@ def _source(c: Ctx, path: Path | None) -> Path:
 def release(
     c: Ctx, path: Path | None, version: str | None, force: bool, yes: bool
 ) -> None:
-    """Release PATH through every environment in order: staging, then production."""
+    """Release PATH through every environment in order: staging, then production.
+
+    An environment where this version is already live, and passed its watch
+    window, is skipped.
+    """
     source = _source(c, path)
-    version = version or _default_version(source)
-    results = []
+    version = check_version(version or _default_version(source))
+    store = _store(c)
+    results: list[dict[str, Any]] = []
     for environment in c.loaded.config.order():
+        if gate.live_and_passed(store, environment, version):
+            c.out.say(
+                f"{version} is already live in {environment} and passed its watch "
+                f"window there; skipping {environment}."
+            )
+            results.append(
+                {"environment": environment, "version": version, "status": "skipped"}
+            )
+            continue
         _approve(c, environment, version, yes)
         result = _deploy(c, environment, source, version, force)
         results.append(result)
         if result.get("status") != "succeeded":
             _finish(c, result)
-    c.out.result(
-        {"version": version, "deploys": results},
-        f"Released {version} to {', '.join(r['environment'] for r in results)}.",
-    )
+    c.out.result({"version": version, "deploys": results}, _released(version, results))
+
+
+def _released(version: str, results: list[dict[str, Any]]) -> str:
+    done = [r["environment"] for r in results if r.get("status") != "skipped"]
+    skipped = [r["environment"] for r in results if r.get("status") == "skipped"]
+    if not done:
+        return (
+            f"{version} was already live in {', '.join(skipped)}; nothing to release."
+        )
+    already = f" (already live in {', '.join(skipped)})" if skipped else ""
+    return f"Released {version} to {', '.join(done)}{already}."
 
 
 def _approve(c: Ctx, environment: str, version: str, yes: bool) -> None:
@@ -311,7 +386,10 @@ def _approve(c: Ctx, environment: str, version: str, yes: bool) -> None:
             "pass --yes to approve",
         )
     if not click.confirm(f"Release {version} to {environment}?", default=False):
-        raise DeployError(f"the release to {environment} was not approved", "")
+        raise DeployError(
+            f"the release of {version} to {environment} was not approved",
+            "run it again and answer y, or pass --yes",
+        )
 
 
 @cli.command()
@@ -324,6 +402,7 @@ def rollback(c: Ctx, environment: str, to_version: str | None) -> None:
     """Switch ENVIRONMENT back to the previous release (or --to VERSION)."""
     from verger.state import actor
 
+    _known(c, environment)
     client = AgentClient(c.loaded)
     started = client.call(
         "POST",
@@ -343,7 +422,8 @@ def rollback(c: Ctx, environment: str, to_version: str | None) -> None:
             f"rollback of {environment} failed: {result.get('reason')}",
             result.get("hint") or "the live release keeps serving",
         )
-    c.out.result(result, f"Rolled {environment} back.")
+    back_to = f" to {result['version']}" if result.get("version") else ""
+    c.out.result(result, f"Rolled {environment} back{back_to}.")
 
 
 # -- reading ------------------------------------------------------------------
@@ -366,9 +446,16 @@ def status(c: Ctx, environment: str | None) -> None:
 
     _known(c, environment)
     store = _store(c)
-    info = AgentClient(c.loaded).info()
+    client = AgentClient(c.loaded)
+    info = client.info()
+    problems: dict[str, str] = {}
+    if info is not None:
+        with contextlib.suppress(VergerError):
+            problems = client.router_problems()
     records = asyncio.run(
-        environment_status(c.loaded, store, environment, agent_running=info is not None)
+        environment_status(
+            c.loaded, store, environment, info is not None, router_problems=problems
+        )
     )
     agent = {"running": info is not None, "pid": info["pid"] if info else None}
     if c.out.json_mode:
@@ -382,17 +469,31 @@ def status(c: Ctx, environment: str | None) -> None:
     )
     for record in records:
         for row in record["unfinished"]:
+            c.out.warn(_unfinished(record["environment"], row))
+        if record["router"]["problem"]:
             c.out.warn(
-                f"{record['environment']}: deploy #{row['id']} of {row['version']} is "
-                f"{row['status']} at step {row['step']}; the next deploy or rollback "
-                "finishes or undoes it"
+                f"{record['environment']}: the router could not start: "
+                f"{record['router']['problem']}"
             )
-        if not record["consistent"]:
+        if record["router"]["running"] and not record["consistent"]:
             c.out.warn(
                 f"{record['environment']}: the router sends users to "
                 f"{(record['router']['routes_to'] or {}).get('address', 'nothing')}, "
                 "which is not the release recorded as live"
             )
+
+
+def _unfinished(environment: str, row: dict[str, Any]) -> str:
+    what = f"{environment}: {row['kind']} #{row['id']} of {row['version']}"
+    if row["status"] == "running":
+        return (
+            f"{what} is running at step {row['step']}, started "
+            f"{row['age_s']:.0f}s ago; other deploys there wait for it"
+        )
+    return (
+        f"{what} was interrupted at step {row['step']}; the next deploy or rollback "
+        "finishes or undoes it"
+    )
 
 
 def _status_row(record: dict[str, Any]) -> list[str]:
@@ -419,12 +520,15 @@ def _status_row(record: dict[str, Any]) -> list[str]:
 
 
 def _known(c: Ctx, environment: str | None) -> None:
-    if environment is not None and environment not in c.loaded.config.environments:
-        known = ", ".join(c.loaded.config.environments)
-        raise VergerError(
-            f"no environment {environment!r} in {c.loaded.path.name}",
-            f"use one of: {known}",
-        )
+    environments = list(c.loaded.config.environments)
+    if environment is None or environment in environments:
+        return
+    near = nearest_key(environment, environments)
+    raise UsageError(
+        f"no environment {environment!r} in {c.loaded.path.name}"
+        + (f"; did you mean {near!r}?" if near else ""),
+        f"use one of: {', '.join(environments)}",
+    )
 
 
 @cli.command()
@@ -501,7 +605,14 @@ def _when(at: float) -> str:
     "--release", "which", metavar="VERSION", help="A release other than the live one."
 )
 @click.option("--router", "router_log", is_flag=True, help="The router's log instead.")
-@click.option("-n", "--lines", default=50, show_default=True, help="How many lines.")
+@click.option(
+    "-n",
+    "--lines",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How many lines.",
+)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @pass_ctx
 def logs(
@@ -523,11 +634,9 @@ def logs(
         path = c.loaded.state_dir / "logs" / f"router-{environment}.log"
     else:
         path = _release_log(c, store, slots, environment, which)
-    text = tail(path, lines)
-    c.out.result(
-        {"path": str(path), "lines": text},
-        "\n".join(text) if text else f"({path} is empty)",
-    )
+    text = tail(path, lines) if lines else []
+    human = "\n".join(text) if text else f"({path} is empty)"
+    c.out.result({"path": str(path), "lines": text}, human if lines else None)
     if follow and not c.out.json_mode:
         _follow_file(c, path)
 
@@ -607,12 +716,67 @@ def _release_log(
     return path
 
 
+GLOBAL_FLAGS = ("--json", "--debug")
+GLOBAL_VALUES = ("-c", "--config")
+
+
+def hoist_globals(args: list[str]) -> list[str]:
+    """Move --json, --debug and -c PATH given after a subcommand to the front.
+
+    Click reads a group's options only before its subcommand; people type
+    ``verger status --json``. A subcommand's own options keep their place
+    and their values, so ``--version --json`` stays a version, and nothing
+    after ``--`` moves.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    command: click.Command = cli
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        name = arg.split("=", 1)[0]
+        own = _option(command, name) if command is not cli else None
+        if arg == "--":
+            rest.extend(args[index - 1 :])
+            break
+        if own is not None:
+            rest.append(arg)
+            if "=" not in arg and not (own.is_flag or own.count):
+                rest.extend(args[index : index + own.nargs])
+                index += own.nargs
+        elif arg in GLOBAL_FLAGS or (name == "--config" and "=" in arg):
+            front.append(arg)
+        elif arg in GLOBAL_VALUES:
+            front.extend(args[index - 1 : index + 1])
+            index += 1
+        elif arg.startswith("-c") and len(arg) > 2 and _option(command, "-c") is None:
+            front.append(arg)
+        else:
+            rest.append(arg)
+            if isinstance(command, click.Group) and arg in command.commands:
+                command = command.commands[arg]
+    return front + rest
+
+
+def _option(command: click.Command, name: str) -> click.Option | None:
+    for param in command.params:
+        if (
+            isinstance(param, click.Option)
+            and name in param.opts + param.secondary_opts
+        ):
+            return param
+    return None
+
+
 def main() -> None:
     """Run the CLI: one error line and a hint on failure, never a traceback unless --debug."""
-    debug = "--debug" in sys.argv
-    json_mode = "--json" in sys.argv
+    args = hoist_globals(sys.argv[1:])
+    debug = "--debug" in args
+    json_mode = "--json" in args
+    _log_to_stderr(debug)
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=args, prog_name="verger", standalone_mode=False)
     except VergerError as exc:
         out = Output(json_mode=json_mode, debug=debug)
         if debug:
@@ -621,8 +785,7 @@ def main() -> None:
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        sys.exit(Output(json_mode=json_mode).error(_from_click(exc)))
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
@@ -638,6 +801,14 @@ def main() -> None:
             )
         )
     sys.exit(_current[-1].out.exit_code if _current else 0)
+
+
+def _from_click(exc: click.ClickException) -> VergerError:
+    """A command-line mistake click found, as verger's one line and a hint."""
+    context = getattr(exc, "ctx", None)
+    where = context.command_path if context is not None else "verger"
+    error = UsageError if isinstance(exc, click.UsageError) else VergerError
+    return error(exc.format_message(), f"see '{where} --help'")
 
 
 # The backup commands live in their own module and register on ``cli`` when imported.

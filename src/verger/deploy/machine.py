@@ -109,6 +109,16 @@ class Deployment:
             raise
         except VergerError as exc:
             await self._fail(exc)
+        except Exception as exc:
+            # Whatever broke, what the deploy started is undone the same way.
+            log.exception("Deploy #%d failed unexpectedly.", self.id)
+            await self._fail(
+                VergerError(
+                    f"unexpected error: {type(exc).__name__}: {exc}",
+                    f"the live release keeps serving; see {self.ctx.loaded.state_dir}"
+                    "/agent.log, and report it",
+                )
+            )
 
     async def _deploy(self, source: Path) -> None:
         self.blue = self._live_release()
@@ -126,7 +136,7 @@ class Deployment:
         await self._start_and_check(self.green)
 
         verdict = await self._switch_and_watch()
-        if verdict is not None and verdict.breached:
+        if verdict.breached:
             await self._roll_back_after(verdict)
             return
         await self._keep_previous(verdict)
@@ -189,13 +199,14 @@ class Deployment:
             self.step_done("smoke")
         self.store.update_release(release.id, status="green")
 
-    async def _switch_and_watch(self) -> Verdict | None:
+    async def _switch_and_watch(self) -> Verdict:
         assert self.green is not None
         green = self.reload(self.green)
-        baseline = await self.router.stats()
-
         await self.step("switch", f"Switching {self.environment} to {green.version}.")
         took = await self._switch_to(green, "green")
+        # Counted from the switch on: before it, the answers were blue's, or the
+        # router's own 503s while nothing was live, and none of them green's.
+        baseline = await self.router.stats()
         self.switched = True
         if self.blue is not None:
             self.store.update_release(self.blue.id, status="previous", slot="blue")
@@ -207,8 +218,6 @@ class Deployment:
         )
 
         watch = self.config.watch
-        if watch.duration <= 0:
-            return None
         await self.step(
             "watch",
             f"Watching for {watch.duration:g}s: breach at error rate above "
@@ -258,7 +267,7 @@ class Deployment:
         self.events.finish(status="rolled_back", reason=reason, rollback_ms=took * 1000)
         await drain_and_stop(self.ctx, self.reload(self.green), "rolled_back")
 
-    async def _keep_previous(self, verdict: Verdict | None) -> None:
+    async def _keep_previous(self, verdict: Verdict) -> None:
         assert self.green is not None
         await self.step("keep_previous")
         older = [
@@ -276,8 +285,7 @@ class Deployment:
                 "for an instant rollback."
             )
         self.step_done("keep_previous")
-        outcome = verdict.outcome if verdict else "skipped"
-        reason = verdict.reason if verdict else "no watch window configured"
+        outcome, reason = verdict.outcome, verdict.reason
         self.store.update_deploy(
             self.id, status="succeeded", verdict=outcome, reason=reason
         )
@@ -285,12 +293,27 @@ class Deployment:
             self.row.actor, "deployed", self.environment, version=self.row.version
         )
         if outcome == "inconclusive":
-            self.say(f"The watch window was inconclusive: {reason}.")
+            self.say(f"The watch window was inconclusive: {reason}.{self._gated()}")
         self.ctx.notify("succeeded", self.store.deploy(self.id), reason=reason)
         self.events.finish(status="succeeded", verdict=outcome, reason=reason)
         for release in older:
             await drain_and_stop(self.ctx, release, "retired")
         self.ctx.slots.prune(self.environment)
+
+    def _gated(self) -> str:
+        """What an inconclusive window here means for the environments requiring it."""
+        later = [
+            name
+            for name, env in self.config.environments.items()
+            if env.requires == self.environment
+        ]
+        if not later:
+            return ""
+        return (
+            f" That is not a pass: {' and '.join(later)} will not take "
+            f"{self.row.version} until a watch window in {self.environment} that "
+            "saw traffic passes."
+        )
 
     async def _fail(self, exc: VergerError) -> None:
         """Undo what a failed deploy started; the live release keeps serving."""
@@ -309,15 +332,26 @@ class Deployment:
         current = self.store.deploy(self.id)
         if current is not None:
             self.store.record_step(self.id, current.step, "failed", reason)
-        self.say(f"Deploy failed: {reason}.")
+        # The CLI prints the reason once, from the result; the log keeps it too.
+        log.warning("%s #%d failed: %s.", self.row.kind.capitalize(), self.id, reason)
         self.ctx.notify("failed", self.store.deploy(self.id), reason=reason)
         self.events.finish(status="failed", reason=reason, hint=exc.hint)
 
     # -- rollback ---------------------------------------------------------
 
-    async def rollback(self, to_version: str | None) -> None:
-        """Switch back to an earlier release, starting it again if it is cold."""
+    async def rollback(self, to_version: str | None, recovered: bool = False) -> None:
+        """Switch back to an earlier release, starting it again if it is cold.
+
+        ``recovered`` says that undoing an interrupted deploy just switched the
+        users back to the release before it: that was the rollback asked for,
+        unless ``to_version`` names another release.
+        """
         try:
+            env = self.store.environment(self.environment)
+            live = self.store.release(env.live_release) if env else None
+            if recovered and live is not None and to_version in (None, live.version):
+                self._rolled_back_by_recovery(live)
+                return
             await self._rollback(to_version)
         except asyncio.CancelledError:
             self.store.update_deploy(self.id, status="interrupted")
@@ -366,15 +400,49 @@ class Deployment:
         self.ctx.notify(
             "rolled_back", self.store.deploy(self.id), reason="manual rollback"
         )
-        self.events.finish(status="succeeded", rollback_ms=took * 1000)
+        self.events.finish(
+            status="succeeded", version=target.version, rollback_ms=took * 1000
+        )
+
+    def _rolled_back_by_recovery(self, live: Row) -> None:
+        reason = (
+            f"undoing the interrupted deploy switched {self.environment} back to "
+            f"{live.version}, which was the rollback"
+        )
+        self.store.update_deploy(
+            self.id,
+            release_id=live.id,
+            version=live.version,
+            status="succeeded",
+            verdict="skipped",
+            reason=reason,
+        )
+        self.say(
+            f"Undoing the interrupted deploy was the rollback: {live.version} serves "
+            f"{self.environment} again; 'verger rollback {self.environment}' once "
+            "more goes further back."
+        )
+        self.store.audit(
+            self.row.actor, "rolled back", self.environment, to=live.version
+        )
+        self.ctx.notify("rolled_back", self.store.deploy(self.id), reason=reason)
+        self.events.finish(status="succeeded", version=live.version, reason=reason)
 
     def _rollback_target(self, live: Row | None, to_version: str | None) -> Row:
+        """The release to go back to: never one of the version already live."""
+        live_version = live.version if live is not None else None
+        if to_version is not None and to_version == live_version:
+            raise DeployError(
+                f"{to_version} is already live in {self.environment}",
+                f"name another release with --to; 'verger history {self.environment}'"
+                " lists them",
+            )
         releases = self.store.releases(self.environment, limit=200)
         candidates = [
             r
             for r in releases
             if r.status in ("previous", "retired", "rolled_back", "live")
-            and (live is None or r.id != live.id)
+            and r.version != live_version
         ]
         if to_version is not None:
             named = [r for r in candidates if r.version == to_version]
@@ -390,8 +458,10 @@ class Deployment:
             if r.status in ("previous", "retired") and (live is None or r.id < live.id)
         ]
         if not older:
+            besides = f" other than the live {live_version}" if live_version else ""
             raise DeployError(
-                f"there is no earlier release in {self.environment} to roll back to",
+                f"there is no earlier release in {self.environment}{besides} "
+                "to roll back to",
                 "name one with --to VERSION, or deploy a fixed version",
             )
         return older[0]

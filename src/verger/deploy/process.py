@@ -149,6 +149,49 @@ def port_taken(host: str, port: int) -> bool:
         )
 
 
+def listener(port: int) -> str | None:
+    """Which process listens on TCP ``port``, as "name (pid N)", when it can be seen.
+
+    The socket's inode comes from /proc/net/tcp and tcp6; the process is the
+    one holding a descriptor to it. Processes of other users stay unknown
+    unless verger runs as root.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{inode}]")
+    if not inodes:
+        return None
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _holds(entry, inodes):
+            name = _command_name(entry)
+            return f"{name} (pid {entry.name})"
+    return None
+
+
+def _holds(entry: Path, inodes: set[str]) -> bool:
+    try:
+        descriptors = list((entry / "fd").iterdir())
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        with contextlib.suppress(OSError):
+            if os.readlink(descriptor) in inodes:
+                return True
+    return False
+
+
+def _command_name(entry: Path) -> str:
+    try:
+        return (entry / "comm").read_text().strip() or "a process"
+    except OSError:
+        return "a process"
+
+
 def tail(path: Path, lines: int = 20) -> list[str]:
     """The last lines of a log file, for error messages and ``verger logs``."""
     try:

@@ -53,17 +53,41 @@ class Slots:
 
     # -- build ------------------------------------------------------------
 
-    async def build(self, release: Row) -> None:
-        """Copy the source into the release folder and run the build command there."""
-        source, folder = Path(release.source), Path(release.folder)
+    def check_source(self, source: Path) -> None:
+        """Refuse a source that is missing, or that a copy would copy into itself.
+
+        A source that holds the state folder (the app's own folder) is fine:
+        the copy skips every ``.verger`` folder. A source inside it is not: the
+        release folder is inside it too.
+        """
         if not source.is_dir():
             raise DeployError(
                 f"no release folder at {source}",
                 "pass the folder holding the app, or run from it",
             )
-        await asyncio.to_thread(_copy, source, folder)
-        if self.loaded.config.build:
-            await self._run_build(release, folder)
+        state = self.loaded.state_dir.resolve()
+        if source.resolve().is_relative_to(state):
+            raise DeployError(
+                f"{source} is verger's state folder or inside it, where release "
+                "folders are built; a copy of it would copy itself",
+                f"deploy the app's folder ({self.loaded.root}) or another folder "
+                f"outside {state}",
+            )
+
+    async def build(self, release: Row) -> None:
+        """Copy the source into the release folder and run the build command there.
+
+        A build that fails for any reason removes its half-built folder.
+        """
+        source, folder = Path(release.source), Path(release.folder)
+        self.check_source(source)
+        try:
+            await asyncio.to_thread(_copy, source, folder)
+            if self.loaded.config.build:
+                await self._run_build(release, folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     async def _run_build(self, release: Row, folder: Path) -> None:
         log_path = self.log_path(release)
@@ -84,7 +108,8 @@ class Slots:
             said = f": {lines[-1].strip()}" if lines else ""
             raise ToolError(
                 f"the build command exited with code {code}{said}",
-                f"run the build by hand in {folder}; its output is in {log_path}",
+                f"run the build by hand in a copy of {release.source}; its output "
+                f"is in {log_path}",
                 detail="\n".join(lines),
             )
 
@@ -169,7 +194,24 @@ def _copy(source: Path, folder: Path) -> None:
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    shutil.copytree(
-        source, folder, ignore=shutil.ignore_patterns(*IGNORED), symlinks=True
-    )
+    try:
+        shutil.copytree(
+            source, folder, ignore=shutil.ignore_patterns(*IGNORED), symlinks=True
+        )
+    except (OSError, RecursionError) as exc:
+        raise DeployError(
+            f"cannot copy {source} into its release folder: {_first_problem(exc)}",
+            "check that verger can read every file in the source",
+        ) from exc
     log.debug("Copied %s to %s in %.2fs.", source, folder, time.monotonic() - started)
+
+
+def _first_problem(exc: BaseException) -> str:
+    """One line for a failed copy; shutil.Error carries a list of (src, dst, why)."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+        problems = exc.args[0]
+        if problems:
+            source, _, why = problems[0]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            return f"{source}: {why}{more}"
+    return f"{type(exc).__name__}: {exc}"

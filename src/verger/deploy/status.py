@@ -15,13 +15,20 @@ from verger.state import Row, Store
 
 
 async def environment_status(
-    loaded: Loaded, store: Store, only: str | None = None, agent_running: bool = True
+    loaded: Loaded,
+    store: Store,
+    only: str | None = None,
+    agent_running: bool = True,
+    router_problems: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One record per environment: router, live, previous and unfinished deploy.
 
     With no agent running, a deploy recorded as running cannot be: it is
-    reported as interrupted, which is what the next agent will call it.
+    reported as interrupted (in the last deploy too), which is what the next
+    agent will call it. ``router_problems`` are the running agent's reasons
+    for routers it could not start.
     """
+    problems = router_problems or {}
     slots = Slots(loaded, store)
     result = []
     for name, env in loaded.config.environments.items():
@@ -63,13 +70,14 @@ async def environment_status(
                     "pid": row.router_pid if row else None,
                     "running": router_alive,
                     "routes_to": routed,
+                    "problem": None if router_alive else problems.get(name),
                 },
                 "live": _release(live, slots),
                 "previous": [
                     _release(r, slots) for r in releases if r.status == "previous"
                 ],
                 "unfinished": [_deploy(d, agent_running) for d in unfinished],
-                "last_deploy": _deploy(last[0]) if last else None,
+                "last_deploy": _deploy(last[0], agent_running) if last else None,
                 "consistent": _consistent(live, routed),
             }
         )

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from verger.config import Watch
 from verger.deploy.routers import Router, Stats
+
+# An inconclusive verdict's reason; the promotion gate reads the counts back from it.
+TOO_FEW = (
+    "only {requests} requests in {seconds:.0f}s (at least {needed} needed to judge)"
+)
+_TOO_FEW = re.compile(r"only (\d+) requests in \d+s \(at least (\d+) needed to judge\)")
+
+
+def too_few(reason: str) -> tuple[int, int] | None:
+    """The requests seen and needed, from an inconclusive verdict's reason."""
+    match = _TOO_FEW.fullmatch(reason)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 @dataclass(frozen=True)
@@ -47,9 +60,8 @@ def judge(window: Stats, watch: Watch, seconds: float, final: bool) -> Verdict |
     if not final:
         return None
     if window.requests < watch.min_requests:
-        reason = (
-            f"only {window.requests} requests in {seconds:.0f}s "
-            f"(at least {watch.min_requests} needed to judge)"
+        reason = TOO_FEW.format(
+            requests=window.requests, seconds=seconds, needed=watch.min_requests
         )
         return Verdict("inconclusive", reason, *figures)
     reason = (
