@@ -12,8 +12,10 @@ import re
 from collections.abc import Iterator
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from verger.config.monitor import Monitor
+from verger.config.sections import Section
 from verger.config.types import Duration, Listen, Rate, format_duration
 
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -25,10 +27,6 @@ class Contradictions(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Health(Section):
@@ -290,6 +288,7 @@ class Config(Section):
     notify: Notify = Field(default_factory=Notify)
     databases: dict[str, str] = Field(default_factory=dict)
     backup: Backup | None = None
+    monitor: Monitor | None = None
 
     @field_validator("databases")
     @classmethod
