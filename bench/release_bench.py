@@ -190,7 +190,7 @@ def rollback_times(folder: Path, count: int) -> tuple[list[float], list[float]]:
     (project / "verger.yml").write_text(
         f"app: bench\nstart: {sys.executable} app.py\n"
         "health: {interval: 100ms, healthy_after: 2, start_timeout: 10s}\n"
-        "watch: {duration: 0s}\nkeep_previous: 1h\n"
+        "watch: {duration: 1s}\nkeep_previous: 1h\n"
         f"environments:\n  staging: {{listen: 127.0.0.1:{port}}}\n"
     )
 
