@@ -262,6 +262,7 @@ class Backup(Section):
     )
     passphrase: str | None = None
     run_as: str | None = None
+    data: str | None = None
     stanza: str | None = None
     archive_timeout: Duration = 60.0
     scratch: str = ".verger/scratch"
