@@ -12,4 +12,10 @@ ruff check src tests bench examples
 echo "== mypy"
 mypy
 echo "== pytest"
-pytest -q -p no:cacheprovider "$@"
+# Most tests wait on processes and sockets rather than the CPU, so more
+# workers than cores shorten the run. A short base folder of its own keeps
+# the routers' Unix socket paths under their 107-byte limit.
+base=$(mktemp -d /tmp/vt.XXXXXX)
+trap 'rm -rf "$base"' EXIT
+pytest -q -p no:cacheprovider -n "${VERGER_TEST_WORKERS:-3}" --dist loadfile \
+  --basetemp="$base" "$@"

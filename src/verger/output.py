@@ -58,9 +58,9 @@ class Output:
             return
         table = Table(title=title, title_justify="left")
         for index, column in enumerate(columns):
-            # The last column holds free text (a reason, a hint); it wraps, others do not.
-            last = index == len(columns) - 1
-            table.add_column(column, no_wrap=not last, overflow="fold")
+            # The first column names the row and stays whole; the others wrap, so
+            # that one long message cannot squeeze a status or a hint to nothing.
+            table.add_column(column, no_wrap=index == 0, overflow="fold")
         for row in rows:
             table.add_row(*("" if cell is None else str(cell) for cell in row))
         self.console.print(table)

@@ -106,6 +106,21 @@ def test_missing_binary_fails(tmp_path: Path) -> None:
     assert "verger-no-such-program not found on PATH" in start.message
 
 
+def test_a_variable_nobody_sets_warns_and_verger_s_own_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """${NAME} unset here and not set by verger warns; $PORT and env keys do not."""
+    monkeypatch.delenv("VERGER_TEST_NOT_SET", raising=False)
+    path = write_config(tmp_path, start="${VERGER_TEST_NOT_SET} --port $PORT")
+    start = by_name(run_checks(path))["command.start"]
+    assert start.status == "warn"
+    assert "${VERGER_TEST_NOT_SET} is not set here" in start.message
+    assert "PORT" not in start.message
+
+    monkeypatch.setenv("VERGER_TEST_NOT_SET", "python3")
+    assert by_name(run_checks(path))["command.start"].status == "ok"
+
+
 def test_relative_program_made_by_build_only_warns(tmp_path: Path) -> None:
     """A ./program that the build may create warns; without a build it fails."""
     start = by_name(run_checks(write_config(tmp_path, start="./bin/app")))

@@ -386,6 +386,26 @@ def test_killed_agent_leaves_apps_serving_and_a_new_one_adopts_them(
     assert adopted < 2.0
 
 
+def test_down_after_the_agent_was_killed_stops_what_it_left_running(
+    project: Project,
+) -> None:
+    """'verger down' with no agent still stops the routers and releases left behind."""
+    up(project)
+    project.deploy("staging", project.source("v1"), "v1")
+    before = project.json("status", "staging")["environments"][0]
+    os.kill(project.agent_pid() or 0, signal.SIGKILL)
+    time.sleep(0.3)
+
+    done = project.run("down")
+    assert done.returncode == 0, done.stderr
+    assert "stopped" in done.stdout
+    for pid in (before["live"]["pid"], before["router"]["pid"]):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{pid}"), pid
+
+
 def test_agent_killed_in_the_watch_window_is_undone_by_the_next_deploy(
     project: Project,
 ) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -89,10 +90,26 @@ def test_command_runs_haproxy_in_the_foreground_on_its_run_dir(run_dir: Path) ->
     assert str(router.config_path) in argv
     assert not any("/etc/haproxy" in arg for arg in argv)
     config = router.config_path.read_text()
-    assert f"stats socket {router.socket_path} mode 600 level admin" in config
+    assert f"stats socket '{router.socket_path}' mode 600 level admin" in config
     assert "server a 127.0.0.1:9001\n" in config
     assert "daemon" not in config and "chroot" not in config
     assert router.state_path.exists()
+
+
+def test_a_run_folder_with_spaces_and_dollars_is_accepted(tmp_path: Path) -> None:
+    """A project path with a space or a $ gives a config HAProxy accepts as is."""
+    run_dir = tmp_path / "my app $HOME" / "run"
+    router = HAProxyRouter("test", f"127.0.0.1:{free_port()}", run_dir)
+    router.prepare(Upstream("blue", "127.0.0.1", 9001))
+
+    checked = subprocess.run(
+        [haproxy_binary(), "-c", "-f", str(router.config_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"'{router.socket_path}'" in router.config_path.read_text()
 
 
 def test_prepare_refuses_what_haproxy_cannot_take(tmp_path: Path) -> None:

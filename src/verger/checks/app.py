@@ -29,6 +29,9 @@ SHELL_BUILTINS = frozenset(_BUILTIN_WORDS.split())
 _WRAPPERS = frozenset({"exec", "env", "nohup", "command", "time"})
 _SEPARATORS = frozenset({"&&", "||", ";", "|", "&", "(", ")", ";;", "|&"})
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+# What verger sets for the app's commands (BASE_URL for smoke commands only).
+_SET_BY_VERGER = frozenset({"PORT", "VERGER_ENVIRONMENT", "VERGER_VERSION", "BASE_URL"})
 
 
 @register("config", order=10)
@@ -56,8 +59,29 @@ def check_commands(context: Context) -> Iterator[Check]:
     if loaded is None:
         yield Check("commands", "skip", "the config is not valid", severity="info")
         return
+    known = set(_SET_BY_VERGER)
+    for environment in loaded.config.environments.values():
+        known.update(environment.env)
     for name, key, command in _commands(loaded.config):
+        unset = unset_variables(command, known)
+        if unset:
+            listed = ", ".join(f"${{{variable}}}" for variable in unset)
+            yield Check(
+                name,
+                "warn",
+                f"{key}: {listed} is not set here and verger does not set it, so "
+                "the shell sees an empty string",
+                "export it before 'verger up', or give it under environments.<name>"
+                ".env",
+            )
+            continue
         yield command_check(name, key, command, loaded.root, loaded.config.build)
+
+
+def unset_variables(command: str, known: set[str]) -> list[str]:
+    """Variables a command uses that neither this environment nor verger sets."""
+    names = dict.fromkeys(_VARIABLE.findall(command))
+    return [name for name in names if name not in known and name not in os.environ]
 
 
 def _commands(config: Config) -> list[tuple[str, str, str]]:

@@ -169,9 +169,38 @@ def _router_problems(info: dict[str, Any], problems: dict[str, str]) -> RouterEr
 @pass_ctx
 def down(c: Ctx, keep_serving: bool) -> None:
     """Stop the agent, and with it the routers and releases it runs."""
-    stopped = AgentClient(c.loaded).down(keep_serving=keep_serving)
+    client = AgentClient(c.loaded)
+    stopped = client.down(keep_serving=keep_serving)
     human = "The agent stopped." if stopped else "The agent was not running."
+    if not stopped and not keep_serving and _left_running(c):
+        # Routers and releases outlive a killed agent; a new one adopts them and
+        # then stops them in the same order as an ordinary 'down'.
+        c.out.say(
+            "The agent was not running, but routers or releases it started still "
+            "run; starting an agent to stop them in order."
+        )
+        client.up(c.loaded.path)
+        stopped = client.down(keep_serving=False)
+        human = "The routers and releases the agent left running stopped."
     c.out.result({"stopped": stopped}, human)
+
+
+def _left_running(c: Ctx) -> bool:
+    """Whether a router or release recorded in the state store still runs."""
+    from verger.deploy import process
+
+    store = _store(c)
+    for name in c.loaded.config.environments:
+        row = store.environment(name)
+        if row is not None and row.router_pid is not None:
+            handle = process.Handle(int(row.router_pid), str(row.router_started or ""))
+            if process.alive(handle):
+                return True
+    return any(
+        release.pid is not None
+        and process.alive(process.Handle(int(release.pid), str(release.pid_started)))
+        for release in store.running_releases()
+    )
 
 
 @cli.command(hidden=True)
@@ -313,8 +342,8 @@ def deploy(
     """Deploy the app in PATH (default: the config's folder) to ENVIRONMENT."""
     _known(c, environment)
     source = _source(c, path)
-    version = check_version(version or _default_version(source))
-    _approve(c, environment, version, yes)
+    version = _version(version or _default_version(source))
+    _approve(c, environment, version, yes, force)
     _finish(c, _deploy(c, environment, source, version, force))
 
 
@@ -345,7 +374,7 @@ def release(
     window, is skipped.
     """
     source = _source(c, path)
-    version = check_version(version or _default_version(source))
+    version = _version(version or _default_version(source))
     store = _store(c)
     results: list[dict[str, Any]] = []
     for environment in c.loaded.config.order():
@@ -358,7 +387,7 @@ def release(
                 {"environment": environment, "version": version, "status": "skipped"}
             )
             continue
-        _approve(c, environment, version, yes)
+        _approve(c, environment, version, yes, force)
         result = _deploy(c, environment, source, version, force)
         results.append(result)
         if result.get("status") != "succeeded":
@@ -377,7 +406,24 @@ def _released(version: str, results: list[dict[str, Any]]) -> str:
     return f"Released {version} to {', '.join(done)}{already}."
 
 
-def _approve(c: Ctx, environment: str, version: str, yes: bool) -> None:
+def _version(version: str) -> str:
+    """The version, or a command-line error (exit 2) naming the rule."""
+    try:
+        return check_version(version)
+    except DeployError as exc:
+        raise UsageError(exc.message, exc.hint) from None
+
+
+def _approve(
+    c: Ctx, environment: str, version: str, yes: bool, force: bool = False
+) -> None:
+    """Ask for approval where the environment wants it, once its gate would let in."""
+    requires = c.loaded.config.environments[environment].requires
+    if requires is not None and not force:
+        # Asking first would hide the real reason the deploy cannot go ahead.
+        refused = gate.refusal(_store(c), environment, requires, version)
+        if refused is not None:
+            raise refused
     if c.loaded.config.environments[environment].approval != "manual" or yes:
         return
     if not sys.stdin.isatty():

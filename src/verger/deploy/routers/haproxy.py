@@ -398,10 +398,14 @@ class HAProxyRouter(Router):
             check=False,
         )
         if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip()
+            said = next((line for line in output.splitlines() if "ALERT" in line), "")
             raise RouterError(
-                f"HAProxy rejects the config for {self.environment}",
-                hint=f"check the listen address {self.listen}",
-                detail=result.stdout + result.stderr,
+                f"HAProxy rejects the config for {self.environment}"
+                + (f": {said.strip()}" if said else ""),
+                hint=f"the candidate config is {candidate}; check the listen address "
+                f"{self.listen} and the project's path",
+                detail=output,
             )
         os.replace(candidate, self.config_path)
 
@@ -436,7 +440,7 @@ def render_config(router: HAProxyRouter, live: Upstream | None) -> str:
 # Written by verger for environment {router.environment}; switched at run time,
 # never reloaded. Rewritten by every prepare and switch.
 global
-    stats socket {router.socket_path} mode 600 level admin
+    stats socket {_quoted(router.socket_path)} mode 600 level admin
     stats timeout 30s
     log stdout format raw local0 info
     # One thread: with more, HAProxy drops a log line rather than wait for
@@ -479,6 +483,18 @@ backend {BACKEND}
     server {ENTRIES[0]} {first}
     server {ENTRIES[1]} {_PLACEHOLDER} disabled
 """
+
+
+def _quoted(path: Path) -> str:
+    """A path as one HAProxy word: single quotes keep spaces, $ and # literal."""
+    text = str(path)
+    if "'" in text:
+        raise RouterError(
+            f"the router's run folder {path.parent} has a single quote in its path, "
+            "which HAProxy's config cannot hold",
+            hint="move the project to a path without quotes, or use router: builtin",
+        )
+    return f"'{text}'"
 
 
 def haproxy_binary() -> str:
