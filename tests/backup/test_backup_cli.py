@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -43,6 +45,25 @@ def _listed(config: Path) -> list[dict[str, object]]:
     done = verger(config, "--json", "backup", "list", check=True)
     rows: list[dict[str, object]] = json.loads(done.stdout)
     return rows
+
+
+def _wait_for_running_backup(config: Path, timeout: float = 60.0) -> None:
+    """Wait until the catalog holds a running backup, however loaded the machine."""
+    state = config.parent / ".verger" / "state.db"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if state.exists():
+            with (
+                contextlib.closing(sqlite3.connect(state)) as db,
+                contextlib.suppress(sqlite3.Error),
+            ):
+                found = db.execute(
+                    "SELECT count(*) FROM backups WHERE status = 'running'"
+                ).fetchone()
+                if found and found[0]:
+                    return
+        time.sleep(0.1)
+    raise AssertionError("no backup started running")
 
 
 def test_backup_run_is_verified_by_a_restore(
@@ -178,7 +199,9 @@ def test_a_backup_killed_midway_is_never_listed_as_good(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    time.sleep(2.5)
+    _wait_for_running_backup(config)
+    # Past its start: the engine is copying files when the kill lands.
+    time.sleep(1.0)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     time.sleep(1)
