@@ -153,6 +153,32 @@ def test_a_deleted_wal_segment_is_reported_as_a_gap(
     assert [gap["first"] for gap in result["gaps"]] == [names[1]]
     assert "no restore can reach" in done.stderr
 
+    latest = verger(config, "restore", "--latest", "--target", str(workdir / "copy"))
+    assert latest.returncode == 6, latest.stdout + latest.stderr
+    assert "--latest cannot reach now" in latest.stderr
+    assert "--to-time" in latest.stderr and "Traceback" not in latest.stderr
+    assert not (workdir / "copy").exists()
+
+
+def test_an_unset_passphrase_variable_is_refused_not_used(
+    workdir: Path, source: Source
+) -> None:
+    """passphrase: ${VAR} with VAR unset is refused, never used as the literal key."""
+    config = backup_config(workdir, source)
+    env = {k: v for k, v in os.environ.items() if k != "VERGER_BACKUP_PASSPHRASE"}
+    done = subprocess.run(
+        [sys.executable, "-m", "verger", "-c", str(config), "backup", "run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert "${VERGER_BACKUP_PASSPHRASE}, which is not set" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not list((workdir / "repo").rglob("*.manifest"))
+
 
 def test_wrong_passphrase_is_one_clear_line(workdir: Path, source: Source) -> None:
     """A wrong passphrase fails with one line saying so, no traceback, and the

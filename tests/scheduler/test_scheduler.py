@@ -147,7 +147,9 @@ def test_jobs_come_from_the_backup_schedule(project: Path) -> None:
     (project / "verger.yml").write_text(
         config_text(
             free_port(),
-            backup_section('{incr: "15 * * * *", verify: false, drill: null}'),
+            backup_section(
+                '{incr: "15 * * * *", verify: false, drill: null, watch: null}'
+            ),
         )
     )
     jobs = jobs_for(loaded(project).config)
@@ -167,6 +169,7 @@ def test_jobs_come_from_the_backup_schedule(project: Path) -> None:
         "verger backup run --type full",
         "verger backup run --type diff",
         "verger dr drill",
+        "verger backup watch",
     ]
 
 
@@ -258,7 +261,7 @@ def test_a_backup_finding_the_database_busy_is_recorded_busy(
 ) -> None:
     """A scheduled backup that finds another backup job holding the database ends busy."""
     (project / "verger.yml").write_text(
-        config_text(free_port(), backup_section("{drill: null}"))
+        config_text(free_port(), backup_section("{drill: null, watch: null}"))
     )
     config = loaded(project)
     scheduler = Scheduler(config, store, started_at=T0)

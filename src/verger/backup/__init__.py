@@ -9,7 +9,7 @@ from verger.backup.drill import DrillResult, drill
 from verger.backup.engines import engine_name, make_engine
 from verger.backup.gaps import Gap, find_gaps
 from verger.backup.lock import exclusive
-from verger.backup.restore import parse_time, plan, reach, restore, when
+from verger.backup.restore import parse_time, plan, reach, restore, unusable, when
 from verger.backup.retention import apply as apply_retention
 from verger.backup.runs import reconcile, take_backup
 from verger.backup.verify import Verdict, to_verify, verify_backup
@@ -33,6 +33,7 @@ __all__ = [
     "restore",
     "take_backup",
     "to_verify",
+    "unusable",
     "verify_backup",
     "when",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from verger.backup.engines.base import Context
 from verger.backup.system import Runner, resolve_user
@@ -27,6 +28,15 @@ def backup_section(loaded: Loaded) -> Backup:
 def passphrase(section: Backup) -> str:
     """The repository key: from the config (often ${VAR}) or the environment."""
     value = section.passphrase or os.environ.get(PASSPHRASE_VARIABLE, "")
+    unset = re.search(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value)
+    if unset:
+        # Encrypting with the literal text would make every backup unreadable
+        # once the variable is set.
+        raise BackupError(
+            f"backup.passphrase names ${{{unset.group(1)}}}, which is not set",
+            f"export {unset.group(1)} with the repository's passphrase, then run "
+            "the command again",
+        )
     if not value:
         raise BackupError(
             "backups are encrypted, and no passphrase is set",

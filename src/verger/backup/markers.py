@@ -62,14 +62,14 @@ def has_marker(conn: psycopg.Connection[tuple[object, ...]], token: str) -> bool
 
 
 def newest_marker(
-    conn: psycopg.Connection[tuple[object, ...]], kind: str
+    conn: psycopg.Connection[tuple[object, ...]], kind: str, since: float = 0.0
 ) -> float | None:
-    """The commit time of the newest marker of ``kind`` in a database, if any."""
+    """The commit time of the newest marker of ``kind`` written after ``since``."""
     try:
         row = conn.execute(
             "SELECT extract(epoch FROM max(written_at)) FROM verger.markers"
-            " WHERE kind = %s",
-            (kind,),
+            " WHERE kind = %s AND written_at >= to_timestamp(%s)",
+            (kind, since),
         ).fetchone()
     except psycopg.errors.UndefinedTable:
         return None

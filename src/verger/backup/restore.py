@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from verger.backup.engines.base import (
 from verger.backup.gaps import find_gaps
 from verger.backup.system import Runner, pg_program
 from verger.errors import BackupError
+from verger.state import Store
 
 log = logging.getLogger("verger.backup")
 
@@ -64,11 +67,23 @@ class Reach:
         return f"from {when(self.earliest)} to {when(self.latest)}"
 
 
-def reach(engine: Engine) -> Reach:
-    backups = [b for b in engine.backups() if not b.error]
+def unusable(store: Store, database: str) -> set[str]:
+    """Labels of backups a restore proved unrestorable: never chosen again."""
+    return {
+        str(row.label)
+        for row in store.backups(database, "unrestorable")
+        if row.label is not None
+    }
+
+
+def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
+    """What the repository can restore, leaving out the backups named in ``skip``."""
+    found = [b for b in engine.backups() if not b.error]
+    backups = [b for b in found if b.label not in skip]
     if not backups:
         raise BackupError(
-            "the repository holds no backup to restore",
+            "the repository holds no backup to restore"
+            + (" that a restore has not proved broken" if found else ""),
             "take one with 'verger backup run'",
         )
     latest = max(b.finished_at for b in backups)
@@ -79,11 +94,18 @@ def reach(engine: Engine) -> Reach:
     return Reach(min(b.finished_at for b in backups), latest, backups)
 
 
-def plan(engine: Engine, latest: bool, to_time: float | None) -> RestorePoint:
-    """The restore point for ``--latest`` or ``--to-time``, refused if out of reach."""
-    span = reach(engine)
+def plan(
+    engine: Engine, latest: bool, to_time: float | None, skip: Collection[str] = ()
+) -> RestorePoint:
+    """The restore point for ``--latest`` or ``--to-time``, refused if out of reach.
+
+    Backups named in ``skip`` (those proved unrestorable) are never chosen.
+    """
+    span = reach(engine, skip)
     if to_time is None:
         newest = max(span.backups, key=lambda b: b.finished_at)
+        if engine.pitr:
+            _refuse_latest_across_a_gap(engine, span)
         return RestorePoint(label=newest.label, latest=engine.pitr)
     if not engine.pitr:
         raise BackupError(
@@ -110,21 +132,50 @@ def plan(engine: Engine, latest: bool, to_time: float | None) -> RestorePoint:
     return RestorePoint(label=base.label, time=to_time)
 
 
+def _refuse_latest_across_a_gap(engine: Engine, span: Reach) -> None:
+    """--latest would stop at a gap no later backup heals, and look complete."""
+    for gap in find_gaps(span.backups, engine.wal()):
+        if gap.broken_until is None:
+            stop = when(gap.broken_from) if gap.broken_from else "the newest backup"
+            raise BackupError(
+                f"--latest cannot reach now: {gap.sentence(when)}",
+                f"restore with --to-time '{stop}' to get everything up to the gap "
+                "(writes after it are not in the archive), and take a new backup",
+            )
+
+
 class TargetCluster(ScratchCluster):
     """A restore's destination folder: kept, and left stopped, when done."""
 
     def __init__(self, runner: Runner, scratch: Path, data: Path) -> None:
+        problem = _target_problem(data)
+        if problem:
+            raise BackupError(problem, "restore into a new or empty folder")
         super().__init__(runner, scratch, "restore")
-        if data.exists() and any(data.iterdir()):
-            self.folder.rmdir()
+        try:
+            runner.check_reachable(data.parent)
+            self.data = runner.own(data, 0o700)
+        except OSError as exc:
+            shutil.rmtree(self.folder, ignore_errors=True)
             raise BackupError(
-                f"{data} is not empty", "restore into a new or empty folder"
-            )
-        runner.check_reachable(data.parent)
-        self.data = runner.own(data, 0o700)
+                f"cannot use {data} as the restore target: {exc.strerror or exc}",
+                "restore into a new or empty folder that the database user can write",
+            ) from exc
 
     def remove(self) -> None:
         self.stop()
+
+
+def _target_problem(data: Path) -> str | None:
+    """Why a folder cannot receive a restore, or None."""
+    try:
+        if data.exists() and not data.is_dir():
+            return f"{data} is a file, not a folder"
+        if data.exists() and any(data.iterdir()):
+            return f"{data} is not empty"
+    except OSError as exc:
+        return f"cannot read {data}: {exc.strerror or exc}"
+    return None
 
 
 def restore(

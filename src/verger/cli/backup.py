@@ -274,7 +274,7 @@ def backup_expire(c: Ctx) -> None:
 @pass_ctx
 def restore(c: Ctx, latest: bool, to_time: str | None, target: str | None) -> None:
     """Restore the database as it was at a time, or as late as the archive reaches."""
-    from verger.backup import parse_time, plan, when
+    from verger.backup import parse_time, plan, unusable, when
     from verger.backup import restore as run_restore
     from verger.errors import BackupError
 
@@ -283,9 +283,9 @@ def restore(c: Ctx, latest: bool, to_time: str | None, target: str | None) -> No
             "say where to restore to: --latest or --to-time TIME (one of them)",
             "for example: verger restore --to-time '2026-12-03 21:30:00+00:00'",
         )
-    moment = parse_time(to_time) if to_time else None
+    moment = parse_time(to_time) if to_time is not None else None
     with _job(c, "restore") as (engine, store, progress):
-        point = plan(engine, latest, moment)
+        point = plan(engine, latest, moment, unusable(store, engine.context.database))
         store.audit(
             "cli", "restore", None, backup=point.label, to_time=moment, target=target
         )

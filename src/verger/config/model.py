@@ -219,6 +219,22 @@ class Repository(Section):
         return self
 
 
+def check_cron(value: str) -> str:
+    """A five-field cron expression that comes round at least once, or ValueError."""
+    from croniter import CroniterError, croniter
+
+    expected = f"expected a cron expression such as '0 */6 * * *', got {value!r}"
+    if not croniter.is_valid(value) or (
+        not value.startswith("@") and len(value.split()) != 5
+    ):
+        raise ValueError(expected)
+    try:
+        croniter(value).get_next(float)
+    except (CroniterError, ValueError):
+        raise ValueError(f"{value!r} never comes round (no such date)") from None
+    return value
+
+
 class Schedule(Section):
     """Cron expressions (UTC) for the work the agent does on its own."""
 
@@ -227,19 +243,12 @@ class Schedule(Section):
     incr: str | None = None
     verify: bool = True
     drill: str | None = "0 3 * * 0"
+    watch: str | None = "* * * * *"
 
-    @field_validator("full", "diff", "incr", "drill")
+    @field_validator("full", "diff", "incr", "drill", "watch")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from croniter import croniter
-
-        if not croniter.is_valid(value):
-            raise ValueError(
-                f"expected a cron expression such as '0 */6 * * *', got {value!r}"
-            )
-        return value
+        return None if value is None else check_cron(value)
 
 
 class Retention(Section):

@@ -312,6 +312,7 @@ databases: {}
 #    full: "0 */6 * * *"     # a full backup every 6 hours (default)
 #    verify: true            # restore each new backup to prove it (default)
 #    drill: "0 3 * * 0"      # a recovery drill weekly (default)
+#    watch: "* * * * *"      # check archiving and freshness, alert (default)
 #  retention:
 #    full: 28                # keep at least this many full backups (default 28)
 #    window: 30d             # and every point in time this far back (default 30d)

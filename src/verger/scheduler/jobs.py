@@ -48,6 +48,9 @@ def backup_jobs(config: Config) -> list[Job]:
     ]
     if schedule.drill:
         jobs.append(Job("drill", schedule.drill, ("dr", "drill")))
+    if schedule.watch:
+        # Archiving and freshness checked on a cadence: alerts need no one typing.
+        jobs.append(Job("backup-watch", schedule.watch, ("backup", "watch")))
     return jobs
 
 
