@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import psycopg
+from croniter import croniter
 
 from verger.backup.engines.base import Engine
 from verger.config.types import format_duration
@@ -185,7 +186,6 @@ def freshness(engine: Engine, store: Store, now: float | None = None) -> Finding
     """Whether the newest verified backup is recent enough for the RPO target."""
     now = now or time.time()
     context = engine.context
-    rpo = context.section.targets.rpo
     verified = store.backups(context.database, "verified")
     if not verified:
         return Finding(
@@ -198,14 +198,34 @@ def freshness(engine: Engine, store: Store, now: float | None = None) -> Finding
     newest = verified[0]
     age = now - float(newest.finished_at or newest.started_at)
     message = f"the newest verified backup, #{newest.id}, was taken {_ago(age)}"
-    # With WAL archiving, the RPO is kept by WAL on top of a verified backup; a
-    # backup older than the RPO is then normal. Without WAL it is a lost promise.
-    if not engine.pitr and age > rpo:
+    allowed, promise = _allowed_age(engine)
+    if age > allowed:
         return Finding(
             "backup.verified",
             "fail",
-            f"{message}, longer than the {format_duration(rpo)} RPO target",
+            f"{message}, longer than {promise}",
             "check that scheduled backups run ('verger jobs') and pass verification",
             "backup_stale",
         )
     return Finding("backup.verified", "ok", message)
+
+
+def _allowed_age(engine: Engine) -> tuple[float, str]:
+    """How old the newest verified backup may be, and the promise that says so.
+
+    Without WAL the backup is the restore point, so the RPO target bounds it.
+    With WAL archiving the RPO is kept by WAL on top of a verified backup, and
+    a backup older than the RPO is normal; two missed full backups are not.
+    """
+    section = engine.context.section
+    rpo = section.targets.rpo
+    if not engine.pitr:
+        return rpo, f"the {format_duration(rpo)} RPO target"
+    cron = section.schedule.full
+    if cron is None:
+        return max(rpo, 7 * 86400.0), "a week with no full backup scheduled"
+    slots = croniter(cron, time.time())
+    first = slots.get_next(float)
+    cadence = slots.get_next(float) - first
+    allowed = max(rpo, 2 * cadence)
+    return allowed, f"two full backups' cadence ({format_duration(allowed)})"
