@@ -389,6 +389,30 @@ def test_retention_keeps_the_oldest_promised_point_restorable(
     assert ("first",) in names
 
 
+def test_markers_count_as_kept_only_once_their_wal_is_archived(
+    workdir: Path, source: Source
+) -> None:
+    """A drill's RPO takes only markers whose WAL was archived at the incident,
+    not ones a later archive would bring back."""
+    from verger.backup.markers import MarkerWriter, archived_until
+
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    writer = MarkerWriter(source.url("app"), "drill-test", interval=0.05)
+    writer.start()
+    time.sleep(0.5)
+    _switch_wal(source)
+    switched = time.time()
+    time.sleep(0.5)
+    writer.stop()
+
+    position = archived_until(source.url("app"))
+    assert position is not None
+    durable = writer.newest_before(position)
+    assert durable is not None and writer.newest is not None
+    assert durable <= switched < writer.newest
+
+
 def test_a_missed_drill_alerts(
     workdir: Path, source: Source, recorder: Recorder
 ) -> None:

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 from verger.backup.cluster import ScratchCluster, clean_stale
 from verger.backup.engines.base import Engine, Progress, RestorePoint, no_progress
-from verger.backup.markers import SCHEMA, MarkerWriter, newest_marker, prune
+from verger.backup.markers import (
+    SCHEMA,
+    MarkerWriter,
+    archived_until,
+    newest_marker,
+    prune,
+)
 from verger.backup.restore import reach, unusable
 from verger.backup.verify import _database
 from verger.errors import VergerError
@@ -76,9 +82,10 @@ def drill(
     # The incident: from here on the source is treated as lost.
     writer.stop()
     incident = time.time()
+    durable = _durable(engine, writer)
     skip = unusable(store, context.database)
     try:
-        result = _recover(engine, drill_id, (began, incident), progress, skip)
+        result = _recover(engine, drill_id, (began, incident, durable), progress, skip)
     except VergerError as exc:
         store.update_drill(
             drill_id,
@@ -95,19 +102,34 @@ def drill(
     return result
 
 
+def _durable(engine: Engine, writer: MarkerWriter) -> float | None:
+    """The newest marker whose commit was in the archive at the incident."""
+    if not engine.pitr:
+        return None
+    try:
+        position = archived_until(engine.context.dsn)
+    except VergerError as exc:
+        log.warning("Cannot read how far the source's WAL is archived: %s", exc)
+        return None
+    return None if position is None else writer.newest_before(position)
+
+
 def _recover(
     engine: Engine,
     drill_id: int,
-    times: tuple[float, float],
+    times: tuple[float, float, float | None],
     progress: Progress,
     skip: set[str],
 ) -> DrillResult:
     """Restore the newest usable backup plus WAL, and measure RTO and RPO.
 
-    ``times`` are when this drill's markers began and the incident; only its
-    own markers count, so an earlier drill's never stand in for lost ones.
+    ``times`` are when this drill's markers began, the incident, and the
+    newest marker whose WAL was archived by the incident. Only this drill's
+    markers count, so an earlier drill's never stand in for lost ones; and a
+    marker the copy has only because its WAL was archived after the incident
+    does not count either, as a real loss would not have had it.
     """
-    began, incident = times
+    began, incident, durable = times
     context = engine.context
     targets = context.section.targets
     newest = max(reach(engine, skip).backups, key=lambda b: b.finished_at)
@@ -125,6 +147,8 @@ def _recover(
             )
             rto = time.monotonic() - started
             recovered = newest_marker(conn, KIND, since=began)
+    if recovered is not None and durable is not None:
+        recovered = min(recovered, durable)
     # None of this drill's markers came back: everything since it began is lost.
     rpo = max(0.0, incident - (began if recovered is None else recovered))
     passed = rto <= targets.rto and rpo <= targets.rpo

@@ -87,6 +87,36 @@ def prune(dsn: str, kind: str, older_than: float) -> None:
         )
 
 
+def lsn(text: str) -> int:
+    """A WAL position such as ``0/3000148`` as a number."""
+    high, low = text.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def archived_until(dsn: str) -> int | None:
+    """The WAL position up to which the source's archive is complete, if known.
+
+    Segments are archived in order, so everything before the end of
+    ``last_archived_wal`` is in the archive.
+    """
+    try:
+        with connect(dsn) as conn:
+            row = conn.execute(
+                "SELECT last_archived_wal, (SELECT setting::bigint FROM pg_settings"
+                " WHERE name = 'wal_segment_size') FROM pg_stat_archiver"
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise BackupError(
+            f"cannot read the archiver's progress: {str(exc).strip()}",
+            "check that the source is up",
+        ) from exc
+    if row is None or not row[0] or len(str(row[0])) != 24:
+        return None
+    name, size = str(row[0]), int(str(row[1]))
+    log, segment = int(name[8:16], 16), int(name[16:24], 16)
+    return (log << 32) + (segment + 1) * size
+
+
 class MarkerWriter:
     """Writes a marker every ``interval`` seconds in a thread, until stopped."""
 
@@ -95,6 +125,8 @@ class MarkerWriter:
         self.kind = kind
         self.interval = interval
         self.newest: float | None = None
+        # (commit time, WAL position just past the commit) of each marker.
+        self.log: list[tuple[float, int]] = []
         self.written = 0
         self.failures = 0
         self._stop = threading.Event()
@@ -111,6 +143,11 @@ class MarkerWriter:
         self._thread.join(timeout=10)
         return self.newest
 
+    def newest_before(self, position: int) -> float | None:
+        """The commit time of the newest marker whose commit lies before ``position``."""
+        times = [at for at, after in self.log if after <= position]
+        return max(times) if times else None
+
     def _run(self) -> None:
         conn: psycopg.Connection[tuple[object, ...]] | None = None
         while not self._stop.is_set():
@@ -125,6 +162,9 @@ class MarkerWriter:
                 if row is not None:
                     self.newest = float(row[0])  # type: ignore[arg-type]
                     self.written += 1
+                    after = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+                    if after is not None:
+                        self.log.append((self.newest, lsn(str(after[0]))))
             except (psycopg.Error, BackupError):
                 self.failures += 1
                 conn = None
