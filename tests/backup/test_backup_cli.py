@@ -413,6 +413,34 @@ def test_markers_count_as_kept_only_once_their_wal_is_archived(
     assert durable <= switched < writer.newest
 
 
+def test_setup_never_takes_over_archiving_that_feeds_another_repository(
+    workdir: Path, source: Source
+) -> None:
+    """A second config's setup on the same database is refused, and the first
+    config's check keeps passing; the second's check says its WAL goes elsewhere."""
+    first = backup_config(workdir, source)
+    _ready(first, source)
+    other = workdir / "other"
+    other.mkdir()
+    other.chmod(0o755)
+    second = backup_config(other, source, repository=f"{{path: {other / 'repo'}}}")
+
+    done = verger(second, "backup", "setup")
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert "already archives WAL with another command" in done.stderr
+    assert "ALTER SYSTEM RESET archive_command" in done.stderr
+
+    checks = {
+        c["name"]: c for c in json.loads(verger(second, "--json", "check").stdout)
+    }
+    assert checks["backup.archiving"]["status"] == "fail"
+    assert "does not push to this config's repository" in str(
+        checks["backup.archiving"]["message"]
+    )
+    mine = {c["name"]: c for c in json.loads(verger(first, "--json", "check").stdout)}
+    assert mine["backup.archiving"]["status"] == "ok", mine["backup.archiving"]
+
+
 def test_a_missed_drill_alerts(
     workdir: Path, source: Source, recorder: Recorder
 ) -> None:

@@ -55,6 +55,7 @@ def archiving(engine: Engine, now: float | None = None) -> list[Finding]:
             engine.context.dsn, connect_timeout=5, autocommit=True
         ) as conn:
             mode = _one(conn, "SHOW archive_mode")
+            command = _one(conn, "SHOW archive_command")
             stats = conn.execute(
                 "SELECT extract(epoch FROM last_archived_time), last_archived_wal,"
                 " extract(epoch FROM last_failed_time), last_failed_wal, failed_count"
@@ -80,6 +81,19 @@ def archiving(engine: Engine, now: float | None = None) -> list[Finding]:
                 "fail",
                 "archive_mode is off, so no WAL reaches the repository",
                 "run 'verger backup setup', then restart PostgreSQL",
+                "archiving_failed",
+            )
+        ]
+    ours = engine.archive_command()
+    if ours is not None and command != ours:
+        return [
+            Finding(
+                "backup.archiving",
+                "fail",
+                "archive_command does not push to this config's repository, so its "
+                "WAL goes elsewhere or nowhere",
+                "run 'verger backup setup' (it refuses to replace a command that "
+                "another repository needs)",
                 "archiving_failed",
             )
         ]

@@ -120,6 +120,10 @@ class Engine(ABC):
     def runner(self) -> Runner:
         return self.context.runner
 
+    def archive_command(self) -> str | None:
+        """The archive_command this engine needs on the database, if it archives WAL."""
+        return None
+
     @abstractmethod
     def setup(self, apply: bool) -> list[str]:
         """Configure the database and repository; return what was done or is needed.

@@ -152,6 +152,7 @@ class PgBackRest(Engine):
         return lines
 
     def apply_setup(self, settings: dict[str, str]) -> list[str]:
+        self._refuse_foreign_archiving(settings["archive_command"])
         # The stanza first, so that archive_command never pushes into nothing.
         self.prepare_repository()
         self.run("stanza-create", timeout=300)
@@ -170,10 +171,31 @@ class PgBackRest(Engine):
         lines.append("pgbackrest check passed: WAL reaches the repository")
         return lines
 
+    def _refuse_foreign_archiving(self, ours: str) -> None:
+        """Never take over an archive_command that feeds another repository."""
+        try:
+            with psycopg.connect(self.context.dsn, autocommit=True) as conn:
+                row = conn.execute("SHOW archive_command").fetchone()
+        except psycopg.Error:
+            return  # set_archiving reports an unreachable database in full.
+        current = str(row[0]) if row else ""
+        if current in ("", "(disabled)", ours):
+            return
+        raise BackupError(
+            f"{self.context.database} already archives WAL with another command: "
+            f"{self.mask(current)}",
+            "if nothing needs it any more (another verger config, another backup "
+            "tool), run ALTER SYSTEM RESET archive_command on the database, then "
+            "'verger backup setup' again",
+        )
+
+    def archive_command(self) -> str:
+        return shlex.join([*self.command("archive-push"), "%p"])
+
     def archive_settings(self) -> dict[str, str]:
         return {
             "archive_mode": "on",
-            "archive_command": shlex.join([*self.command("archive-push"), "%p"]),
+            "archive_command": self.archive_command(),
             "archive_timeout": f"{int(self.context.section.archive_timeout)}s",
         }
 
