@@ -9,7 +9,7 @@ from verger.backup.engines.base import Context
 from verger.backup.system import Runner, resolve_user
 from verger.config import Loaded
 from verger.config.model import Backup
-from verger.errors import BackupError
+from verger.errors import BackupError, ConfigError
 
 PASSPHRASE_VARIABLE = "VERGER_BACKUP_PASSPHRASE"
 
@@ -17,7 +17,7 @@ PASSPHRASE_VARIABLE = "VERGER_BACKUP_PASSPHRASE"
 def backup_section(loaded: Loaded) -> Backup:
     section = loaded.config.backup
     if section is None:
-        raise BackupError(
+        raise ConfigError(
             f"{loaded.path.name} has no backup: section",
             "add one (verger init writes an example) naming the database under "
             "databases:",

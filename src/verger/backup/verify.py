@@ -105,9 +105,12 @@ def _amcheck(cluster: ScratchCluster, verdict: Verdict) -> None:
         verdict.checked.append("pg_amcheck found no corruption")
         return
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-    first = next((line for line in lines if "%" not in line), "no output")
+    # pg_amcheck names the place on one line and says what is wrong on the next.
+    said = [line.strip() for line in lines if "%" not in line][:2]
+    found = " ".join(said) if said else "no output"
     verdict.problems.append(
-        f"pg_amcheck failed (exit {done.returncode}): {first[:200]}"
+        f"pg_amcheck found corruption in the restored copy (exit {done.returncode}): "
+        f"{found[:300]}; the source database may hold it too: run pg_amcheck there"
     )
 
 

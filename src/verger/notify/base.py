@@ -110,7 +110,7 @@ class BackupEvent:
         title = {
             "backup_failed": "A backup failed",
             "backup_stale": "No recent verified backup",
-            "verify_failed": "A backup did not restore",
+            "verify_failed": "A backup did not pass its restore test",
             "archiving_failed": "WAL archiving is failing",
             "drill_missed": "A recovery drill missed its target",
         }.get(self.event, self.event)
