@@ -170,3 +170,50 @@ def test_status_says_running_while_the_agent_runs_it_and_interrupted_after(
         "warning: staging: deploy #2 of v2 was interrupted at step watch; the next "
         "deploy or rollback finishes or undoes it" in after.stderr
     )
+
+
+def _working_in(folder: str) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            except OSError:
+                continue
+            if cwd.startswith(folder):
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_build_left_running_by_a_killed_agent_is_stopped_when_undone(
+    project: Project,
+) -> None:
+    """The build a killed agent was running is stopped when its deploy is undone."""
+    text = config_text(project.ports).replace(
+        "app: testapp\n", "app: testapp\nbuild: sleep 60\n"
+    )
+    project.write_config(text)
+    project.run("up", check=True)
+    cli = subprocess.Popen(
+        [*[sys.executable, "-m", "verger"], "-c", str(project.config), "deploy",
+         "staging", str(project.source("v1")), "--version", "v1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    releases = str(project.root / ".verger" / "releases")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _working_in(releases):
+        time.sleep(0.05)
+    building = _working_in(releases)
+    assert building, "the build never started"
+    os.kill(project.agent_pid() or 0, signal.SIGKILL)
+    cli.kill()
+    cli.wait()
+
+    project.write_config(config_text(project.ports))
+    project.run("up", check=True)
+    done = project.run(
+        "deploy", "staging", str(project.source("v2")), "--version", "v2"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "undid deploy" in done.stdout
+    assert not [pid for pid in building if os.path.exists(f"/proc/{pid}")]

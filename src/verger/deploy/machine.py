@@ -544,6 +544,14 @@ def _mark_live(ctx: Context, release: Row) -> None:
 async def _undo_before_switch(ctx: Context, row: Row, green: Row | None) -> str:
     if green is not None and row.kind == "deploy":
         await ctx.slots.stop(green, "failed", grace=5.0)
+        # A build the dead agent started has no handle; its folder names it.
+        stopped = await asyncio.to_thread(process.stop_in_folder, Path(green.folder))
+        if stopped:
+            log.info(
+                "Stopped %d process group(s) left working in %s.",
+                len(stopped),
+                green.folder,
+            )
     ctx.store.update_deploy(
         row.id, status="undone", reason=f"interrupted at {row.step}"
     )

@@ -192,6 +192,44 @@ def _command_name(entry: Path) -> str:
         return "a process"
 
 
+def stop_in_folder(folder: Path, grace: float = 5.0) -> list[int]:
+    """Stop every process group whose process works inside ``folder``.
+
+    A build or a release started by an agent that was killed has no handle
+    left; its working folder still says whose it is. Returns the groups
+    stopped.
+    """
+    inside = str(folder.resolve())
+    groups: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(entry / "cwd")
+            if cwd == inside or cwd.startswith(inside + "/"):
+                groups.add(os.getpgid(int(entry.name)))
+    groups.discard(os.getpgid(0))
+    for group in groups:
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while groups and time.monotonic() < deadline:
+        groups = {g for g in groups if _group_alive(g)}
+        time.sleep(0.05)
+    for group in groups:
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGKILL)
+    return sorted(groups)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except OSError:
+        return False
+    return True
+
+
 def tail(path: Path, lines: int = 20) -> list[str]:
     """The last lines of a log file, for error messages and ``verger logs``."""
     try:
