@@ -10,6 +10,8 @@ import time
 import pytest
 from conftest import VERGER, Project, config_text
 
+from verger.deploy import process
+
 
 def test_malformed_config_is_one_error_with_file_and_line(project: Project) -> None:
     """Broken YAML exits 2 naming verger.yml and the line, with no traceback."""
@@ -78,6 +80,22 @@ def test_config_edited_under_a_running_agent_is_refused(project: Project) -> Non
     project.run("down", "--keep-serving", check=True)
     project.run("up", check=True)
     assert project.deploy("staging", project.source("v1"), "v1").returncode == 0
+
+
+def test_down_works_after_the_config_was_broken_under_the_agent(
+    project: Project,
+) -> None:
+    """A config broken while the agent runs still lets 'verger down' stop it."""
+    project.run("up", check=True)
+    pid = project.agent_pid()
+    project.write_config(project.config.read_text() + "watch: [not, a, mapping]\n")
+    assert project.run("status").returncode == 2
+
+    done = project.run("down")
+    assert done.returncode == 0, done.stderr
+    assert "The agent stopped." in done.stdout
+    assert pid is not None and process.start_time(pid) is None
+    assert project.run("down").returncode == 2
 
 
 def test_changed_router_kind_replaces_the_router_on_reload(project: Project) -> None:

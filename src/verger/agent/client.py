@@ -34,9 +34,27 @@ _KINDS: dict[str, type[VergerError]] = {
 
 
 class AgentClient:
-    def __init__(self, loaded: Loaded) -> None:
-        self.loaded = loaded
-        self.files = AgentFiles(loaded.state_dir)
+    def __init__(self, loaded: Loaded | None, path: Path | None = None) -> None:
+        self._loaded = loaded
+        self.path = loaded.path if loaded is not None else Path(str(path))
+        self.files = AgentFiles(self.path.parent / ".verger")
+
+    @classmethod
+    def without_config(cls, path: Path) -> AgentClient:
+        """A client for the agent of the config at ``path``, which may no longer load.
+
+        Enough to stop that agent: it runs on the config it read when it started.
+        """
+        return cls(None, path)
+
+    @property
+    def loaded(self) -> Loaded:
+        if self._loaded is None:
+            raise AgentError(
+                f"{self.path} does not load, so verger cannot start an agent for it",
+                "fix the config ('verger check' lists what is wrong)",
+            )
+        return self._loaded
 
     def info(self) -> dict[str, Any] | None:
         return self.files.read_info()
@@ -45,7 +63,7 @@ class AgentClient:
         info = self.info()
         if info is None:
             raise AgentError(
-                f"the agent is not running for {self.loaded.path}",
+                f"the agent is not running for {self.path}",
                 "start it with 'verger up'",
             )
         return info

@@ -17,11 +17,11 @@ import click
 
 from verger import __version__
 from verger.agent.client import AgentClient
-from verger.config import FILENAME, Loaded, load_config
+from verger.config import FILENAME, Loaded, find_config, load_config
 from verger.config.loader import nearest_key
 from verger.deploy import gate
 from verger.deploy.version import check_version
-from verger.errors import DeployError, RouterError, VergerError
+from verger.errors import ConfigError, DeployError, RouterError, VergerError
 from verger.output import Output
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -169,7 +169,16 @@ def _router_problems(info: dict[str, Any], problems: dict[str, str]) -> RouterEr
 @pass_ctx
 def down(c: Ctx, keep_serving: bool) -> None:
     """Stop the agent, and with it the routers and releases it runs."""
-    client = AgentClient(c.loaded)
+    try:
+        client = AgentClient(c.loaded)
+    except ConfigError:
+        # A config broken since the agent started must not keep it running.
+        client = AgentClient.without_config(find_config(c.config_path))
+        if client.info() is None:
+            raise
+        stopped = client.down(keep_serving=keep_serving)
+        c.out.result({"stopped": stopped}, "The agent stopped.")
+        return
     stopped = client.down(keep_serving=keep_serving)
     human = "The agent stopped." if stopped else "The agent was not running."
     if not stopped and not keep_serving and _left_running(c):
