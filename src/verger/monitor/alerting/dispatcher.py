@@ -1,0 +1,407 @@
+"""The dispatcher: from the evaluator's alerts to notifications that reach a person.
+
+It works as Alertmanager does. Each alert is routed into a group (one per
+route and ``group_by`` values). A new group waits ``group_wait`` so that
+alerts from one cause arrive together, then sends one notification; after
+that it is looked at every ``group_interval`` and sends again only when
+its firing alerts changed, some were resolved, or ``repeat_interval``
+passed. Silenced, inhibited and maintenance-muted alerts are left out.
+
+Every delivery is recorded in the state store's notification log before
+the group moves on, and the decision to send is taken against that log, so
+a dispatcher started again on the same store sends nothing already
+delivered, and sends the resolved notice for what was delivered as firing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from verger.config.alerting import AlertingSection
+from verger.monitor.alert import Alert, AlertState
+from verger.monitor.alerting.delivery import DEADLINE, DELAYS, deliver
+from verger.monitor.alerting.incidents import Incidents
+from verger.monitor.alerting.inhibit import Inhibitor
+from verger.monitor.alerting.maintenance import Window, muting, windows
+from verger.monitor.alerting.notification import Notification, Reason, alert_dict
+from verger.monitor.alerting.receivers import AlertReceiver, make_receivers
+from verger.monitor.alerting.routing import RouteNode, build_tree
+from verger.monitor.alerting.silences import Silence, silencing
+from verger.state import Store
+
+log = logging.getLogger("verger.monitor.alerting")
+
+
+@dataclass
+class Group:
+    """The alerts one route holds under one set of ``group_by`` values."""
+
+    key: str
+    node: RouteNode
+    labels: dict[str, str]
+    next_flush: float
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    sending: bool = False
+
+
+@dataclass(frozen=True)
+class Logged:
+    """The notification log's entry for one group and receiver."""
+
+    firing: frozenset[str]
+    sent_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> Logged:
+        return cls(frozenset(json.loads(row.firing)), float(row.sent_at))
+
+
+class Dispatcher:
+    """An ``AlertSink`` that groups, mutes, delivers and records.
+
+    The evaluator calls ``update`` after each evaluation; ``flush`` (called
+    by ``update`` and by ``run`` every second) sends what is due. Times are
+    passed in, so tests drive it with an explicit clock::
+
+        dispatcher = Dispatcher(config.monitor, store, app="shop")
+        await dispatcher.update(alerts, now)
+        await dispatcher.settle()
+    """
+
+    def __init__(
+        self,
+        section: AlertingSection,
+        store: Store,
+        *,
+        app: str = "",
+        receivers: Mapping[str, AlertReceiver] | None = None,
+        clock: Callable[[], float] = time.time,
+        delays: Sequence[float] = DELAYS,
+        deadline: float = DEADLINE,
+    ) -> None:
+        self.store = store
+        self.app = app
+        self.clock = clock
+        self.delays = tuple(delays)
+        self.deadline = deadline
+        self.receivers = dict(receivers or make_receivers(section.receivers))
+        self.tree = build_tree(section.route, self.receivers)
+        self.inhibitor = Inhibitor(section.inhibit)
+        self.windows: list[Window] = windows(section.maintenance)
+        self.incidents = Incidents(store)
+        self.groups: dict[str, Group] = {}
+        self.muted: dict[str, str] = {}
+        self._firing: dict[str, Alert] = {}
+        self._logged: dict[tuple[str, str], Logged | None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._adopted = False
+        self._unrouted: set[str] = set()
+
+    # -- what the evaluator calls ------------------------------------------
+
+    async def update(self, alerts: Sequence[Alert], now: float) -> None:
+        """Take the evaluator's view of every alert, then send what is due."""
+        current = self._current(alerts, now)
+        if not self._adopted:
+            current.update(self._orphans(current, now))
+            self._adopted = True
+        self._firing = {
+            fp: alert
+            for fp, alert in current.items()
+            if alert.state is AlertState.FIRING
+        }
+        self._decide_muting(now)
+        for alert in current.values():
+            if alert.state is not AlertState.PENDING:
+                self._place(alert, now)
+        self.incidents.track(self._incident_view(), now)
+        await self.flush(now)
+
+    def _current(self, alerts: Sequence[Alert], now: float) -> dict[str, Alert]:
+        """This evaluation's alerts; one firing before and now absent is resolved."""
+        current = {alert.fingerprint: alert for alert in alerts}
+        for fp, alert in self._firing.items():
+            if fp not in current:
+                current[fp] = replace(alert, state=AlertState.RESOLVED, resolved_at=now)
+        return current
+
+    def _orphans(self, current: Mapping[str, Alert], now: float) -> dict[str, Alert]:
+        """Alerts delivered as firing before a restart that the evaluator no longer has.
+
+        They stopped while no dispatcher was running to see it: each is
+        resolved now, so its group sends the resolved notice once.
+        """
+        found: dict[str, Alert] = {}
+        for row in self.store.notifications_firing():
+            for item in json.loads(row.alerts):
+                fp = item.get("fingerprint", "")
+                if fp and fp not in current and fp not in found:
+                    found[fp] = _resolved_from_log(item, now)
+        if found:
+            log.info(
+                "%d alerts delivered as firing before the restart are gone; "
+                "sending them as resolved",
+                len(found),
+            )
+        return found
+
+    def _place(self, alert: Alert, now: float) -> None:
+        """Put the alert in the group of each route that takes it."""
+        nodes = self.tree.route(alert.labels)
+        for node in nodes:
+            if node.receiver is None:
+                self._warn_unrouted(alert)
+                continue
+            key = node.group_key(alert.labels)
+            group = self.groups.get(key)
+            if group is None:
+                if alert.state is AlertState.RESOLVED and not self._was_sent(key, node):
+                    continue
+                group = Group(
+                    key, node, node.group_labels(alert.labels), now + node.group_wait
+                )
+                self.groups[key] = group
+                log.debug("New alert group %s for receiver %s", key, node.receiver)
+            group.alerts[alert.fingerprint] = alert
+
+    def _warn_unrouted(self, alert: Alert) -> None:
+        if alert.name not in self._unrouted:
+            self._unrouted.add(alert.name)
+            log.warning(
+                "Alert %s matches no route with a receiver; nobody is told of it. "
+                "Add a receiver under monitor.receivers",
+                alert.name,
+            )
+
+    # -- muting ------------------------------------------------------------
+
+    def _decide_muting(self, now: float) -> None:
+        """Which firing alerts are silenced, in maintenance or inhibited, and why."""
+        silences = [Silence.from_row(row) for row in self.store.silences(active_at=now)]
+        muted: dict[str, str] = {}
+        for fp, alert in self._firing.items():
+            silence = silencing(silences, alert.labels, now)
+            window = None if silence else muting(self.windows, alert.labels, now)
+            if silence is not None:
+                muted[fp] = f"silenced by #{silence.id} ({silence.comment})"
+            elif window is not None:
+                muted[fp] = f"in the maintenance window {window.name}"
+        held = self.inhibitor.held(self._firing.values())
+        for fp, reason in held.items():
+            muted.setdefault(fp, f"inhibited: {reason}")
+        self._log_muting_changes(muted)
+        self.muted = muted
+
+    def _log_muting_changes(self, muted: Mapping[str, str]) -> None:
+        for fp, reason in muted.items():
+            if self.muted.get(fp) != reason:
+                log.info("Holding back %s: %s", self._firing[fp].name, reason)
+        for fp in set(self.muted) - set(muted):
+            if fp in self._firing:
+                log.info("No longer holding back %s", self._firing[fp].name)
+
+    def _incident_view(self) -> list[tuple[str, str, dict[str, str], list[Alert]]]:
+        """Each alert's first group, with the alerts in it that no mute holds back."""
+        view = []
+        for group in self.groups.values():
+            alerts = [
+                alert
+                for alert in group.alerts.values()
+                if alert.fingerprint not in self.muted
+                and self.tree.route(alert.labels)[0] is group.node
+            ]
+            view.append((group.key, self._title(group), group.labels, alerts))
+        return view
+
+    def _title(self, group: Group) -> str:
+        name = group.labels.get("alertname") or next(
+            (alert.name for alert in group.alerts.values()), "alerts"
+        )
+        rest = ", ".join(
+            f"{k}={v}" for k, v in sorted(group.labels.items()) if k != "alertname"
+        )
+        return f"{name} ({rest})" if rest else name
+
+    # -- sending -----------------------------------------------------------
+
+    async def flush(self, now: float) -> None:
+        """Send each group's notification that is due at ``now``."""
+        for group in list(self.groups.values()):
+            if group.sending or now < group.next_flush:
+                continue
+            if group.alerts:
+                self._flush(group, now)
+            else:
+                # Emptied at least one group interval ago: an alert that fires again
+                # after this starts a new group; one that fired sooner rejoined it
+                # and waited for its interval, so flapping cannot storm.
+                del self.groups[group.key]
+        await asyncio.sleep(0)
+
+    def _flush(self, group: Group, now: float) -> None:
+        assert group.node.receiver is not None
+        receiver = self.receivers[group.node.receiver]
+        logged = self._logged_entry(group.key, receiver.name)
+        before = logged.firing if logged else frozenset()
+        firing = [
+            a for a in self._group_firing(group) if a.fingerprint not in self.muted
+        ]
+        resolved = [
+            a
+            for a in group.alerts.values()
+            if a.state is AlertState.RESOLVED and a.fingerprint in before
+        ]
+        group.next_flush = now + group.node.group_interval
+        self._drop_unsent_resolved(group, before)
+        reason = _reason(
+            firing, resolved, before, logged, now, group.node.repeat_interval
+        )
+        if reason is None:
+            return
+        notification = Notification(
+            app=self.app,
+            receiver=receiver.name,
+            group_key=group.key,
+            group_labels=group.labels,
+            firing=tuple(sorted(firing, key=_order)),
+            resolved=tuple(sorted(resolved, key=_order)),
+            reason=reason,
+            first=not before,
+            at=now,
+            incident_id=self.incidents.id_for(group.key),
+        )
+        # Alerts told as firing before and now only muted stay on record as firing,
+        # so that their resolved notice is still sent when they clear.
+        still = {a.fingerprint for a in self._group_firing(group)} & before
+        record = {a.fingerprint for a in firing} | still
+        if not receiver.wants(notification):
+            self._record(group, receiver, notification, record, now)
+            return
+        group.sending = True
+        task = asyncio.get_running_loop().create_task(
+            self._send(group, receiver, notification, record)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _group_firing(self, group: Group) -> list[Alert]:
+        return [a for a in group.alerts.values() if a.state is AlertState.FIRING]
+
+    def _drop_unsent_resolved(self, group: Group, before: frozenset[str]) -> None:
+        """Resolved alerts never told as firing need no notice: forget them."""
+        for fp, alert in list(group.alerts.items()):
+            if alert.state is AlertState.RESOLVED and fp not in before:
+                del group.alerts[fp]
+
+    async def _send(
+        self,
+        group: Group,
+        receiver: AlertReceiver,
+        notification: Notification,
+        record: set[str],
+    ) -> None:
+        try:
+            sent = await deliver(receiver, notification, self.delays, self.deadline)
+            if sent:
+                self._record(group, receiver, notification, record, notification.at)
+        finally:
+            group.sending = False
+
+    def _record(
+        self,
+        group: Group,
+        receiver: AlertReceiver,
+        notification: Notification,
+        record: set[str],
+        at: float,
+    ) -> None:
+        """Write the delivery to the log, then forget the alerts it resolved."""
+        snapshot = [
+            alert_dict(alert)
+            for alert in group.alerts.values()
+            if alert.fingerprint in record
+        ]
+        resolved = [alert.fingerprint for alert in notification.resolved]
+        self.store.record_notification(
+            group.key, receiver.name, sorted(record), resolved, snapshot, at
+        )
+        self._logged[(group.key, receiver.name)] = Logged(frozenset(record), at)
+        for fp in resolved:
+            alert = group.alerts.get(fp)
+            if alert is not None and alert.state is AlertState.RESOLVED:
+                del group.alerts[fp]
+
+    def _logged_entry(self, key: str, receiver: str) -> Logged | None:
+        if (key, receiver) not in self._logged:
+            row = self.store.notification(key, receiver)
+            self._logged[(key, receiver)] = Logged.from_row(row) if row else None
+        return self._logged[(key, receiver)]
+
+    def _was_sent(self, key: str, node: RouteNode) -> bool:
+        assert node.receiver is not None
+        logged = self._logged_entry(key, node.receiver)
+        return bool(logged and logged.firing)
+
+    # -- running -----------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, tick: float = 1.0) -> None:
+        """Flush every ``tick`` seconds until ``stop`` is set, so group waits end on time."""
+        while not stop.is_set():
+            await self.flush(self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), tick)
+
+    async def settle(self, timeout: float = 30.0) -> bool:
+        """Wait up to ``timeout`` for deliveries in flight; True when none is left."""
+        tasks = set(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        return not self._tasks
+
+
+def _reason(
+    firing: list[Alert],
+    resolved: list[Alert],
+    before: frozenset[str],
+    logged: Logged | None,
+    now: float,
+    repeat_interval: float,
+) -> Reason | None:
+    """Why the group's notification is sent now, or None when it is not."""
+    new = {alert.fingerprint for alert in firing} - before
+    if new:
+        return "new" if not before else "changed"
+    if resolved:
+        return "changed" if firing else "resolved"
+    if firing and logged is not None and now - logged.sent_at >= repeat_interval:
+        return "repeat"
+    return None
+
+
+def _order(alert: Alert) -> tuple[float, str]:
+    return alert.active_at, alert.fingerprint
+
+
+def _resolved_from_log(item: Mapping[str, Any], now: float) -> Alert:
+    from datetime import datetime
+
+    def seconds(text: str | None) -> float | None:
+        return None if text is None else datetime.fromisoformat(text).timestamp()
+
+    return Alert(
+        labels=dict(item.get("labels", {})),
+        annotations=dict(item.get("annotations", {})),
+        state=AlertState.RESOLVED,
+        active_at=seconds(item.get("active_at")) or now,
+        fired_at=seconds(item.get("fired_at")),
+        resolved_at=now,
+        value=item.get("value"),
+        fingerprint=str(item["fingerprint"]),
+    )
