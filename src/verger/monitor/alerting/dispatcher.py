@@ -258,11 +258,14 @@ class Dispatcher:
             for a in group.alerts.values()
             if a.state is AlertState.RESOLVED and a.fingerprint in before
         ]
-        group.next_flush = now + group.node.group_interval
         self._drop_unsent_resolved(group, before)
         reason = _reason(
             firing, resolved, before, logged, now, group.node.repeat_interval
         )
+        if reason is None and not before:
+            # Nothing told yet (all muted so far): send as soon as something may go.
+            return
+        group.next_flush = now + group.node.group_interval
         if reason is None:
             return
         notification = Notification(

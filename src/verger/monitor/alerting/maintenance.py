@@ -4,7 +4,7 @@ A window starts at local wall-clock times (a cron expression or weekly days
 and a start time) and lasts ``duration`` of wall-clock time in its zone, so
 "Saturday 23:00 for 4h" ends at 03:00 local on Sunday, even on the night the
 clocks change (the window is then 3 or 5 hours long). A start time the
-clocks skip begins when they jump; an end time they pass twice ends at its
+clocks skip is taken as the moment they jump; one they pass twice as its
 first occurrence.
 """
 
@@ -75,7 +75,25 @@ class Window:
             yield self._stamp(wall), self._stamp(wall + self.duration)
 
     def _stamp(self, wall: datetime) -> float:
-        return wall.replace(tzinfo=self.zone).timestamp()
+        """A local wall time as a timestamp; one the clocks skip is when they jump."""
+        after = wall.replace(tzinfo=self.zone, fold=0).timestamp()
+        if datetime.fromtimestamp(after, self.zone).replace(tzinfo=None) == wall:
+            return after
+        before = wall.replace(tzinfo=self.zone, fold=1).timestamp()
+        return _jump(self.zone, before, after)
+
+
+def _jump(zone: ZoneInfo, before: float, after: float) -> float:
+    """The instant between ``before`` and ``after`` at which the zone's offset changes."""
+    offset = datetime.fromtimestamp(after, zone).utcoffset()
+    low, high = int(before), int(after)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, zone).utcoffset() == offset:
+            high = middle
+        else:
+            low = middle
+    return float(high)
 
 
 def windows(sections: list[Maintenance]) -> list[Window]:
