@@ -131,13 +131,6 @@ class Route(Section):
             return {str(k): str(v) for k, v in value.items()}
         return value
 
-    def receivers(self) -> Iterator[str]:
-        """Every receiver this route and those under it name."""
-        if self.receiver is not None:
-            yield self.receiver
-        for child in self.routes:
-            yield from child.receivers()
-
 
 class Inhibit(Section):
     """While an alert matching ``source`` fires, alerts matching ``target`` are held."""
@@ -279,11 +272,19 @@ class AlertingSection(Section):
     def _known_receivers(self) -> AlertingSection:
         if self.route is None:
             return self
-        for name in self.route.receivers():
+        for where, name in _named_receivers(self.route, "monitor.route"):
             if name not in self.receivers:
                 known = ", ".join(sorted(self.receivers)) or "none yet"
                 raise ValueError(
-                    f"route names receiver {name!r}, which is not under receivers: "
-                    f"(known: {known})"
+                    f"{where}.receiver names {name!r}, which is not under "
+                    f"monitor.receivers (known: {known})"
                 )
         return self
+
+
+def _named_receivers(route: Route, where: str) -> Iterator[tuple[str, str]]:
+    """Each receiver a route tree names, with the key path that names it."""
+    if route.receiver is not None:
+        yield where, route.receiver
+    for index, child in enumerate(route.routes):
+        yield from _named_receivers(child, f"{where}.routes.{index}")
