@@ -557,3 +557,10 @@ class Store(ABC):
             "SELECT * FROM incidents WHERE group_key = ? ORDER BY id DESC LIMIT 1",
             (group_key,),
         )
+
+    def prune_notifications(self, before: float) -> None:
+        """Forget groups with nothing firing that were last sent to before ``before``."""
+        self._run(
+            "DELETE FROM alert_notifications WHERE firing = '[]' AND sent_at < ?",
+            (before,),
+        )

@@ -17,6 +17,7 @@ from alerting_fakes import (
     step,
 )
 
+from verger.config.alerting import AlertingSection
 from verger.monitor.alert import AlertState
 from verger.state import Store
 
@@ -404,3 +405,49 @@ def test_group_by_splits_and_joins_groups(store: Store) -> None:
             assert {b["group_labels"]["instance"] for b in bodies} == {"h0", "h1", "h2"}
 
     asyncio.run(main())
+
+
+def test_resolved_after_a_restart_with_changed_routes_reaches_the_old_group(
+    store: Store,
+) -> None:
+    """Routes edited over a restart: the resolved notice still goes to the group that fired."""
+
+    async def main() -> None:
+        async with recording_server(ok=202) as rec:
+            firing = alert("api_down", "critical")
+            first = dispatcher(store, section(rec, route={"group_wait": "0s"}))
+            await step(first, [firing], T0)
+            regrouped = section(
+                rec, route={"group_wait": "0s", "group_by": ["alertname"]}
+            )
+            again = dispatcher(store, regrouped)
+            await step(again, [resolved(firing, T0 + 300)], T0 + 900)
+            trigger, resolve = rec.bodies("/page")
+            assert resolve["event_action"] == "resolve"
+            assert resolve["dedup_key"] == trigger["dedup_key"]
+
+    asyncio.run(main())
+
+
+def test_a_receiver_removed_over_a_restart_is_forgotten(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group sent to a receiver no longer configured is logged and cleared, not retried."""
+
+    async def main() -> None:
+        async with recording_server() as rec:
+            await step(
+                dispatcher(store, section(rec, route={"group_wait": "0s"})),
+                [alert("cpu_busy", "high")],
+                T0,
+            )
+            only_page = AlertingSection.model_validate(
+                {"receivers": {"page": {"webhook": rec.url("/page")}}}
+            )
+            await step(dispatcher(store, only_page), [], T0 + 600)
+            assert store.notifications_firing() == []
+            assert by_path(rec) == {"/email": 1}
+
+    with caplog.at_level(logging.INFO, "verger.monitor.alerting"):
+        asyncio.run(main())
+    assert "Receiver email is no longer configured" in caplog.text

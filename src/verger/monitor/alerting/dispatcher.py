@@ -38,6 +38,9 @@ from verger.state import Store
 
 log = logging.getLogger("verger.monitor.alerting")
 
+LOG_KEEP = 30 * 86400.0
+"""How long the log keeps a group that has nothing firing: a month of history."""
+
 
 @dataclass
 class Group:
@@ -109,9 +112,6 @@ class Dispatcher:
     async def update(self, alerts: Sequence[Alert], now: float) -> None:
         """Take the evaluator's view of every alert, then send what is due."""
         current = self._current(alerts, now)
-        if not self._adopted:
-            current.update(self._orphans(current, now))
-            self._adopted = True
         self._firing = {
             fp: alert
             for fp, alert in current.items()
@@ -121,6 +121,9 @@ class Dispatcher:
         for alert in current.values():
             if alert.state is not AlertState.PENDING:
                 self._place(alert, now)
+        if not self._adopted:
+            self._adopt_orphans(current, now)
+            self._adopted = True
         self.incidents.track(self._incident_view(), now)
         await self.flush(now)
 
@@ -132,25 +135,63 @@ class Dispatcher:
                 current[fp] = replace(alert, state=AlertState.RESOLVED, resolved_at=now)
         return current
 
-    def _orphans(self, current: Mapping[str, Alert], now: float) -> dict[str, Alert]:
-        """Alerts delivered as firing before a restart that the evaluator no longer has.
+    def _adopt_orphans(self, current: Mapping[str, Alert], now: float) -> None:
+        """Resolve alerts delivered as firing before a restart that are gone now.
 
-        They stopped while no dispatcher was running to see it: each is
-        resolved now, so its group sends the resolved notice once.
+        They stopped while no dispatcher was running to see it (the evaluator
+        sends them resolved, or no longer has them): each goes back into the
+        group it was sent from, even if routes changed since, so that group
+        sends the resolved notice once.
         """
-        found: dict[str, Alert] = {}
+        self.store.prune_notifications(now - LOG_KEEP)
+        count = 0
         for row in self.store.notifications_firing():
             for item in json.loads(row.alerts):
                 fp = item.get("fingerprint", "")
-                if fp and fp not in current and fp not in found:
-                    found[fp] = _resolved_from_log(item, now)
-        if found:
+                known = current.get(fp)
+                if not fp or (known and known.state is not AlertState.RESOLVED):
+                    continue
+                alert = known or _resolved_from_log(item, now)
+                count += self._place_orphan(row, alert, now)
+        if count:
             log.info(
                 "%d alerts delivered as firing before the restart are gone; "
                 "sending them as resolved",
-                len(found),
+                count,
             )
-        return found
+
+    def _place_orphan(self, row: Any, alert: Alert, now: float) -> int:
+        key, receiver = str(row.group_key), str(row.receiver)
+        group = self.groups.get(key)
+        if group is None:
+            node = self._node_for(key, receiver)
+            if node is None:
+                log.warning(
+                    "Receiver %s is no longer configured; forgetting that %s was "
+                    "sent to it as firing",
+                    receiver,
+                    alert.name,
+                )
+                self.store.record_notification(key, receiver, [], [], [], now)
+                return 0
+            group = Group(
+                key, node, node.group_labels(alert.labels), now + node.group_wait
+            )
+            self.groups[key] = group
+        group.alerts.setdefault(alert.fingerprint, alert)
+        return 1
+
+    def _node_for(self, key: str, receiver: str) -> RouteNode | None:
+        """The route a logged group came from, or the root's timings if routes changed."""
+        path = key.split(":", 1)[0]
+        found = _find(self.tree, path)
+        if found is not None and found.receiver == receiver:
+            return found
+        if receiver not in self.receivers:
+            return None
+        return replace(
+            self.tree, path=path, receiver=receiver, matchers=(), children=()
+        )
 
     def _place(self, alert: Alert, now: float) -> None:
         """Put the alert in the group of each route that takes it."""
@@ -385,6 +426,17 @@ def _reason(
         return "changed" if firing else "resolved"
     if firing and logged is not None and now - logged.sent_at >= repeat_interval:
         return "repeat"
+    return None
+
+
+def _find(node: RouteNode, path: str) -> RouteNode | None:
+    if node.path == path:
+        return node
+    for child in node.children:
+        if path.startswith(child.path):
+            found = _find(child, path)
+            if found is not None:
+                return found
     return None
 
 
