@@ -410,7 +410,7 @@ def test_group_by_splits_and_joins_groups(store: Store) -> None:
 def test_resolved_after_a_restart_with_changed_routes_reaches_the_old_group(
     store: Store,
 ) -> None:
-    """Routes edited over a restart: the resolved notice still goes to the group that fired."""
+    """Routes edited over a restart: the group that fired gets its resolve; its incident closes."""
 
     async def main() -> None:
         async with recording_server(ok=202) as rec:
@@ -425,6 +425,8 @@ def test_resolved_after_a_restart_with_changed_routes_reaches_the_old_group(
             trigger, resolve = rec.bodies("/page")
             assert resolve["event_action"] == "resolve"
             assert resolve["dedup_key"] == trigger["dedup_key"]
+            [incident] = store.incidents()
+            assert incident.status == "resolved" and incident.resolved_at == T0 + 300
 
     asyncio.run(main())
 

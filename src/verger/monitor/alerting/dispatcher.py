@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from verger.config.alerting import AlertingSection
+from verger.errors import VergerError
 from verger.monitor.alert import Alert, AlertState
 from verger.monitor.alerting.delivery import DEADLINE, DELAYS, deliver
 from verger.monitor.alerting.incidents import Incidents
@@ -34,7 +35,7 @@ from verger.monitor.alerting.notification import Notification, Reason, alert_dic
 from verger.monitor.alerting.receivers import AlertReceiver, make_receivers
 from verger.monitor.alerting.routing import RouteNode, build_tree
 from verger.monitor.alerting.silences import Silence, silencing
-from verger.state import Store
+from verger.state import Row, Store
 
 log = logging.getLogger("verger.monitor.alerting")
 
@@ -52,6 +53,8 @@ class Group:
     next_flush: float
     alerts: dict[str, Alert] = field(default_factory=dict)
     sending: bool = False
+    adopted: bool = False
+    """Rebuilt from the notification log after a restart, not routed to now."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Logged:
     sent_at: float
 
     @classmethod
-    def from_row(cls, row: Any) -> Logged:
+    def from_row(cls, row: Row) -> Logged:
         return cls(frozenset(json.loads(row.firing)), float(row.sent_at))
 
 
@@ -160,7 +163,7 @@ class Dispatcher:
                 count,
             )
 
-    def _place_orphan(self, row: Any, alert: Alert, now: float) -> int:
+    def _place_orphan(self, row: Row, alert: Alert, now: float) -> int:
         key, receiver = str(row.group_key), str(row.receiver)
         group = self.groups.get(key)
         if group is None:
@@ -174,9 +177,8 @@ class Dispatcher:
                 )
                 self.store.record_notification(key, receiver, [], [], [], now)
                 return 0
-            group = Group(
-                key, node, node.group_labels(alert.labels), now + node.group_wait
-            )
+            labels = node.group_labels(alert.labels)
+            group = Group(key, node, labels, now + node.group_wait, adopted=True)
             self.groups[key] = group
         group.alerts.setdefault(alert.fingerprint, alert)
         return 1
@@ -256,10 +258,15 @@ class Dispatcher:
                 alert
                 for alert in group.alerts.values()
                 if alert.fingerprint not in self.muted
-                and self.tree.route(alert.labels)[0] is group.node
+                and (group.adopted or self._first_group(alert) == group.key)
             ]
             view.append((group.key, self._title(group), group.labels, alerts))
         return view
+
+    def _first_group(self, alert: Alert) -> str | None:
+        """The group an alert's incident belongs to: that of its first route."""
+        node = self.tree.route(alert.labels)[0]
+        return node.group_key(alert.labels) if node.receiver is not None else None
 
     def _title(self, group: Group) -> str:
         name = group.labels.get("alertname") or next(
@@ -355,6 +362,14 @@ class Dispatcher:
             sent = await deliver(receiver, notification, self.delays, self.deadline)
             if sent:
                 self._record(group, receiver, notification, record, notification.at)
+        except VergerError as exc:
+            # Delivered, but the log could not say so: the next interval may repeat it.
+            log.error(
+                "Sent %s to %s but could not record it: %s",
+                notification.title,
+                receiver.describe(),
+                exc,
+            )
         finally:
             group.sending = False
 
