@@ -191,6 +191,11 @@ def test_two_hundred_probes_from_one_cause_page_once(store: Store) -> None:
             [page] = rec.bodies("/page")
             assert page["event_action"] == "trigger"
             assert page["payload"]["custom_details"]["firing"] == 200
+            assert page["payload"]["summary"].startswith(
+                "[FIRING:200] shop: probe_failed"
+            )
+            details = page["payload"]["custom_details"]["alerts"]
+            assert len(details) == 31 and details[-1] == "- and 170 more"
             assert len(store.incidents()) == 1
             assert store.incidents()[0].alerts == 200
 
@@ -216,13 +221,15 @@ def test_one_page_per_group_when_two_environments_fail(store: Store) -> None:
     asyncio.run(main())
 
 
-def test_receiver_failing_three_times_then_ok_gets_exactly_one(store: Store) -> None:
+def test_receiver_failing_three_times_then_ok_gets_exactly_one(
+    any_store: Store,
+) -> None:
     """A receiver answering 500 three times, then 200, receives exactly one delivery."""
 
     async def main() -> None:
         async with recording_server() as rec:
             rec.statuses = [500, 500, 500]
-            d = dispatcher(store, section(rec, route={"group_wait": "0s"}))
+            d = dispatcher(any_store, section(rec, route={"group_wait": "0s"}))
             firing = alert("cpu_busy", "high")
             for offset in range(0, 1200, 10):
                 await step(d, [firing], T0 + offset)
@@ -269,19 +276,19 @@ def test_a_refused_request_is_not_retried(store: Store) -> None:
     asyncio.run(main())
 
 
-def test_restarted_dispatcher_sends_nothing_already_delivered(store: Store) -> None:
+def test_restarted_dispatcher_sends_nothing_already_delivered(any_store: Store) -> None:
     """A new dispatcher on the same store re-sends nothing, then resolves once."""
 
     async def main() -> None:
         async with recording_server(ok=202) as rec:
             settings = section(rec, route={"group_wait": "10s"})
             alerts = [alert("api_down", "critical"), alert("cpu_busy", "high")]
-            first = dispatcher(store, settings)
+            first = dispatcher(any_store, settings)
             for offset in range(0, 60, 10):
                 await step(first, alerts, T0 + offset)
             assert by_path(rec) == {"/page": 1, "/email": 1}
 
-            again = dispatcher(store, settings)
+            again = dispatcher(any_store, settings)
             for offset in range(60, 600, 10):
                 await step(again, alerts, T0 + offset)
             assert by_path(rec) == {"/page": 1, "/email": 1}
@@ -297,7 +304,7 @@ def test_restarted_dispatcher_sends_nothing_already_delivered(store: Store) -> N
 
 
 def test_condition_cleared_while_the_agent_was_down_is_resolved_once(
-    store: Store,
+    any_store: Store,
 ) -> None:
     """A firing alert that cleared during a restart gets one resolved notice from the new one."""
 
@@ -305,10 +312,10 @@ def test_condition_cleared_while_the_agent_was_down_is_resolved_once(
         async with recording_server(ok=202) as rec:
             settings = section(rec, route={"group_wait": "0s"})
             firing = alert("api_down", "critical")
-            first = dispatcher(store, settings)
+            first = dispatcher(any_store, settings)
             await step(first, [firing], T0)
 
-            again = dispatcher(store, settings)
+            again = dispatcher(any_store, settings)
             await step(again, [resolved(firing, T0 + 300)], T0 + 900)
             for offset in range(910, 1500, 10):
                 await step(again, [], T0 + offset)
@@ -317,7 +324,7 @@ def test_condition_cleared_while_the_agent_was_down_is_resolved_once(
                 "resolve",
             ]
 
-            third = dispatcher(store, settings)
+            third = dispatcher(any_store, settings)
             for offset in range(1500, 1600, 10):
                 await step(third, [], T0 + offset)
             assert len(rec.bodies("/page")) == 2
@@ -453,3 +460,29 @@ def test_a_receiver_removed_over_a_restart_is_forgotten(
     with caplog.at_level(logging.INFO, "verger.monitor.alerting"):
         asyncio.run(main())
     assert "Receiver email is no longer configured" in caplog.text
+
+
+def test_run_loop_ends_group_wait_on_time_between_updates(store: Store) -> None:
+    """run() flushes on its own clock, so a group wait ends without another update."""
+
+    async def main() -> None:
+        async with recording_server() as rec:
+            clock = [T0]
+            d = dispatcher(
+                store, section(rec, route={"group_wait": "5s"}), clock=lambda: clock[0]
+            )
+            await d.update([alert("cpu_busy", "high")], T0)
+            stop = asyncio.Event()
+            loop = asyncio.create_task(d.run(stop, tick=0.01))
+            await asyncio.sleep(0.1)
+            assert rec.received == []
+            clock[0] = T0 + 5
+            for _ in range(200):
+                if rec.received:
+                    break
+                await asyncio.sleep(0.01)
+            stop.set()
+            await loop
+            assert len(rec.bodies("/email")) == 1
+
+    asyncio.run(main())

@@ -33,12 +33,14 @@ environments:
 """
 
 
-def test_critical_group_opens_one_incident_with_detection_times(store: Store) -> None:
+def test_critical_group_opens_one_incident_with_detection_times(
+    any_store: Store,
+) -> None:
     """A critical group opens one incident, detected at the first fire, resolved when it clears."""
 
     async def main() -> None:
         async with recording_server(ok=202) as rec:
-            d = dispatcher(store, section(rec, route={"group_wait": "0s"}))
+            d = dispatcher(any_store, section(rec, route={"group_wait": "0s"}))
             first = alert(
                 "api_down", "critical", active_at=T0, fired_at=T0 + 300, probe="a"
             )
@@ -47,16 +49,16 @@ def test_critical_group_opens_one_incident_with_detection_times(store: Store) ->
             )
             await step(d, [first], T0 + 300)
             await step(d, [first, second], T0 + 320)
-            [row] = store.incidents()
+            [row] = any_store.incidents()
             assert row.status == "detected"
             assert row.started_at == T0 and row.detected_at == T0 + 300
             assert row.alerts == 2
             cleared = [resolved(first, T0 + 900), resolved(second, T0 + 910)]
             await step(d, cleared, T0 + 910)
-            [row] = store.incidents()
+            [row] = any_store.incidents()
             assert row.status == "resolved" and row.resolved_by == "verger"
             assert row.resolved_at - row.detected_at == 610
-            kinds = [note.kind for note in store.incident_notes(row.id)]
+            kinds = [note.kind for note in any_store.incident_notes(row.id)]
             assert kinds == ["detected", "resolved"]
             assert (
                 rec.bodies("/page")[0]["payload"]["custom_details"]["incident"]
@@ -102,18 +104,18 @@ def test_flapping_critical_reopens_its_incident(store: Store) -> None:
     asyncio.run(main())
 
 
-def test_incident_survives_a_restart(store: Store) -> None:
+def test_incident_survives_a_restart(any_store: Store) -> None:
     """A dispatcher started again finds the group's open incident and resolves it."""
 
     async def main() -> None:
         async with recording_server(ok=202) as rec:
             settings = section(rec, route={"group_wait": "0s"})
             down = alert("api_down", "critical")
-            await step(dispatcher(store, settings), [down], T0)
-            again = dispatcher(store, settings)
+            await step(dispatcher(any_store, settings), [down], T0)
+            again = dispatcher(any_store, settings)
             await step(again, [down], T0 + 60)
             await step(again, [resolved(down, T0 + 120)], T0 + 120)
-            [row] = store.incidents()
+            [row] = any_store.incidents()
             assert row.status == "resolved" and row.resolved_at == T0 + 120
 
     asyncio.run(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,6 +12,8 @@ from typing import Any, Literal
 from verger.monitor.alert import Alert
 
 Reason = Literal["new", "changed", "repeat", "resolved"]
+LINES = 30
+"""Alerts listed one per line in a message before the rest are counted."""
 
 
 def stamp(at: float | None) -> str | None:
@@ -28,7 +31,10 @@ def alert_dict(alert: Alert, status: str | None = None) -> dict[str, Any]:
         "active_at": stamp(alert.active_at),
         "fired_at": stamp(alert.fired_at),
         "resolved_at": stamp(alert.resolved_at),
-        "value": alert.value,
+        # NaN and infinities are not JSON; receivers' parsers refuse them.
+        "value": alert.value
+        if alert.value is not None and math.isfinite(alert.value)
+        else None,
     }
 
 
@@ -101,12 +107,18 @@ class Notification:
         title = f"[{self.status.upper()}:{count}] {prefix}{name}"
         return f"{title} {rest}" if rest else title
 
-    def lines(self) -> list[str]:
-        """One line per alert, firing first: its summary, or its labels."""
+    def lines(self, limit: int = LINES) -> list[str]:
+        """One line per alert, firing first: its summary, or its labels.
+
+        Past ``limit`` alerts one line says how many more there are; the
+        structured ``alerts`` field of a body always holds them all.
+        """
         found = []
         for label, group in (("firing", self.firing), ("resolved", self.resolved)):
             for alert in group:
                 found.append(f"- {label}: {_describe(alert)}")
+        if len(found) > limit:
+            found = [*found[:limit], f"- and {len(found) - limit} more"]
         return found
 
     def text(self) -> str:
