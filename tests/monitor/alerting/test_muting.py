@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import pytest
 from alerting_fakes import (
     T0,
     alert,
@@ -67,7 +69,9 @@ def test_high_twin_is_sent_once_the_critical_clears(store: Store) -> None:
     asyncio.run(main())
 
 
-def test_api_down_holds_back_what_depends_on_it(store: Store) -> None:
+def test_api_down_holds_back_what_depends_on_it(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     """Alerts labelled depends_on: api are held while api fires in the same environment."""
 
     async def main() -> None:
@@ -85,7 +89,12 @@ def test_api_down_holds_back_what_depends_on_it(store: Store) -> None:
             assert by_path(rec) == {"/page": 1, "/email": 1}
             assert rec.bodies("/email")[0]["group_labels"]["environment"] == "staging"
 
-    asyncio.run(main())
+    with caplog.at_level(logging.INFO, "verger.monitor.alerting"):
+        asyncio.run(main())
+    assert (
+        "Holding back 2 alerts (error_rate_high, p95_high): inhibited: api_down "
+        "fires, which it depends on"
+    ) in caplog.text
 
 
 def test_configured_inhibit_rule_with_equal_labels(store: Store) -> None:

@@ -243,12 +243,20 @@ class Dispatcher:
         self.muted = muted
 
     def _log_muting_changes(self, muted: Mapping[str, str]) -> None:
+        """One line per reason that started holding alerts back, and one for releases."""
+        started: dict[str, list[str]] = {}
         for fp, reason in muted.items():
             if self.muted.get(fp) != reason:
-                log.info("Holding back %s: %s", self._firing[fp].name, reason)
-        for fp in set(self.muted) - set(muted):
-            if fp in self._firing:
-                log.info("No longer holding back %s", self._firing[fp].name)
+                started.setdefault(reason, []).append(self._firing[fp].name)
+        for reason, names in started.items():
+            log.info("Holding back %s: %s", _names(names), reason)
+        released = [
+            self._firing[fp].name
+            for fp in set(self.muted) - set(muted)
+            if fp in self._firing
+        ]
+        if released:
+            log.info("No longer holding back %s", _names(released))
 
     def _incident_view(self) -> list[tuple[str, str, dict[str, str], list[Alert]]]:
         """Each alert's first group, with the alerts in it that no mute holds back."""
@@ -442,6 +450,13 @@ def _reason(
     if firing and logged is not None and now - logged.sent_at >= repeat_interval:
         return "repeat"
     return None
+
+
+def _names(names: list[str]) -> str:
+    """``api_down`` or ``3 alerts (probe_failed, api_down)``, for a log line."""
+    if len(names) == 1:
+        return names[0]
+    return f"{len(names)} alerts ({', '.join(sorted(set(names)))})"
 
 
 def _find(node: RouteNode, path: str) -> RouteNode | None:
