@@ -221,6 +221,7 @@ def test_email_is_sent_over_smtp_with_a_login(
     assert "- firing: cpu_busy" in firing.get_payload()
     assert cleared["Subject"].startswith("[RESOLVED:1]")
     assert firing["X-Verger-Group"] == cleared["X-Verger-Group"]
+    assert firing["References"] == cleared["References"]
     assert "s3cret" not in caplog.text
 
 
@@ -269,3 +270,35 @@ def test_email_requiring_starttls_refuses_a_plain_server(
         asyncio.run(main())
     assert mailbox.messages == []
     assert "does not offer STARTTLS" in caplog.text
+
+
+def test_send_resolved_false_sends_no_resolved_notice_but_closes_tickets(
+    store: Store,
+) -> None:
+    """send_resolved: false drops a webhook's resolved notice; a ticket still closes."""
+
+    async def main() -> None:
+        async with recording_server() as rec:
+            settings = AlertingSection.model_validate(
+                {
+                    "receivers": {
+                        "email": {"webhook": rec.url("/email"), "send_resolved": False},
+                        "ticket": {
+                            "ticket": rec.url("/ticket"),
+                            "send_resolved": False,
+                        },
+                    },
+                    "route": {"group_wait": "0s"},
+                }
+            )
+            d = dispatcher(store, settings)
+            busy, slow = alert("cpu_busy", "high"), alert("slow_query", "medium")
+            await step(d, [busy, slow], T0)
+            await step(
+                d, [resolved(busy, T0 + 400), resolved(slow, T0 + 400)], T0 + 400
+            )
+            await step(d, [busy], T0 + 800)
+            assert [b["status"] for b in rec.bodies("/email")] == ["firing", "firing"]
+            assert [b["action"] for b in rec.bodies("/ticket")] == ["open", "close"]
+
+    asyncio.run(main())

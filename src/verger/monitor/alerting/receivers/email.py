@@ -48,8 +48,10 @@ class EmailReceiver(AlertReceiver):
         message["To"] = ", ".join(self.to)
         message["Date"] = formatdate(notification.at, usegmt=True)
         message["Message-ID"] = make_msgid(domain="verger")
-        # Mail clients thread a group's messages by this header.
+        # Mail clients thread a group's messages under one they all refer to.
         message["X-Verger-Group"] = notification.dedup_key
+        message["References"] = f"<{notification.dedup_key}@verger>"
+        message["In-Reply-To"] = f"<{notification.dedup_key}@verger>"
         message.set_content(notification.text() + "\n")
         return message
 
