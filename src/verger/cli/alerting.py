@@ -47,9 +47,16 @@ def silence() -> None:
     help="A label matcher: name=value, name!=value, name=~regex, name!~regex (repeatable).",
 )
 @click.option("--for", "duration", default="2h", show_default=True, help="How long.")
+@click.option(
+    "--start",
+    metavar="TIME",
+    help="When it starts (ISO 8601, such as 2026-03-07T22:00+01:00; default: now).",
+)
 @click.option("--comment", required=True, help="Why, for whoever reads the list.")
 @pass_ctx
-def silence_add(c: Ctx, matchers: tuple[str, ...], duration: str, comment: str) -> None:
+def silence_add(
+    c: Ctx, matchers: tuple[str, ...], duration: str, start: str | None, comment: str
+) -> None:
     """Mute every alert matching all the --match conditions."""
     from verger.monitor.alerting import parse_matcher
 
@@ -60,10 +67,11 @@ def silence_add(c: Ctx, matchers: tuple[str, ...], duration: str, comment: str) 
             "the comment is empty", "say why, such as --comment 'db upgrade'"
         )
     now = time.time()
+    begins = now if start is None else _start(start)
     store = _store(c)
     written = [str(matcher) for matcher in parsed]
     silence_id = store.add_silence(
-        written, now, now + seconds, comment.strip(), actor()
+        written, begins, begins + seconds, comment.strip(), actor()
     )
     store.audit(
         actor(),
@@ -71,13 +79,15 @@ def silence_add(c: Ctx, matchers: tuple[str, ...], duration: str, comment: str) 
         None,
         silence=silence_id,
         matchers=written,
-        until=now + seconds,
+        until=begins + seconds,
     )
     row = store.silence(silence_id)
     assert row is not None
+    when = f"from {_stamp(begins)} " if begins > now else ""
     c.out.result(
         _silence_data(row, now),
-        f"Silence #{silence_id} mutes {', '.join(written)} until {_stamp(now + seconds)}.",
+        f"Silence #{silence_id} mutes {', '.join(written)} {when}until "
+        f"{_stamp(begins + seconds)}.",
     )
 
 
@@ -95,6 +105,18 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def _start(text: str) -> float:
+    """A start time from ISO 8601; one without an offset is in the machine's zone."""
+    try:
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--start {text}: not a time",
+            "write ISO 8601, such as 2026-03-07T22:00 or 2026-03-07T22:00+01:00",
+        ) from None
+    return at.timestamp() if at.tzinfo else at.astimezone().timestamp()
+
+
 @silence.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include expired silences.")
 @pass_ctx
@@ -104,12 +126,13 @@ def silence_list(c: Ctx, show_all: bool) -> None:
     rows = [row for row in _store(c).silences() if show_all or row.ends_at > now]
     c.out.table(
         "Silences",
-        ["#", "state", "matchers", "until", "by", "comment"],
+        ["#", "state", "matchers", "from", "until", "by", "comment"],
         [
             [
                 row.id,
                 _silence_state(row, now),
                 ", ".join(json.loads(row.matchers)),
+                _stamp(row.starts_at),
                 _stamp(row.ends_at),
                 row.actor,
                 row.comment,

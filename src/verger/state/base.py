@@ -480,9 +480,11 @@ class Store(ABC):
         )
 
     def expire_silence(self, silence_id: int, at: float, who: str) -> None:
+        # A silence that had not started yet ends before it starts: it never muted.
         self._run(
-            "UPDATE silences SET ends_at = ?, expired_by = ? WHERE id = ?",
-            (at, who, silence_id),
+            "UPDATE silences SET starts_at = CASE WHEN starts_at > ? THEN ?"
+            " ELSE starts_at END, ends_at = ?, expired_by = ? WHERE id = ?",
+            (at, at, at, who, silence_id),
         )
 
     def add_incident(

@@ -158,11 +158,39 @@ def test_silence_commands_add_list_and_expire(project: Path) -> None:
     assert added.returncode == 0, added.stderr
     body = json.loads(added.stdout)
     assert body["matchers"] == ["alertname=cpu_busy", "environment=~prod.*"]
-    assert 7199 < body["ends_at"] - time.time() <= 7200
+    assert body["ends_at"] - body["starts_at"] == 7200
+    assert body["starts_at"] <= time.time()
     listed = json.loads(run(project, "--json", "silence", "list").stdout)
     assert [s["id"] for s in listed] == [body["id"]] and listed[0]["state"] == "active"
     human = run(project, "silence", "list")
     assert "alertname=cpu_busy" in human.stdout and "resize" in human.stdout
+
+    later = run(
+        project,
+        "--json",
+        "silence",
+        "add",
+        "--match",
+        "team=db",
+        "--start",
+        "2099-03-07T22:00+01:00",
+        "--for",
+        "1h",
+        "--comment",
+        "upgrade",
+    )
+    planned = json.loads(later.stdout)
+    assert (
+        planned["state"] == "pending"
+        and planned["ends_at"] - planned["starts_at"] == 3600
+    )
+    cancelled = json.loads(
+        run(project, "--json", "silence", "expire", str(planned["id"])).stdout
+    )
+    assert (
+        cancelled["state"] == "expired"
+        and cancelled["starts_at"] == cancelled["ends_at"]
+    )
 
     expired = run(project, "silence", "expire", str(body["id"]))
     assert (
@@ -170,13 +198,18 @@ def test_silence_commands_add_list_and_expire(project: Path) -> None:
     )
     assert json.loads(run(project, "--json", "silence", "list").stdout) == []
     assert (
-        len(json.loads(run(project, "--json", "silence", "list", "--all").stdout)) == 1
+        len(json.loads(run(project, "--json", "silence", "list", "--all").stdout)) == 2
     )
 
     store = open_store(".verger/state.db", project)
     actions = [row.action for row in store.audit_trail()]
     store.close()
-    assert actions == ["silence_expired", "silence_added"]
+    assert actions == [
+        "silence_expired",
+        "silence_expired",
+        "silence_added",
+        "silence_added",
+    ]
 
 
 def test_silence_refuses_bad_input_in_one_line(project: Path) -> None:
@@ -194,6 +227,10 @@ def test_silence_refuses_bad_input_in_one_line(project: Path) -> None:
         project, "silence", "add", "--match", "a=b", "--for", "soon", "--comment", "x"
     )
     assert duration.returncode == 2 and "--for soon" in duration.stderr
+    start = run(
+        project, "silence", "add", "--match", "a=b", "--start", "soon", "--comment", "x"
+    )
+    assert start.returncode == 2 and "--start soon: not a time" in start.stderr
     missing = run(project, "silence", "expire", "42")
     assert missing.returncode == 2 and "no silence #42" in missing.stderr
 
