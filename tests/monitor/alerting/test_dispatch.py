@@ -486,3 +486,22 @@ def test_run_loop_ends_group_wait_on_time_between_updates(store: Store) -> None:
             assert len(rec.bodies("/email")) == 1
 
     asyncio.run(main())
+
+
+def test_pending_again_after_a_restart_then_gone_is_resolved_once(store: Store) -> None:
+    """An alert pending again after a restart that then clears gets one resolved notice."""
+
+    async def main() -> None:
+        async with recording_server() as rec:
+            settings = section(rec, route={"group_wait": "0s"})
+            await step(dispatcher(store, settings), [alert("cpu_busy", "high")], T0)
+            again = dispatcher(store, settings)
+            pending = alert("cpu_busy", "high", state=AlertState.PENDING)
+            for offset in range(600, 900, 10):
+                await step(again, [pending], T0 + offset)
+            for offset in range(900, 1500, 10):
+                await step(again, [], T0 + offset)
+            assert [b["status"] for b in rec.bodies("/email")] == ["firing", "resolved"]
+            assert store.notifications_firing() == []
+
+    asyncio.run(main())

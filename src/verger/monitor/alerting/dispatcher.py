@@ -108,6 +108,7 @@ class Dispatcher:
         self._logged: dict[tuple[str, str], Logged | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._adopted = False
+        self._delivered: dict[str, list[tuple[Row, dict[str, Any]]]] = {}
         self._unrouted: set[str] = set()
 
     # -- what the evaluator calls ------------------------------------------
@@ -125,8 +126,9 @@ class Dispatcher:
             if alert.state is not AlertState.PENDING:
                 self._place(alert, now)
         if not self._adopted:
-            self._adopt_orphans(current, now)
+            self._load_delivered(current, now)
             self._adopted = True
+        self._resolve_delivered(current, now)
         self.incidents.track(self._incident_view(), now)
         await self.flush(now)
 
@@ -138,29 +140,46 @@ class Dispatcher:
                 current[fp] = replace(alert, state=AlertState.RESOLVED, resolved_at=now)
         return current
 
-    def _adopt_orphans(self, current: Mapping[str, Alert], now: float) -> None:
-        """Resolve alerts delivered as firing before a restart that are gone now.
+    def _load_delivered(self, current: Mapping[str, Alert], now: float) -> None:
+        """After a restart: what the log says was sent as firing and is not firing now.
 
-        They stopped while no dispatcher was running to see it (the evaluator
-        sends them resolved, or no longer has them): each goes back into the
-        group it was sent from, even if routes changed since, so that group
-        sends the resolved notice once.
+        Each such alert stopped while no dispatcher was running to see it
+        (the evaluator sends it resolved, or no longer has it), or is pending
+        again (the evaluator's ``for`` started over) and may or may not fire.
         """
         self.store.prune_notifications(now - LOG_KEEP)
-        count = 0
         for row in self.store.notifications_firing():
             for item in json.loads(row.alerts):
-                fp = item.get("fingerprint", "")
+                fp = str(item.get("fingerprint", ""))
                 known = current.get(fp)
-                if not fp or (known and known.state is not AlertState.RESOLVED):
-                    continue
-                alert = known or _resolved_from_log(item, now)
-                count += self._place_orphan(row, alert, now)
+                if fp and (known is None or known.state is not AlertState.FIRING):
+                    self._delivered.setdefault(fp, []).append((row, item))
+
+    def _resolve_delivered(self, current: Mapping[str, Alert], now: float) -> None:
+        """Resolve, in the group it was sent from, each of those that is gone.
+
+        The group is the one in the log even if routes changed since, so it
+        sends the resolved notice once; one that fires again is a plain alert.
+        """
+        count = 0
+        for fp, entries in list(self._delivered.items()):
+            known = current.get(fp)
+            if known is not None and known.state is AlertState.PENDING:
+                continue
+            del self._delivered[fp]
+            if known is not None and known.state is AlertState.FIRING:
+                continue
+            for row, item in entries:
+                count += self._place_orphan(
+                    row, known or _resolved_from_log(item, now), now
+                )
         if count:
             log.info(
-                "%d alerts delivered as firing before the restart are gone; "
-                "sending them as resolved",
+                "%d %s sent as firing before the restart %s gone; sending the "
+                "resolved notice",
                 count,
+                "alert" if count == 1 else "alerts",
+                "is" if count == 1 else "are",
             )
 
     def _place_orphan(self, row: Row, alert: Alert, now: float) -> int:
