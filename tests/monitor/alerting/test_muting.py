@@ -284,3 +284,29 @@ def test_maintenance_window_mutes_matching_alerts(store: Store) -> None:
             assert len(rec.bodies("/page")) == 2
 
     asyncio.run(main())
+
+
+def test_api_down_holds_error_rate_latency_and_slo_alerts(store: Store) -> None:
+    """With the default rules' names, api_down holds error rate, latency and SLO alerts."""
+
+    async def main() -> None:
+        async with recording_server(ok=202) as rec:
+            d = dispatcher(store, section(rec, route={"group_wait": "0s"}))
+            held = [
+                alert("error_rate_critical", "critical"),
+                alert("latency_high", "high"),
+                alert("slo_burn_fast", "critical"),
+            ]
+            sent = alert("error_rate_critical", "critical", environment="staging")
+            await step(d, [alert("api_down", "critical"), *held, sent], T0)
+            pages = rec.bodies("/page")
+            assert sorted(p["payload"]["group"] for p in pages) == [
+                "api_down",
+                "error_rate_critical",
+            ]
+            assert {d.muted[a.fingerprint] for a in held} == {
+                "inhibited: api_down fires with environment=production"
+            }
+            assert len(store.incidents()) == 2
+
+    asyncio.run(main())

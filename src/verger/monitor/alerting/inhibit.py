@@ -6,8 +6,11 @@ Three kinds, checked in turn:
   ``family`` label, or the alert name with its severity word taken out, so
   ``error_rate_critical`` and ``error_rate_high`` are twins) and the same
   other labels;
-- an alert with ``depends_on: api`` is held while an alert named ``api``,
-  or with ``component: api``, fires in the same environment;
+- an alert with ``depends_on: api`` is held while an alert named ``api``
+  or ``api_down``, or with ``component: api``, fires in the same
+  environment; the default rules' error rate, latency and SLO alerts
+  depend on ``api_down`` this way without saying so (as the exported
+  Alertmanager config has it);
 - each ``inhibit:`` rule of the config: while an alert matching ``source``
   fires, alerts matching ``target`` with the same ``equal`` labels are held.
 """
@@ -50,11 +53,19 @@ class Rule:
         return tuple(labels.get(name, "") for name in self.equal)
 
 
+API_DOWN = Rule(
+    (Matcher("alertname", "=", "api_down"),),
+    (Matcher("alertname", "=~", "error_rate_.*|latency_.*|slo_.*"),),
+    ("environment",),
+)
+"""With no requests at all, error rates, latencies and burn rates say nothing more."""
+
+
 class Inhibitor:
     """Answers, for one evaluation's firing alerts, which of them are held and why."""
 
     def __init__(self, rules: Iterable[Inhibit]) -> None:
-        self.rules = [
+        self.rules = [API_DOWN] + [
             Rule(
                 equal_matchers(rule.source),
                 equal_matchers(rule.target),
@@ -91,7 +102,12 @@ class _Index:
         if alert.severity == "critical":
             self.criticals.setdefault(_twin_key(labels), alert)
         environment = labels.get("environment", "")
-        for name in {alert.name, labels.get("component", "")} - {""}:
+        names = {
+            alert.name,
+            alert.name.removesuffix("_down"),
+            labels.get("component", ""),
+        }
+        for name in names - {""}:
             self.providers.setdefault((name, environment), alert)
             self.providers.setdefault((name, ""), alert)
         for rule, found in zip(self.rules, self.sources, strict=True):
@@ -113,8 +129,13 @@ class _Index:
                 continue
             source = found.get(rule.key(labels))
             if source is not None and source.fingerprint != alert.fingerprint:
-                return f"{source.name} fires (inhibit rule)"
+                return f"{source.name} fires{_same(rule, source)}"
         return None
+
+
+def _same(rule: Rule, source: Alert) -> str:
+    shared = ", ".join(f"{name}={source.labels.get(name, '')}" for name in rule.equal)
+    return f" with {shared}" if shared else ""
 
 
 def _dependencies(labels: Mapping[str, str]) -> list[str]:
