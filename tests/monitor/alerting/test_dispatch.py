@@ -505,3 +505,19 @@ def test_pending_again_after_a_restart_then_gone_is_resolved_once(store: Store) 
             assert store.notifications_firing() == []
 
     asyncio.run(main())
+
+
+def test_default_tiers_repeat_pages_hourly_and_email_every_four_hours(
+    store: Store,
+) -> None:
+    """By default a firing page repeats every hour, an email every four hours."""
+
+    async def main() -> None:
+        async with recording_server(ok=202) as rec:
+            d = dispatcher(store, section(rec))
+            alerts = [alert("api_down", "critical"), alert("cpu_busy", "high")]
+            for offset in range(0, 4 * 3600 + 120, 60):
+                await step(d, alerts, T0 + offset)
+            assert by_path(rec) == {"/page": 5, "/email": 2}
+
+    asyncio.run(main())

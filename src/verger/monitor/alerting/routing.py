@@ -24,6 +24,8 @@ GROUP_BY = ("alertname", "environment")
 GROUP_WAIT = 5.0
 GROUP_INTERVAL = 300.0
 REPEAT_INTERVAL = 4 * 3600.0
+TIER_REPEAT = {"critical": 3600.0, "medium": 86400.0}
+"""A page is repeated every hour while it fires; a ticket needs no reminder for a day."""
 FALLBACK = {"critical": ("email", "ticket"), "high": ("page", "ticket")}
 """Where a tier goes when its own receiver is not configured: a more urgent one first."""
 
@@ -91,7 +93,11 @@ def default_route(receivers: list[str]) -> Route:
         choices = (name, *FALLBACK.get(severity, ()))
         target = next((choice for choice in choices if choice in receivers), None)
         if target is not None:
-            children.append(Route(match={"severity": severity}, receiver=target))
+            route = Route(match={"severity": severity}, receiver=target)
+            repeat = TIER_REPEAT.get(severity)
+            if repeat is not None:
+                route = route.model_copy(update={"repeat_interval": repeat})
+            children.append(route)
     root = receivers[0] if receivers else None
     return Route(receiver=root, routes=children)
 
