@@ -124,6 +124,9 @@ def silence_list(c: Ctx, show_all: bool) -> None:
     """Silences in effect (or all of them), newest first."""
     now = time.time()
     rows = [row for row in _store(c).silences() if show_all or row.ends_at > now]
+    if not rows:
+        c.out.result([], "No silences." if show_all else "No silence is in effect.")
+        return
     c.out.table(
         "Silences",
         ["#", "state", "matchers", "from", "until", "by", "comment"],
@@ -200,6 +203,9 @@ def incident() -> None:
 def incident_list(c: Ctx, open_only: bool, limit: int) -> None:
     """Incidents newest first, with time to detect and time to restore."""
     rows = _store(c).incidents(limit=limit, open_only=open_only)
+    if not rows:
+        c.out.result([], "No open incidents." if open_only else "No incidents yet.")
+        return
     c.out.table(
         "Incidents",
         ["#", "status", "detected", "to detect", "to restore", "alerts", "title"],
