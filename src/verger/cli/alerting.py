@@ -170,9 +170,9 @@ def silence_expire(c: Ctx, silence_id: int) -> None:
 
 
 def _silence_state(row: Row, now: float) -> str:
-    if now < row.starts_at:
-        return "pending"
-    return "active" if now < row.ends_at else "expired"
+    from verger.monitor.alerting import Silence
+
+    return Silence.from_row(row).state(now)
 
 
 def _silence_data(row: Row, now: float) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -141,7 +140,3 @@ def by_path(recorder: Recorder) -> Mapping[str, int]:
     for path, _ in recorder.received:
         counts[path] = counts.get(path, 0) + 1
     return counts
-
-
-async def settle_all(*dispatchers: Dispatcher) -> None:
-    await asyncio.gather(*(d.settle(10.0) for d in dispatchers))
