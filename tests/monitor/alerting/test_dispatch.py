@@ -19,6 +19,7 @@ from alerting_fakes import (
 
 from verger.config.alerting import AlertingSection
 from verger.monitor.alert import AlertState
+from verger.monitor.alerting import Dispatcher
 from verger.state import Store
 
 
@@ -519,5 +520,30 @@ def test_default_tiers_repeat_pages_hourly_and_email_every_four_hours(
             for offset in range(0, 4 * 3600 + 120, 60):
                 await step(d, alerts, T0 + offset)
             assert by_path(rec) == {"/page": 5, "/email": 2}
+
+    asyncio.run(main())
+
+
+def test_drain_at_shutdown_leaves_an_unfinished_delivery_to_the_next_agent(
+    store: Store,
+) -> None:
+    """A delivery cut off by drain is not recorded, so the next dispatcher sends it once."""
+
+    async def main() -> None:
+        async with recording_server() as rec:
+            rec.statuses = [503] * 3
+            settings = section(rec, route={"group_wait": "0s"})
+            busy = alert("cpu_busy", "high")
+            first = Dispatcher(
+                settings, store, app="shop", delays=(5.0,), deadline=30.0
+            )
+            await first.update([busy], T0)
+            await asyncio.sleep(0.2)
+            assert not await first.drain(0.1)
+            assert store.notifications_firing() == []
+            again = dispatcher(store, settings)
+            await step(again, [busy], T0 + 60)
+            assert rec.answered == [503, 503, 503, 200]
+            assert len(rec.bodies("/email")) == 1
 
     asyncio.run(main())

@@ -451,6 +451,24 @@ class Dispatcher:
             await asyncio.wait(tasks, timeout=timeout)
         return not self._tasks
 
+    async def drain(self, timeout: float) -> bool:
+        """At shutdown: wait up to ``timeout`` for deliveries, then cancel the rest.
+
+        A cancelled delivery was not recorded, so the next agent sends it.
+        """
+        if await self.settle(timeout):
+            return True
+        late = set(self._tasks)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        log.warning(
+            "%d deliveries still running after %.1fs; the next agent sends them",
+            len(late),
+            timeout,
+        )
+        return False
+
 
 def _reason(
     firing: list[Alert],

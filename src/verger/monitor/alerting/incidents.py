@@ -46,11 +46,13 @@ class Incidents:
         """Open, reopen or resolve each group's incident from its alerts at ``now``."""
         for key, title, labels, alerts in view:
             critical = [alert for alert in alerts if alert.severity == "critical"]
+            if not critical:
+                continue
             firing = [alert for alert in critical if alert.state is AlertState.FIRING]
             incident_id = self._ids.get(key) or self._stored(key)
             if firing and incident_id is None:
                 self._open(key, title, dict(labels), firing, now)
-            elif incident_id is not None and critical and not firing:
+            elif incident_id is not None and not firing:
                 self._resolve(incident_id, key, critical, now)
             elif incident_id is not None and firing:
                 self._count(incident_id, len(firing))
