@@ -5,6 +5,7 @@
     dispatcher = make_dispatcher(loaded.config, store)
     await dispatcher.update(alerts, time.time())   # after each evaluation
     asyncio.create_task(dispatcher.run(stop))      # group waits end on time
+    await dispatcher.drain(5.0)                    # at shutdown
 """
 
 from __future__ import annotations
