@@ -5,7 +5,14 @@ runs them all and never raises. Importing this package registers the
 built-in checks in the order they are shown.
 """
 
-from verger.checks import app, backup, host, network, store  # noqa: F401  (registers)
+from verger.checks import (  # noqa: F401  (registers)
+    alerting,
+    app,
+    backup,
+    host,
+    network,
+    store,
+)
 from verger.checks.base import (
     COLUMNS,
     Check,

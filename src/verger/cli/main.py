@@ -866,7 +866,8 @@ def _from_click(exc: click.ClickException) -> VergerError:
     return error(exc.format_message(), f"see '{where} --help'")
 
 
-# The backup commands live in their own module and register on ``cli`` when imported.
+# Command groups live in their own modules and register on ``cli`` when imported.
+from verger.cli import alerting as _alerting_commands  # noqa: E402, F401
 from verger.cli import backup as _backup_commands  # noqa: E402
 from verger.cli import jobs as _jobs_commands  # noqa: E402, F401
 

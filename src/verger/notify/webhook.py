@@ -45,7 +45,7 @@ class WebhookNotifier(Notifier):
         self.delays = tuple(delays)
         self.deadline = deadline
         self.timeout = timeout
-        _hide_in_http_logs(url)
+        hide_in_http_logs(url)
 
     def body(self, event: Event) -> dict[str, Any]:
         """Slack reads ``text``; other receivers read the structured fields."""
@@ -119,7 +119,8 @@ _FILTER = _MaskUrls()
 logging.getLogger("httpx").addFilter(_FILTER)
 
 
-def _hide_in_http_logs(url: str) -> None:
+def hide_in_http_logs(url: str) -> None:
+    """Keep ``url`` (a secret: tokens live in it) out of httpx's request logs."""
     _FILTER.secrets.add(url)
     with contextlib.suppress(httpx.InvalidURL):
         _FILTER.secrets.add(str(httpx.URL(url)))

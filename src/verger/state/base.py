@@ -408,3 +408,161 @@ class Store(ABC):
 
     def jobs(self) -> list[Row]:
         return self._all("SELECT * FROM jobs ORDER BY name")
+
+    # -- alert notifications, silences and incidents ----------------------
+
+    def notification(self, group_key: str, receiver: str) -> Row | None:
+        """What was last delivered for a group to a receiver, if anything."""
+        return self._one(
+            "SELECT * FROM alert_notifications WHERE group_key = ? AND receiver = ?",
+            (group_key, receiver),
+        )
+
+    def notifications_firing(self) -> list[Row]:
+        """Groups whose last delivery still had firing alerts, oldest first."""
+        return self._all(
+            "SELECT * FROM alert_notifications WHERE firing <> '[]' ORDER BY sent_at"
+        )
+
+    def record_notification(
+        self,
+        group_key: str,
+        receiver: str,
+        firing: Sequence[str],
+        resolved: Sequence[str],
+        alerts: Sequence[dict[str, Any]],
+        sent_at: float,
+    ) -> None:
+        """Record a delivery: the fingerprints it told as firing and as resolved."""
+        self._run(
+            "INSERT INTO alert_notifications (group_key, receiver, firing, resolved,"
+            " alerts, sent_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (group_key, receiver) DO UPDATE SET"
+            " firing = excluded.firing, resolved = excluded.resolved,"
+            " alerts = excluded.alerts, sent_at = excluded.sent_at",
+            (
+                group_key,
+                receiver,
+                json.dumps(sorted(firing)),
+                json.dumps(sorted(resolved)),
+                json.dumps(list(alerts), default=str),
+                sent_at,
+            ),
+        )
+
+    def add_silence(
+        self,
+        matchers: Sequence[str],
+        starts_at: float,
+        ends_at: float,
+        comment: str,
+        who: str,
+    ) -> int:
+        return self._insert(
+            "INSERT INTO silences (matchers, starts_at, ends_at, comment, actor,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (json.dumps(list(matchers)), starts_at, ends_at, comment, who, time.time()),
+        )
+
+    def silence(self, silence_id: int) -> Row | None:
+        return self._one("SELECT * FROM silences WHERE id = ?", (silence_id,))
+
+    def silences(self, active_at: float | None = None, limit: int = 200) -> list[Row]:
+        """Silences newest first; only those in effect at ``active_at`` when given."""
+        if active_at is None:
+            return self._all(
+                "SELECT * FROM silences ORDER BY id DESC LIMIT ?", (limit,)
+            )
+        return self._all(
+            "SELECT * FROM silences WHERE starts_at <= ? AND ends_at > ?"
+            " ORDER BY id DESC LIMIT ?",
+            (active_at, active_at, limit),
+        )
+
+    def expire_silence(self, silence_id: int, at: float, who: str) -> None:
+        # A silence that had not started yet ends before it starts: it never muted.
+        self._run(
+            "UPDATE silences SET starts_at = CASE WHEN starts_at > ? THEN ?"
+            " ELSE starts_at END, ends_at = ?, expired_by = ? WHERE id = ?",
+            (at, at, at, who, silence_id),
+        )
+
+    def add_incident(
+        self,
+        group_key: str,
+        title: str,
+        severity: str,
+        labels: dict[str, str],
+        started_at: float,
+        detected_at: float,
+        alerts: int,
+    ) -> int:
+        return self._insert(
+            "INSERT INTO incidents (group_key, title, severity, labels, status,"
+            " started_at, detected_at, alerts) VALUES (?, ?, ?, ?, 'detected', ?, ?, ?)",
+            (
+                group_key,
+                title,
+                severity,
+                json.dumps(labels),
+                started_at,
+                detected_at,
+                alerts,
+            ),
+        )
+
+    def incident(self, incident_id: int) -> Row | None:
+        return self._one("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+
+    def incidents(self, limit: int = 50, open_only: bool = False) -> list[Row]:
+        if open_only:
+            return self._all(
+                "SELECT * FROM incidents WHERE status <> 'resolved'"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            )
+        return self._all("SELECT * FROM incidents ORDER BY id DESC LIMIT ?", (limit,))
+
+    def open_incident(self, group_key: str) -> Row | None:
+        """The group's incident that is not resolved yet, if there is one."""
+        return self._one(
+            "SELECT * FROM incidents WHERE group_key = ? AND status <> 'resolved'"
+            " ORDER BY id DESC LIMIT 1",
+            (group_key,),
+        )
+
+    def update_incident(self, incident_id: int, **fields: Any) -> None:
+        names = ", ".join(f"{name} = ?" for name in fields)
+        self._run(
+            f"UPDATE incidents SET {names} WHERE id = ?",
+            (*fields.values(), incident_id),
+        )
+
+    def add_incident_note(
+        self, incident_id: int, kind: str, text: str, who: str, at: float | None = None
+    ) -> int:
+        """Add a line to an incident's timeline: a note, an ack, a resolve."""
+        return self._insert(
+            "INSERT INTO incident_notes (incident_id, at, actor, kind, text)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (incident_id, time.time() if at is None else at, who, kind, text),
+        )
+
+    def incident_notes(self, incident_id: int) -> list[Row]:
+        return self._all(
+            "SELECT * FROM incident_notes WHERE incident_id = ? ORDER BY id",
+            (incident_id,),
+        )
+
+    def latest_incident(self, group_key: str) -> Row | None:
+        return self._one(
+            "SELECT * FROM incidents WHERE group_key = ? ORDER BY id DESC LIMIT 1",
+            (group_key,),
+        )
+
+    def prune_notifications(self, before: float) -> None:
+        """Forget groups with nothing firing that were last sent to before ``before``."""
+        self._run(
+            "DELETE FROM alert_notifications WHERE firing = '[]' AND sent_at < ?",
+            (before,),
+        )

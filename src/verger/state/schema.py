@@ -127,6 +127,52 @@ MIGRATIONS: list[list[str]] = [
             pid INTEGER
         )""",
     ],
+    [
+        """CREATE TABLE alert_notifications (
+            group_key TEXT NOT NULL,
+            receiver TEXT NOT NULL,
+            firing TEXT NOT NULL,
+            resolved TEXT NOT NULL,
+            alerts TEXT NOT NULL,
+            sent_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (group_key, receiver)
+        )""",
+        """CREATE TABLE silences (
+            id {id},
+            matchers TEXT NOT NULL,
+            starts_at DOUBLE PRECISION NOT NULL,
+            ends_at DOUBLE PRECISION NOT NULL,
+            comment TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            expired_by TEXT
+        )""",
+        """CREATE TABLE incidents (
+            id {id},
+            group_key TEXT NOT NULL,
+            title TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            status TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            detected_at DOUBLE PRECISION NOT NULL,
+            acknowledged_at DOUBLE PRECISION,
+            acknowledged_by TEXT,
+            resolved_at DOUBLE PRECISION,
+            resolved_by TEXT,
+            alerts INTEGER NOT NULL DEFAULT 1
+        )""",
+        "CREATE INDEX incidents_by_group ON incidents (group_key, id)",
+        """CREATE TABLE incident_notes (
+            id {id},
+            incident_id INTEGER NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            actor TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            text TEXT NOT NULL
+        )""",
+        "CREATE INDEX incident_notes_by_incident ON incident_notes (incident_id, id)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
