@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from verger.config.monitor import Monitor
 from verger.config.sections import Section
+from verger.config.staging import Staging
 from verger.config.types import Duration, Listen, Rate, format_duration
 
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -151,6 +152,8 @@ class Webhook(Section):
                 "verify_failed",
                 "archiving_failed",
                 "drill_missed",
+                "refresh_succeeded",
+                "refresh_failed",
             ]
         ]
         | None
@@ -298,6 +301,7 @@ class Config(Section):
     databases: dict[str, str] = Field(default_factory=dict)
     backup: Backup | None = None
     monitor: Monitor | None = None
+    staging: Staging | None = None
 
     @field_validator("databases")
     @classmethod
@@ -340,6 +344,7 @@ class Config(Section):
             *self._shared_ports(),
             *self._cycles(),
             *self._backup_problems(),
+            *self._staging_problems(),
         ]
         if found:
             raise Contradictions(found)
@@ -373,6 +378,24 @@ class Config(Section):
             f"backup.database names {self.backup.database!r}, which is not under "
             f"databases: (known: {known}); add it there as a postgresql:// URL"
         )
+
+    def _staging_problems(self) -> Iterator[str]:
+        if self.staging is None:
+            return
+        known = ", ".join(sorted(self.databases)) or "none yet"
+        for key in ("source", "target"):
+            name = getattr(self.staging, key)
+            if name not in self.databases:
+                yield (
+                    f"staging.{key} names {name!r}, which is not under databases: "
+                    f"(known: {known}); add it there as a postgresql:// URL"
+                )
+        environment = self.staging.environment
+        if environment is not None and environment not in self.environments:
+            yield (
+                f"staging.environment names {environment!r}, which is not an "
+                f"environment (known: {', '.join(sorted(self.environments))})"
+            )
 
     def _unknown_requires(self, name: str, requires: str) -> str:
         known = sorted(self.environments)

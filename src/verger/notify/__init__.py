@@ -17,6 +17,7 @@ from verger.notify.base import (
     Event,
     EventName,
     Notifier,
+    StagingEvent,
     mask_url,
 )
 from verger.notify.fanout import FanOut
@@ -36,6 +37,7 @@ __all__ = [
     "EventName",
     "FanOut",
     "Notifier",
+    "StagingEvent",
     "WebhookNotifier",
     "make_notifier",
     "mask_url",

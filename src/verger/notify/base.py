@@ -30,6 +30,8 @@ EventName = Literal[
     "verify_failed",
     "archiving_failed",
     "drill_missed",
+    "refresh_succeeded",
+    "refresh_failed",
 ]
 EVENTS: tuple[EventName, ...] = (
     "started",
@@ -41,6 +43,8 @@ EVENTS: tuple[EventName, ...] = (
     "verify_failed",
     "archiving_failed",
     "drill_missed",
+    "refresh_succeeded",
+    "refresh_failed",
 )
 
 
@@ -117,7 +121,40 @@ class BackupEvent:
         return f"{title} for {self.app} {self.database}: {self.reason}"
 
 
-Event = DeployEvent | BackupEvent
+@dataclass(frozen=True)
+class StagingEvent:
+    """How a refresh of the staging database from production ended."""
+
+    event: EventName
+    app: str
+    database: str
+    refresh_id: int
+    reason: str
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def ref(self) -> str:
+        return f"staging refresh #{self.refresh_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "app": self.app,
+            "database": self.database,
+            "refresh_id": self.refresh_id,
+            "reason": self.reason,
+            "at": self.at.isoformat(),
+        }
+
+    def sentence(self) -> str:
+        word = "succeeded" if self.event == "refresh_succeeded" else "failed"
+        return (
+            f"Staging refresh #{self.refresh_id} of {self.app} {self.database} "
+            f"{word}: {self.reason}"
+        )
+
+
+Event = DeployEvent | BackupEvent | StagingEvent
 
 
 class Notifier(ABC):

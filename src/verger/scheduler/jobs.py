@@ -54,10 +54,17 @@ def backup_jobs(config: Config) -> list[Job]:
     return jobs
 
 
+def staging_jobs(config: Config) -> list[Job]:
+    """The nightly refresh of the staging database from production."""
+    if config.staging is None or config.staging.refresh is None:
+        return []
+    return [Job("staging-refresh", config.staging.refresh, ("staging", "refresh"))]
+
+
 Planner = Callable[[Config], list[Job]]
 
 # One planner per subsystem that has work on a cadence.
-PLANNERS: tuple[Planner, ...] = (backup_jobs,)
+PLANNERS: tuple[Planner, ...] = (backup_jobs, staging_jobs)
 
 
 def jobs_for(config: Config) -> list[Job]:

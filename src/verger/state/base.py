@@ -381,6 +381,29 @@ class Store(ABC):
             (database, limit),
         )
 
+    # -- staging refreshes -----------------------------------------------
+
+    def add_refresh(self, target: str, database: str, who: str) -> int:
+        return self._insert(
+            "INSERT INTO staging_refreshes (target, database, status, actor, pid,"
+            " started_at) VALUES (?, ?, 'running', ?, ?, ?)",
+            (target, database, who, os.getpid(), time.time()),
+        )
+
+    def update_refresh(self, refresh_id: int, **fields: Any) -> None:
+        names = ", ".join(f"{name} = ?" for name in fields)
+        self._run(
+            f"UPDATE staging_refreshes SET {names} WHERE id = ?",
+            (*fields.values(), refresh_id),
+        )
+
+    def refreshes(self, target: str, limit: int = 50) -> list[Row]:
+        """A staging database's refreshes, newest first."""
+        return self._all(
+            "SELECT * FROM staging_refreshes WHERE target = ? ORDER BY id DESC LIMIT ?",
+            (target, limit),
+        )
+
     # -- scheduled jobs ---------------------------------------------------
 
     def job(self, name: str) -> Row | None:

@@ -173,6 +173,22 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX incident_notes_by_incident ON incident_notes (incident_id, id)",
     ],
+    [
+        """CREATE TABLE staging_refreshes (
+            id {id},
+            target TEXT NOT NULL,
+            database TEXT NOT NULL,
+            source TEXT,
+            status TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            pid INTEGER,
+            started_at DOUBLE PRECISION NOT NULL,
+            finished_at DOUBLE PRECISION,
+            rows_masked BIGINT,
+            leaks INTEGER,
+            detail TEXT
+        )""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -1,0 +1,115 @@
+"""What the copy holds: every column of every table, with its type, keys and indexes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+
+TEXT_TYPES = ("text", "character varying", "character", "citext")
+DATE_TYPES = ("date", "timestamp without time zone", "timestamp with time zone")
+NUMBER_TYPES = (
+    "smallint",
+    "integer",
+    "bigint",
+    "numeric",
+    "real",
+    "double precision",
+)
+
+
+@dataclass
+class Column:
+    table: str
+    name: str
+    type: str
+    sql_type: str
+    width: int | None
+    nullable: bool
+    key: bool = False
+    unique: bool = False
+
+    @property
+    def key_name(self) -> str:
+        return f"{self.table}.{self.name}"
+
+
+@dataclass
+class Table:
+    schema: str
+    name: str
+    columns: list[Column] = field(default_factory=list)
+
+    @property
+    def key_name(self) -> str:
+        return self.name if self.schema == "public" else f"{self.schema}.{self.name}"
+
+
+COLUMNS = """
+SELECT c.table_schema, c.table_name, c.column_name, c.data_type,
+       format_type(a.atttypid, a.atttypmod), c.character_maximum_length,
+       c.is_nullable = 'YES'
+  FROM information_schema.columns c
+  JOIN information_schema.tables t
+    ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+  JOIN pg_attribute a
+    ON a.attrelid = format('%I.%I', c.table_schema, c.table_name)::regclass
+   AND a.attname = c.column_name
+ WHERE t.table_type = 'BASE TABLE'
+   AND c.table_schema NOT IN ('pg_catalog', 'information_schema', 'verger')
+   AND c.is_generated = 'NEVER'
+ ORDER BY c.table_schema, c.table_name, c.ordinal_position
+"""
+
+# Columns of primary keys and of foreign keys, on either side of the reference.
+KEYS = """
+SELECT n.nspname, r.relname, a.attname
+  FROM pg_constraint k
+  JOIN LATERAL (
+        SELECT k.conrelid AS rel, unnest(k.conkey) AS num
+        UNION ALL
+        SELECT k.confrelid, unnest(k.confkey) WHERE k.contype = 'f'
+       ) cols ON true
+  JOIN pg_class r ON r.oid = cols.rel
+  JOIN pg_namespace n ON n.oid = r.relnamespace
+  JOIN pg_attribute a ON a.attrelid = cols.rel AND a.attnum = cols.num
+ WHERE k.contype IN ('p', 'f')
+"""
+
+UNIQUE = """
+SELECT n.nspname, r.relname, a.attname
+  FROM pg_index i
+  JOIN pg_class r ON r.oid = i.indrelid
+  JOIN pg_namespace n ON n.oid = r.relnamespace
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+ WHERE i.indisunique
+"""
+
+
+def read_tables(conn: psycopg.Connection[tuple[object, ...]]) -> list[Table]:
+    """Every base table outside the system schemas, with its columns.
+
+    The ``verger`` schema (the backup markers: times, no personal data) is
+    verger's own and needs no rules.
+    """
+    keys = {tuple(row) for row in conn.execute(KEYS).fetchall()}
+    unique = {tuple(row) for row in conn.execute(UNIQUE).fetchall()}
+    tables: dict[tuple[str, str], Table] = {}
+    for schema, table, name, kind, sql_type, width, nullable in conn.execute(
+        COLUMNS
+    ).fetchall():
+        where = (str(schema), str(table))
+        entry = tables.setdefault(where, Table(*where))
+        entry.columns.append(
+            Column(
+                table=entry.key_name,
+                name=str(name),
+                type=str(kind),
+                sql_type=str(sql_type),
+                width=None if width is None else int(str(width)),
+                nullable=bool(nullable),
+                key=(schema, table, name) in keys,
+                unique=(schema, table, name) in unique,
+            )
+        )
+    return list(tables.values())

@@ -1,0 +1,135 @@
+"""``verger staging classify``: rules proposed for the columns nobody classified.
+
+A proposal comes from the column's name first (``email``, ``phone``,
+``first_name``, ``notes``), then from a sample of its values (most look like
+emails, or phone numbers, or long free text). A person reviews the
+proposals and pastes them into verger.yml; nothing is applied by itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from verger.config.staging import Staging
+from verger.staging.catalog import DATE_TYPES, TEXT_TYPES, Column, Table, read_tables
+from verger.staging.fakes import EMAIL, PHONE, Faker
+
+NAMES: list[tuple[str, str]] = [
+    (r"e_?mail", "email"),
+    (
+        r"phone|mobile|cell|msisdn|(^|_)tel(_|$)|sms_?(to|from)|(^|_)(to|from)_number",
+        "phone",
+    ),
+    (
+        r"(^|_)(first|last|full|given|family|middle|sur|nick|display|user)_?name$",
+        "name",
+    ),
+    (r"(^|_)(address|street|city|zip|postcode|postal)", "text"),
+    (r"body|message|note|comment|description|bio|content", "text"),
+    (r"birth|dob", "date_noise"),
+    (r"password|token|secret|ip_?addr|ssn|passport|iban|card", "hash"),
+]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    column: str
+    rule: str
+    reason: str
+
+
+def classify(
+    dsn: str, section: Staging, region: str, every: bool = False
+) -> list[Proposal]:
+    """A proposal for each column not yet in the config (or every column)."""
+    proposals = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET default_transaction_read_only = on")
+        for table in read_tables(conn):
+            for column in table.columns:
+                known = (
+                    column.key_name in section.mask or column.key_name in section.keep
+                )
+                if every or not known:
+                    sample = _sample(conn, table, column)
+                    proposals.append(propose(column, sample, region))
+    return proposals
+
+
+def _sample(
+    conn: psycopg.Connection[tuple[object, ...]], table: Table, column: Column
+) -> list[str]:
+    if column.type not in TEXT_TYPES:
+        return []
+    query = sql.SQL("SELECT {}::text FROM {} WHERE {} <> '' LIMIT 200").format(
+        sql.Identifier(column.name),
+        sql.Identifier(table.schema, table.name),
+        sql.Identifier(column.name),
+    )
+    return [str(row[0]) for row in conn.execute(query).fetchall()]
+
+
+def propose(column: Column, sample: list[str], region: str) -> Proposal:
+    """One column's rule, from its name, its keys and a sample of its values."""
+    if column.key:
+        return Proposal(column.key_name, "keep", "part of a primary or foreign key")
+    lowered = column.name.lower()
+    for pattern, rule in NAMES:
+        if re.search(pattern, lowered) and _fits(rule, column):
+            return Proposal(column.key_name, rule, f"its name looks like {rule}")
+    if sample:
+        return _from_values(column, sample, region)
+    return Proposal(
+        column.key_name, "keep", "nothing in its name or values looks personal"
+    )
+
+
+def _fits(rule: str, column: Column) -> bool:
+    if rule == "date_noise":
+        return column.type in DATE_TYPES
+    return column.type in TEXT_TYPES
+
+
+def _from_values(column: Column, sample: list[str], region: str) -> Proposal:
+    faker = Faker("classify-only-no-output-salt", region)
+    share = len(sample)
+    emails = sum(1 for v in sample if EMAIL.fullmatch(v.strip()))
+    phones = sum(1 for v in sample if PHONE.fullmatch(v.strip()) and faker.e164(v))
+    embedded = sum(1 for v in sample if next(iter(faker.embedded(v)), None) is not None)
+    if emails * 2 > share:
+        return Proposal(
+            column.key_name, "email", f"{emails} of {share} sampled values are emails"
+        )
+    if phones * 2 > share:
+        return Proposal(
+            column.key_name,
+            "phone",
+            f"{phones} of {share} sampled values are phone numbers",
+        )
+    if embedded:
+        return Proposal(
+            column.key_name,
+            "text",
+            f"{embedded} of {share} sampled values hold an email or phone number",
+        )
+    if sum(len(v.split()) for v in sample) > 4 * share:
+        return Proposal(column.key_name, "text", "its values are free text")
+    return Proposal(column.key_name, "keep", "its sampled values do not look personal")
+
+
+def as_yaml(proposals: list[Proposal]) -> str:
+    """The proposals as lines to paste under staging: in verger.yml."""
+    masked = [p for p in proposals if p.rule != "keep"]
+    kept = [p for p in proposals if p.rule == "keep"]
+    lines = ["staging:"]
+    if masked:
+        lines.append("  mask:")
+        lines += [f"    {p.column}: {p.rule}    # {p.reason}" for p in masked]
+    if kept:
+        lines.append("  keep:")
+        lines += [f"    - {p.column}    # {p.reason}" for p in kept]
+    return "\n".join(lines)

@@ -1,0 +1,233 @@
+"""The staging server's databases: create, load, drop and swap them by name.
+
+A refresh builds ``<staging>_refresh_<stamp>`` beside the live staging
+database and swaps names only once it is complete and clean: connections
+are refused for a moment, the old copy becomes ``<staging>_previous`` and the
+new one takes its name. Renaming is the only step that touches the live
+database, so a refresh killed at any other point leaves staging as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from verger.backup.restore import same_database
+from verger.backup.system import pg_program
+from verger.errors import VergerError
+
+log = logging.getLogger("verger.staging")
+
+
+class RefreshError(VergerError):
+    """A staging refresh was refused or failed; staging keeps its old copy."""
+
+    exit_code = 7
+
+
+def name_of(dsn: str) -> str:
+    return str(conninfo_to_dict(dsn).get("dbname") or "postgres")
+
+
+def with_name(dsn: str, name: str) -> str:
+    """The same server and credentials, another database; a URL stays a URL."""
+    if dsn.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(dsn)
+        return urlunsplit(parts._replace(path="/" + quote(name, safe="")))
+    return make_conninfo(dsn, dbname=name)
+
+
+def refuse_production(target: str, source: str, others: dict[str, str]) -> None:
+    """Refuse a target that is the source, or any other database the config names."""
+    if target.strip() == source.strip() or same_database(target, source):
+        raise RefreshError(
+            "the staging database is the production database (same server and name)",
+            "point databases for staging.target at a database of its own, on "
+            "another server or under another name",
+        )
+    for name, url in others.items():
+        if same_database(target, url):
+            raise RefreshError(
+                f"the staging database is also databases.{name} (same server and "
+                "name), which a refresh would replace",
+                "give staging.target a database of its own",
+            )
+
+
+class Server:
+    """The staging database's server, reached through its maintenance database."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.live = name_of(target)
+        self.previous = f"{self.live}_previous"
+        self.admin = with_name(target, "postgres")
+
+    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        try:
+            return psycopg.connect(self.admin, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise RefreshError(
+                f"cannot reach the staging server: {str(exc).strip()}",
+                "check the staging URL under databases: and that the server is up",
+            ) from exc
+
+    def url(self, name: str) -> str:
+        return with_name(self.target, name)
+
+    def new_name(self) -> str:
+        return f"{self.live}_refresh_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
+
+    def exists(self, name: str) -> bool:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+        return row is not None
+
+    def half_built(self) -> list[str]:
+        """Databases left by refreshes that never finished."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)"
+                " ORDER BY datname",
+                (f"{self.live}_refresh_",),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def create(self, name: str) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
+                    sql.Identifier(name)
+                )
+            )
+
+    def drop(self, name: str) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(name)
+                )
+            )
+
+    def recover(self) -> list[str]:
+        """Undo what a refresh killed during its swap left: staging is served again."""
+        done = []
+        with self._connect() as conn:
+            names = {
+                str(row[0])
+                for row in conn.execute("SELECT datname FROM pg_database").fetchall()
+            }
+            if self.live not in names and self.previous in names:
+                self._rename(conn, self.previous, self.live)
+                done.append(f"renamed {self.previous} back to {self.live}")
+                names = {*names - {self.previous}, self.live}
+            for name in (self.live, self.previous):
+                if name in names:
+                    self._allow(conn, name, True)
+        return done
+
+    def swap(self, new: str) -> None:
+        """New becomes staging, staging becomes previous, in one short step."""
+        with self._connect() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(self.previous)
+                )
+            )
+            if not self._has(conn, self.live):
+                self._rename(conn, new, self.live)
+                return
+            self._allow(conn, self.live, False)
+            try:
+                self._terminate(conn, self.live)
+                self._rename(conn, self.live, self.previous)
+            except BaseException:
+                self._allow(conn, self.live, True)
+                raise
+            try:
+                self._rename(conn, new, self.live)
+            except BaseException:
+                self._rename(conn, self.previous, self.live)
+                self._allow(conn, self.live, True)
+                raise
+            self._allow(conn, self.previous, True)
+
+    def _allow(
+        self, conn: psycopg.Connection[tuple[object, ...]], name: str, allow: bool
+    ) -> None:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(name), sql.SQL("true" if allow else "false")
+            )
+        )
+
+    def _terminate(
+        self, conn: psycopg.Connection[tuple[object, ...]], name: str
+    ) -> None:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+    def _has(self, conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
+        return (
+            conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            is not None
+        )
+
+    def _rename(
+        self, conn: psycopg.Connection[tuple[object, ...]], old: str, new: str
+    ) -> None:
+        for attempt in range(50):
+            try:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(old), sql.Identifier(new)
+                    )
+                )
+                return
+            except psycopg.errors.ObjectInUse:
+                # A session that connected before connections were refused; end it.
+                self._terminate(conn, old)
+                time.sleep(0.05 * (attempt + 1))
+        raise RefreshError(
+            f"could not rename {old} to {new}: sessions keep reconnecting",
+            "stop what connects to it, then run the refresh again",
+        )
+
+
+def snapshot(source: str, target: str) -> None:
+    """A consistent pg_dump of ``source`` restored into the empty ``target``."""
+    env = {**os.environ, "VERGER_SOURCE": source, "VERGER_TARGET": target}
+    dump, load = pg_program("pg_dump"), pg_program("pg_restore")
+    done = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'set -o pipefail; "$0" -Fc --no-owner -d "$VERGER_SOURCE" | '
+            '"$1" --no-owner --no-privileges --exit-on-error -d "$VERGER_TARGET"',
+            dump,
+            load,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RefreshError(
+            f"the snapshot of production failed: {done.stderr.strip()[-400:]}",
+            "check that production is reachable with the URL under databases:",
+        )

@@ -1,0 +1,352 @@
+"""``verger staging refresh``: production's shape and size, none of its people.
+
+The steps, each logged as a sentence: clean up what an interrupted refresh
+left; load the newest verified backup of production (or a fresh pg_dump
+snapshot) into a new database beside staging; check that every column is
+classified; mask; scan for leaks; swap the new copy in; restart staging's
+live release. Until the swap, staging serves its old copy, and a failure at
+any step drops the new database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from verger.backup.lock import exclusive
+from verger.config import Loaded
+from verger.config.staging import Staging
+from verger.errors import BusyError, VergerError
+from verger.notify import StagingEvent, make_notifier
+from verger.staging.catalog import read_tables
+from verger.staging.databases import RefreshError, Server, refuse_production, snapshot
+from verger.staging.fakes import Faker
+from verger.staging.mask import mask_database
+from verger.staging.plan import make_plan
+from verger.staging.scan import scan_database
+from verger.state import actor
+from verger.state.base import Store
+
+log = logging.getLogger("verger.staging")
+
+SALT_VARIABLE = "VERGER_STAGING_SALT"
+# (step name, done, total): the CLI turns these into progress bars.
+Progress = Callable[[str, int, int], None]
+Restart = Callable[[], str]
+
+
+def _quiet(step: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class Outcome:
+    refresh_id: int
+    database: str
+    source: str
+    rows_masked: int = 0
+    values_scanned: int = 0
+    seconds: float = 0.0
+    restart: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "refresh_id": self.refresh_id,
+            "database": self.database,
+            "source": self.source,
+            "rows_masked": self.rows_masked,
+            "values_scanned": self.values_scanned,
+            "seconds": round(self.seconds, 1),
+            "restart": self.restart,
+            "notes": self.notes,
+        }
+
+
+def section_of(loaded: Loaded) -> Staging:
+    section = loaded.config.staging
+    if section is None:
+        raise RefreshError(
+            f"{loaded.path.name} has no staging: section",
+            "add one naming the columns to mask (see the README's staging section)",
+        )
+    return section
+
+
+def salt_of(section: Staging) -> str:
+    value = section.salt or os.environ.get(SALT_VARIABLE, "")
+    if len(value) < 16:
+        raise RefreshError(
+            "no salt of 16 characters or more is set for masking",
+            f"export {SALT_VARIABLE} (or set staging.salt: ${{{SALT_VARIABLE}}}) to a "
+            "long random secret, such as the output of 'openssl rand -base64 32', "
+            "and keep it the same every night",
+        )
+    return value
+
+
+def cleanup(store: Store, server: Server) -> list[str]:
+    """End what interrupted refreshes left: their rows, their databases, a half swap."""
+    notes = server.recover()
+    for row in store.refreshes(server.live):
+        if row.status == "running":
+            store.update_refresh(
+                row.id,
+                status="interrupted",
+                finished_at=time.time(),
+                detail="the refresh stopped before it finished",
+            )
+    for name in server.half_built():
+        server.drop(name)
+        notes.append(f"dropped {name}, left by an interrupted refresh")
+    for note in notes:
+        log.info("Cleanup: %s.", note)
+    return notes
+
+
+def refresh(
+    loaded: Loaded,
+    store: Store,
+    *,
+    use_snapshot: bool = False,
+    progress: Progress = _quiet,
+    restart: Restart | None = None,
+) -> Outcome:
+    """Refresh the staging database from production; see the module docstring.
+
+    Example: ``refresh(load_config("verger.yml"), store, use_snapshot=True)``.
+    """
+    section = section_of(loaded)
+    databases = loaded.config.databases
+    source_url, target_url = databases[section.source], databases[section.target]
+    others = {
+        name: url
+        for name, url in databases.items()
+        if name not in (section.source, section.target)
+    }
+    refuse_production(target_url, source_url, others)
+    faker = Faker(salt_of(section), section.region)
+    server = Server(target_url)
+    with _lock(loaded, server):
+        return _refresh(
+            loaded, store, section, server, faker, use_snapshot, progress, restart
+        )
+
+
+@contextmanager
+def _lock(loaded: Loaded, server: Server) -> Iterator[None]:
+    """One refresh of a staging database at a time, across processes."""
+    try:
+        with exclusive(
+            loaded.root / ".verger" / "staging" / server.live, "staging refresh"
+        ):
+            yield
+    except BusyError as exc:
+        raise BusyError(
+            exc.message.replace("for this database", f"for {server.live}"),
+            "wait for it to finish; 'verger staging status' shows it",
+        ) from None
+
+
+def _refresh(
+    loaded: Loaded,
+    store: Store,
+    section: Staging,
+    server: Server,
+    faker: Faker,
+    use_snapshot: bool,
+    progress: Progress,
+    restart: Restart | None,
+) -> Outcome:
+    notes = cleanup(store, server)
+    new = server.new_name()
+    started = time.monotonic()
+    refresh_id = store.add_refresh(server.live, new, actor())
+    outcome = Outcome(refresh_id, new, "", notes=notes)
+    try:
+        _build(loaded, store, section, server, outcome, faker, use_snapshot, progress)
+        server.swap(new)
+    except BaseException as exc:
+        _fail(loaded, store, server, outcome, exc)
+        raise
+    log.info(
+        "Swapped %s in as %s; the old copy is %s.", new, server.live, server.previous
+    )
+    outcome.seconds = time.monotonic() - started
+    outcome.restart = _restart(restart)
+    store.update_refresh(
+        refresh_id,
+        status="succeeded",
+        finished_at=time.time(),
+        leaks=0,
+        database=server.live,
+        detail=outcome.restart or None,
+    )
+    _notify(loaded, outcome, "refresh_succeeded", _summary(outcome))
+    return outcome
+
+
+def _build(
+    loaded: Loaded,
+    store: Store,
+    section: Staging,
+    server: Server,
+    outcome: Outcome,
+    faker: Faker,
+    use_snapshot: bool,
+    progress: Progress,
+) -> None:
+    server.create(outcome.database)
+    url = server.url(outcome.database)
+    outcome.source = _load(loaded, store, section, url, use_snapshot, progress)
+    store.update_refresh(outcome.refresh_id, source=outcome.source)
+    log.info("Loaded %s into %s.", outcome.source, outcome.database)
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = read_tables(conn)
+    if not tables:
+        raise RefreshError(
+            f"the copy loaded from {outcome.source} holds no tables",
+            "check that the source names production's database; staging keeps "
+            "its old copy",
+        )
+    plan = make_plan(tables, section)
+    for key in plan.unknown:
+        log.warning("staging rule for %s names no column in the copy.", key)
+        outcome.notes.append(f"{key} is in the config but not in the database")
+
+    try:
+        masked = mask_database(url, plan, faker, lambda d, t: progress("Masking", d, t))
+    except psycopg.errors.UniqueViolation as exc:
+        raise RefreshError(
+            f"masking broke a unique constraint: {str(exc).strip().splitlines()[0]}",
+            "the column holds values that differ only in case or spacing, or that "
+            "are already fakes (example.com addresses, 555-01xx numbers); mask it "
+            "with hash, then refresh again",
+        ) from exc
+    except psycopg.Error as exc:
+        raise RefreshError(
+            f"masking failed: {str(exc).strip().splitlines()[0]}",
+            "check the staging server's log, then refresh again",
+        ) from exc
+    outcome.rows_masked = masked.rows
+    store.update_refresh(outcome.refresh_id, rows_masked=masked.rows)
+
+    scan = scan_database(
+        url,
+        tables,
+        faker,
+        masked.fingerprints,
+        section.canaries,
+        lambda d, t: progress("Scanning for leaks", d, t),
+    )
+    outcome.values_scanned = scan.values
+    if scan.count:
+        store.update_refresh(outcome.refresh_id, leaks=scan.count)
+        listed = "; ".join(leak.sentence() for leak in scan.leaks[:5])
+        raise LeakError(
+            f"the leak scan found {scan.count} production value(s) in the masked "
+            f"copy ({listed}); staging keeps its old copy",
+            "mask the columns named (or add the text rule to them), then refresh again",
+        )
+    log.info(
+        "The leak scan checked %s values and found no production value.", scan.values
+    )
+
+
+class LeakError(RefreshError):
+    """Production values were found in the masked copy."""
+
+
+def _load(
+    loaded: Loaded,
+    store: Store,
+    section: Staging,
+    url: str,
+    use_snapshot: bool,
+    progress: Progress,
+) -> str:
+    backup = loaded.config.backup
+    if not use_snapshot and backup is not None and backup.database == section.source:
+        verified = store.backups(section.source, "verified")
+        if verified:
+            return _from_backup(loaded, verified[0], url, progress)
+        log.info("No verified backup of %s; taking a snapshot.", section.source)
+    progress("Snapshot of production", 0, 0)
+    snapshot(loaded.config.databases[section.source], url)
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return f"snapshot of {section.source} at {at}"
+
+
+def _from_backup(loaded: Loaded, row: Any, url: str, progress: Progress) -> str:
+    from verger.backup import make_context, make_engine, restore
+    from verger.backup.engines import RestorePoint
+
+    engine = make_engine(make_context(loaded))
+    restore(
+        engine,
+        RestorePoint(label=row.label),
+        url,
+        lambda d, t: progress("Restoring the backup", d, t),
+    )
+    return f"verified backup #{row.id} ({row.label})"
+
+
+def _restart(restart: Restart | None) -> str:
+    if restart is None:
+        return ""
+    try:
+        return restart()
+    except VergerError as exc:
+        return f"the new copy is in place, but restarting staging failed: {exc.message}"
+
+
+def _fail(
+    loaded: Loaded, store: Store, server: Server, outcome: Outcome, exc: BaseException
+) -> None:
+    try:
+        server.drop(outcome.database)
+    except VergerError as problem:
+        log.warning("Could not drop %s: %s", outcome.database, problem.message)
+    reason = (
+        exc.message if isinstance(exc, VergerError) else f"{type(exc).__name__}: {exc}"
+    )
+    store.update_refresh(
+        outcome.refresh_id, status="failed", finished_at=time.time(), detail=reason
+    )
+    log.error("Refresh #%s failed: %s", outcome.refresh_id, reason)
+    if isinstance(exc, Exception):
+        _notify(loaded, outcome, "refresh_failed", reason)
+
+
+def _summary(outcome: Outcome) -> str:
+    done = (
+        f"{outcome.rows_masked} rows masked from {outcome.source}, "
+        f"{outcome.values_scanned} values scanned, no leak, in {outcome.seconds:.1f}s"
+    )
+    return f"{done}. {outcome.restart}" if outcome.restart else done
+
+
+def _notify(loaded: Loaded, outcome: Outcome, event: str, reason: str) -> None:
+    hooks = loaded.config.notify.webhooks
+    if not hooks:
+        return
+    notifier = make_notifier(loaded.config.notify)
+    notifier.send(
+        StagingEvent(
+            "refresh_succeeded" if event == "refresh_succeeded" else "refresh_failed",
+            loaded.config.app,
+            Server(loaded.config.databases[section_of(loaded).target]).live,
+            outcome.refresh_id,
+            reason,
+        )
+    )
+    asyncio.run(notifier.drain(20.0))

@@ -1,0 +1,325 @@
+"""A refresh on real PostgreSQL: masked, consistent, swapped in, and refused when unsafe."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+import pytest
+
+from verger.errors import BusyError
+from verger.staging import (
+    LeakError,
+    MaskError,
+    RefreshError,
+    UnclassifiedError,
+    refresh,
+)
+
+
+def _phone(value: str) -> str:
+    parsed = phonenumbers.parse(value, "US")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _fiction(e164: str) -> bool:
+    return re.fullmatch(r"\+1[2-9]\d\d55501\d\d", e164) is not None
+
+
+def test_refresh_swaps_in_a_masked_copy_and_keeps_the_old_one(site):
+    """After a refresh, staging holds production's rows, masked, and the old copy is _previous."""
+    outcome = refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    counts = site.sql("SELECT count(*) FROM members", site.staging_url)
+    assert counts == [(300,)]
+    assert outcome.rows_masked > 300
+    assert site.sql("SELECT note FROM marker", site.staging_url + "_previous") == [
+        ("old copy",)
+    ]
+    text = site.sql("SELECT string_agg(m::text, ' ') FROM members m", site.staging_url)
+    assert "church.org" not in text[0][0].lower()
+    assert "555-10" not in text[0][0]
+    assert not site.sql(
+        "SELECT 1 FROM members WHERE full_name LIKE ANY (ARRAY['%Zoë%', '%José%', "
+        "'%山田%', '%Anna Smith%'])",
+        site.staging_url,
+    )
+
+
+def test_emails_land_on_reserved_domains_and_phones_in_fiction_ranges(site):
+    """Every masked email is on example.com/net/org and every phone is a 555-01xx number."""
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    emails = site.sql("SELECT email FROM members WHERE email <> ''", site.staging_url)
+    assert emails and all(
+        re.fullmatch(r"u[0-9a-f]{16}@example\.(com|net|org)", e) for (e,) in emails
+    )
+    phones = site.sql("SELECT phone FROM members WHERE phone <> ''", site.staging_url)
+    assert phones and all(_fiction(_phone(p)) for (p,) in phones)
+    assert all(re.fullmatch(r"\(\d{3}\) 555-01\d\d", p) for (p,) in phones)
+
+
+def test_one_phone_and_one_email_map_to_one_fake_in_every_table(site):
+    """A phone and an email, in any format or case, get one fake in members and messages."""
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    rows = site.sql(
+        "SELECT m.phone, m.email, g.to_phone, g.body FROM members m"
+        " JOIN messages g ON g.member_id = m.id"
+        " WHERE m.phone <> '' AND m.email <> '' AND g.body <> '' AND m.id <> 4",
+        site.staging_url,
+    )
+    assert len(rows) > 250
+    for phone, email, to_phone, body in rows:
+        assert _phone(to_phone) == _phone(phone)
+        found = [
+            _phone(m.raw_string)
+            for m in phonenumbers.PhoneNumberMatcher(body, "US", leniency=0)
+        ]
+        assert _phone(phone) in found, body
+        assert email.strip().lower() in body.lower(), body
+
+
+def test_unique_pair_of_church_and_phone_stays_unique(site):
+    """The unique constraint on (church_id, phone) holds, and equal numbers stay equal."""
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    pairs = site.sql(
+        "SELECT count(*), count(DISTINCT (church_id, phone)) FROM members"
+        " WHERE phone IS NOT NULL",
+        site.staging_url,
+    )
+    assert pairs[0][0] == pairs[0][1]
+    same = site.sql("SELECT phone FROM members WHERE id IN (2, 4)", site.staging_url)
+    assert same[0] == same[1]
+    assert site.sql(
+        "SELECT count(*) FROM pg_constraint WHERE contype = 'u'"
+        " AND conrelid = 'members'::regclass",
+        site.staging_url,
+    ) == [(1,)]
+
+
+def test_self_referencing_foreign_key_holds(site):
+    """Every members.referred_by still names a member, and as in production."""
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    query = "SELECT id, referred_by FROM members ORDER BY id"
+    assert site.sql(query, site.staging_url) == site.sql(query)
+    assert site.sql(
+        "SELECT count(*) FROM members m LEFT JOIN members r ON r.id = m.referred_by"
+        " WHERE m.referred_by IS NOT NULL AND r.id IS NULL",
+        site.staging_url,
+    ) == [(0,)]
+
+
+def test_nulls_stay_null_and_empty_strings_stay_empty(site):
+    """NULL and '' in masked columns come through unchanged."""
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    query = (
+        "SELECT id, phone IS NULL, phone = '', email IS NULL, email = ''"
+        " FROM members ORDER BY id"
+    )
+    assert site.sql(query, site.staging_url) == site.sql(query)
+    assert site.sql(
+        "SELECT count(*) FROM messages WHERE body = ''", site.staging_url
+    ) == [(1,)]
+
+
+def test_non_ascii_names_are_replaced_within_the_column_width(site):
+    """Names in any script become fakes of the same word count that fit varchar(40)."""
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    before = dict(site.sql("SELECT id, full_name FROM members"))
+    after = dict(site.sql("SELECT id, full_name FROM members", site.staging_url))
+    for key, name in after.items():
+        assert name != before[key]
+        assert 0 < len(name) <= 40
+        assert len(name.split()) == min(3, len(before[key].split()))
+
+
+def test_dates_move_by_at_most_the_configured_days(site):
+    """date_noise moves each birth date by 1 to 10 days."""
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    before = dict(site.sql("SELECT id, born FROM members"))
+    after = dict(site.sql("SELECT id, born FROM members", site.staging_url))
+    moved = [abs((after[k] - before[k]).days) for k in before]
+    assert all(1 <= days <= 10 for days in moved)
+
+
+def test_same_salt_gives_the_same_copy_every_night(site):
+    """Two refreshes from the same production give identical masked values."""
+    query = "SELECT id, full_name, phone, email FROM members ORDER BY id"
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+    first = site.sql(query, site.staging_url)
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    assert site.sql(query, site.staging_url) == first
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_refused_when_the_target_is_production(site, host):
+    """A staging URL naming production's server and database is refused before any change."""
+    loaded = site.loaded()
+    same = site.production_url.replace("127.0.0.1", host)
+    from verger.config import load_config
+
+    loaded = load_config(site.write_config(staging_url=same))
+
+    with pytest.raises(RefreshError, match="is the production database"):
+        refresh(loaded, site.store(), use_snapshot=True)
+    assert site.sql("SELECT count(*) FROM members WHERE email LIKE '%hurch.ORG%'") == [
+        (len(site.sql("SELECT 1 FROM members WHERE email LIKE '%hurch.ORG%'")),)
+    ]
+    assert not [n for n in site.databases() if "_refresh_" in n]
+
+
+def test_refused_when_the_target_is_another_configured_database(site):
+    """A staging URL naming another database under databases: is refused too."""
+    path = site.write_config()
+    text = path.read_text().replace(
+        "databases:\n", f"databases:\n  reports: {site.staging_url}\n"
+    )
+    path.write_text(text)
+    from verger.config import load_config
+
+    with pytest.raises(RefreshError, match=r"also databases\.reports"):
+        refresh(load_config(path), site.store(), use_snapshot=True)
+
+
+def test_new_column_in_production_stops_the_refresh(site):
+    """A column added to production since the last refresh is named, and staging is untouched."""
+    site.sql("ALTER TABLE members ADD COLUMN nickname text")
+    store = site.store()
+
+    with pytest.raises(UnclassifiedError) as raised:
+        refresh(site.loaded(), store, use_snapshot=True)
+
+    assert "members.nickname" in raised.value.message
+    assert "verger staging classify" in raised.value.hint
+    assert site.sql("SELECT note FROM marker", site.staging_url) == [("old copy",)]
+    assert not [n for n in site.databases() if "_refresh_" in n]
+    assert store.refreshes(site.staging)[0].status == "failed"
+
+
+def test_a_production_value_in_a_kept_column_fails_the_refresh(site):
+    """A phone number hidden in a kept column is found, the copy dropped, staging kept."""
+    site.sql("ALTER TABLE churches ADD COLUMN contact text")
+    site.sql("UPDATE churches SET contact = 'ring 415 555 1003 after 6pm' WHERE id = 2")
+    site.keep.append("churches.contact")
+    store = site.store()
+
+    with pytest.raises(LeakError, match=r"churches\.contact"):
+        refresh(site.loaded(), store, use_snapshot=True)
+
+    assert site.sql("SELECT note FROM marker", site.staging_url) == [("old copy",)]
+    assert not [n for n in site.databases() if "_refresh_" in n]
+    row = store.refreshes(site.staging)[0]
+    assert (row.status, row.leaks) == ("failed", 1)
+
+
+def test_a_canary_that_gets_through_is_reported(site):
+    """A canary value planted in production and kept by mistake fails the refresh."""
+    site.sql("UPDATE churches SET name = 'Canary Chapel ZX-4471' WHERE id = 3")
+    site.canaries = ["zx-4471"]
+
+    with pytest.raises(LeakError, match="canary 'zx-4471'"):
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+
+
+def test_masking_a_key_column_is_refused(site):
+    """A rule on a foreign key column is refused before anything is masked."""
+    site.keep.remove("members.referred_by")
+    site.mask["members.referred_by"] = "hash"
+
+    with pytest.raises(
+        MaskError, match=r"members\.referred_by is part of a primary or foreign key"
+    ):
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+
+
+def test_unique_column_larger_than_the_fiction_range_is_refused(site):
+    """14,001 distinct UK numbers in a unique column cannot all get fiction numbers."""
+    site.sql(
+        "CREATE TABLE contacts (id serial PRIMARY KEY, phone text UNIQUE);"
+        " INSERT INTO contacts (phone) SELECT '+447911' || lpad(g::text, 6, '0')"
+        " FROM generate_series(1, 14001) g"
+    )
+    site.mask["contacts.phone"] = "phone"
+    site.keep.append("contacts.id")
+
+    with pytest.raises(MaskError, match="holds only 14000 numbers") as raised:
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+    assert "hash" in raised.value.hint
+
+
+def test_a_second_refresh_at_the_same_time_is_refused(site):
+    """While one refresh holds the lock, another is refused naming the database."""
+    from verger.backup.lock import exclusive
+
+    loaded = site.loaded()
+    with (
+        exclusive(
+            loaded.root / ".verger" / "staging" / site.staging, "staging refresh"
+        ),
+        pytest.raises(BusyError, match=site.staging),
+    ):
+        refresh(loaded, site.store(), use_snapshot=True)
+
+
+def test_a_unique_column_that_masking_would_break_fails_cleanly(site):
+    """Emails unique only by case collide once normalized: one error, staging kept."""
+    site.sql(
+        "CREATE TABLE logins (id serial PRIMARY KEY, email text UNIQUE);"
+        " INSERT INTO logins (email) VALUES ('Anna@Example.org'), ('anna@example.org')"
+    )
+    site.mask["logins.email"] = "email"
+    site.keep.append("logins.id")
+
+    with pytest.raises(
+        RefreshError, match="masking broke a unique constraint"
+    ) as raised:
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    assert "hash" in raised.value.hint
+    assert site.sql("SELECT note FROM marker", site.staging_url) == [("old copy",)]
+    assert not [n for n in site.databases() if "_refresh_" in n]
+
+
+def test_every_other_rule_gives_values_valid_for_their_column(site):
+    """hash, fixed, null, whole text and number noise fit their columns' types and lengths."""
+    site.sql(
+        "CREATE TABLE accounts (id serial PRIMARY KEY, token varchar(12) UNIQUE,"
+        " pin char(4) NOT NULL, ip inet, bio text, credits integer,"
+        " balance numeric(8, 2));"
+        " INSERT INTO accounts (token, pin, ip, bio, credits, balance)"
+        " SELECT 'tok-' || g, lpad(g::text, 4, '0'), '10.0.0.1',"
+        " 'Born in Łódź, reach me at ola' || g || '@mail.example', 100 * g, 10.5 * g"
+        " FROM generate_series(1, 50) g"
+    )
+    site.mask.update(
+        {
+            "accounts.token": "hash",
+            "accounts.pin": {"rule": "fixed", "value": "0000"},
+            "accounts.ip": "null",
+            "accounts.bio": {"rule": "text", "whole": True},
+            "accounts.credits": {"rule": "number_noise", "ratio": 0.2},
+            "accounts.balance": "number_noise",
+        }
+    )
+    site.keep.append("accounts.id")
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    before = {r[0]: r for r in site.sql("SELECT * FROM accounts")}
+    for row in site.sql("SELECT * FROM accounts", site.staging_url):
+        _, token, pin, ip, bio, credits, balance = row
+        original = before[row[0]]
+        assert re.fullmatch(r"[0-9a-f]{12}", token)
+        assert (pin, ip) == ("0000", None)
+        assert "@" not in bio and "Łódź" not in bio and len(bio) <= len(original[4])
+        assert 0.8 * original[5] <= credits <= 1.2 * original[5]
+        assert float(original[6]) * 0.9 <= float(balance) <= float(original[6]) * 1.1
+    tokens = site.sql("SELECT count(DISTINCT token) FROM accounts", site.staging_url)
+    assert tokens == [(50,)]

@@ -1,0 +1,157 @@
+"""``verger staging`` as a user runs it: a refresh killed halfway, status, classify, webhooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from verger.staging import UnclassifiedError, refresh
+
+VERGER = [sys.executable, "-m", "verger"]
+
+
+def verger(
+    config: Path, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*VERGER, "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _wait_for_loaded_copy(state: Path, process: subprocess.Popen[str]) -> None:
+    """Until the refresh has loaded its copy and is masking it."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if state.exists():
+            try:
+                with sqlite3.connect(state) as conn:
+                    row = conn.execute(
+                        "SELECT source FROM staging_refreshes ORDER BY id DESC LIMIT 1"
+                    ).fetchone()
+            except sqlite3.OperationalError:
+                row = None
+            if row and row[0]:
+                return
+        time.sleep(0.01)
+    raise AssertionError("the refresh never loaded its copy")
+
+
+def test_a_refresh_killed_halfway_leaves_staging_serving_the_old_copy(site):
+    """Killed while masking: staging is untouched, status tells, the next refresh cleans up."""
+    site.sql(
+        "INSERT INTO messages (member_id, to_phone, body) SELECT 1 + g % 300,"
+        " '+14155551001', 'call 415-555-1001 now ' || g FROM generate_series(1, 60000) g"
+    )
+    config = site.write_config()
+    process = subprocess.Popen(
+        [*VERGER, "-c", str(config), "staging", "refresh", "--snapshot"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_loaded_copy(site.folder / ".verger" / "state.db", process)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+
+    assert site.sql("SELECT note FROM marker", site.staging_url) == [("old copy",)]
+    half = [n for n in site.databases() if "_refresh_" in n]
+    assert len(half) == 1
+    shown = verger(config, "--json", "staging", "status")
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["refreshes"][0]["status"] == "interrupted"
+    assert status["left_behind"] == half
+
+    site.sql("DELETE FROM messages WHERE id > 400")
+    done = verger(config, "--json", "staging", "refresh", "--snapshot")
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"dropped {half[0]}, left by an interrupted refresh"
+        in json.loads(done.stdout)["notes"]
+    )
+    assert not [n for n in site.databases() if "_refresh_" in n]
+    statuses = [
+        r["status"]
+        for r in json.loads(verger(config, "--json", "staging", "status").stdout)[
+            "refreshes"
+        ]
+    ]
+    assert statuses == ["succeeded", "interrupted"]
+
+
+def test_a_refresh_killed_during_the_swap_is_undone_by_the_next_one(site):
+    """Staging renamed away and never replaced is renamed back before the next refresh."""
+    site.sql(
+        f'ALTER DATABASE "{site.staging}" RENAME TO "{site.staging}_previous"',
+        site.production_url.rsplit("/", 1)[0] + "/postgres",
+    )
+
+    outcome = refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    assert f"renamed {site.staging}_previous back to {site.staging}" in outcome.notes
+    assert site.sql("SELECT note FROM marker", site.staging_url + "_previous") == [
+        ("old copy",)
+    ]
+
+
+def test_cli_errors_are_one_line_with_a_hint(site):
+    """A refused refresh exits non-zero with one error line and a hint, no traceback."""
+    site.sql("ALTER TABLE messages ADD COLUMN sender_ip text")
+    done = verger(site.write_config(), "staging", "refresh", "--snapshot")
+
+    assert done.returncode == 7
+    assert "messages.sender_ip" in done.stderr
+    assert "hint:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_classify_proposes_rules_for_unclassified_columns(site):
+    """classify proposes phone, email, text and keep from names and sampled values."""
+    site.sql(
+        "ALTER TABLE members ADD COLUMN mobile text, ADD COLUMN contact text,"
+        " ADD COLUMN remarks text, ADD COLUMN plan text;"
+        " UPDATE members SET mobile = '+1 415 555 ' || lpad(id::text, 4, '0'),"
+        " contact = 'M' || id || '@mail.example', remarks = 'reach me at 415-555-'"
+        " || lpad(id::text, 4, '0'), plan = 'basic'"
+    )
+    done = verger(site.write_config(), "--json", "staging", "classify")
+
+    assert done.returncode == 0, done.stderr
+    rules = {p["column"]: p["rule"] for p in json.loads(done.stdout)}
+    assert rules == {
+        "members.mobile": "phone",
+        "members.contact": "email",
+        "members.remarks": "text",
+        "members.plan": "keep",
+    }
+    human = verger(site.write_config(), "staging", "classify").stdout
+    assert "    members.mobile: phone" in human and "    - members.plan" in human
+
+
+def test_webhooks_hear_of_success_and_failure(site, receiver):
+    """refresh_succeeded and refresh_failed reach the configured webhooks."""
+    site.extra = f"notify:\n  webhooks: ['{receiver.url}']"
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+    site.sql("ALTER TABLE members ADD COLUMN nickname text")
+    with pytest.raises(UnclassifiedError):
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    events = [(body["event"], body["refresh_id"]) for body in receiver.received]
+    assert events == [("refresh_succeeded", 1), ("refresh_failed", 2)]
+    assert "members.nickname" in receiver.received[1]["reason"]
+    assert "no leak" in receiver.received[0]["text"]
