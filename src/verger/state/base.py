@@ -408,3 +408,32 @@ class Store(ABC):
 
     def jobs(self) -> list[Row]:
         return self._all("SELECT * FROM jobs ORDER BY name")
+
+    # -- alert states -----------------------------------------------------
+
+    def alert_states(self) -> list[Row]:
+        """Every alert the rule evaluator knew when it last saved: pending, firing."""
+        return self._all("SELECT * FROM alert_states ORDER BY rule, fingerprint")
+
+    def save_alert_states(
+        self, changed: Sequence[dict[str, Any]], removed: Sequence[str]
+    ) -> None:
+        """Write changed alerts and forget removed ones (by fingerprint) in one go."""
+        columns = (
+            "fingerprint", "rule", "labels", "annotations", "state", "active_at",
+            "fired_at", "resolved_at", "keep_firing_since", "value",
+        )  # fmt: skip
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
+        upsert = self._sql(
+            f"INSERT INTO alert_states ({', '.join(columns)}) VALUES "
+            f"({', '.join('?' * len(columns))}) ON CONFLICT (rule, fingerprint) "
+            f"DO UPDATE SET {updates}"
+        )
+        with self._tx() as cur:
+            for fingerprint in removed:
+                cur.execute(
+                    self._sql("DELETE FROM alert_states WHERE fingerprint = ?"),
+                    (fingerprint,),
+                )
+            for row in changed:
+                cur.execute(upsert, tuple(row[c] for c in columns))

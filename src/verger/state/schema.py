@@ -127,6 +127,21 @@ MIGRATIONS: list[list[str]] = [
             pid INTEGER
         )""",
     ],
+    [
+        """CREATE TABLE alert_states (
+            fingerprint TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            annotations TEXT NOT NULL,
+            state TEXT NOT NULL,
+            active_at DOUBLE PRECISION NOT NULL,
+            fired_at DOUBLE PRECISION,
+            resolved_at DOUBLE PRECISION,
+            keep_firing_since DOUBLE PRECISION,
+            value DOUBLE PRECISION,
+            PRIMARY KEY (rule, fingerprint)
+        )""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)
