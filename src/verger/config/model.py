@@ -331,6 +331,7 @@ class Config(Section):
             *self._shared_ports(),
             *self._cycles(),
             *self._backup_problems(),
+            *self._monitor_problems(),
         ]
         if found:
             raise Contradictions(found)
@@ -364,6 +365,23 @@ class Config(Section):
             f"backup.database names {self.backup.database!r}, which is not under "
             f"databases: (known: {known}); add it there as a postgresql:// URL"
         )
+
+    def _monitor_problems(self) -> Iterator[str]:
+        if self.monitor is None:
+            return
+        named = [
+            (f"monitor.business.{k}", b.database)
+            for k, b in self.monitor.business.items()
+        ]
+        if self.monitor.postgres is not None:
+            named.append(("monitor.postgres", self.monitor.postgres.database))
+        known = ", ".join(sorted(self.databases)) or "none yet"
+        for key, database in named:
+            if database not in self.databases:
+                yield (
+                    f"{key} reads database {database!r}, which is not under "
+                    f"databases: (known: {known}); add it there as a postgresql:// URL"
+                )
 
     def _unknown_requires(self, name: str, requires: str) -> str:
         known = sorted(self.environments)
