@@ -13,6 +13,8 @@ from verger.errors import ConfigError
 BASE = """\
 app: shop
 start: node server.js
+databases:
+  production: postgresql://postgres@127.0.0.1:5432/shop
 environments:
   production:
     listen: 18080
@@ -83,6 +85,7 @@ def test_own_rules_are_read_with_for_and_keep_firing_for(tmp_path: Path) -> None
         ("scrape:\n  - 127.0.0.1:9100/metrics\n", "http://"),
         ("interval: 100ms\n", "at least 1s"),
         ("redis: {url: 'http://x'}\n", "redis://"),
+        ("postgres: {database: reporting}\n", "not under databases:"),
     ],
 )
 def test_mistakes_are_refused_with_what_is_accepted(
