@@ -23,7 +23,9 @@ environments:
 
 def _load(tmp_path: Path, monitor: str) -> object:
     path = tmp_path / "verger.yml"
-    path.write_text(BASE + "monitor:\n" + textwrap.indent(textwrap.dedent(monitor), "  "))
+    path.write_text(
+        BASE + "monitor:\n" + textwrap.indent(textwrap.dedent(monitor), "  ")
+    )
     return load_config(path).config.monitor
 
 

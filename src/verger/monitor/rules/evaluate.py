@@ -251,6 +251,8 @@ def _extrapolated(
         if current < previous:
             result += previous
     sampled = times[-1] - times[0]
+    if sampled <= 0:
+        return None
     average = sampled / (len(times) - 1)
     threshold = average * 1.1
     to_start = times[0] - start
