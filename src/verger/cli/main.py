@@ -814,5 +814,6 @@ def _from_click(exc: click.ClickException) -> VergerError:
 # The backup commands live in their own module and register on ``cli`` when imported.
 from verger.cli import backup as _backup_commands  # noqa: E402
 from verger.cli import jobs as _jobs_commands  # noqa: E402, F401
+from verger.cli import monitor as _monitor_commands  # noqa: E402, F401
 
 __all__ = ["_backup_commands", "cli", "main"]
