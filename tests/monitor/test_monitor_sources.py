@@ -218,3 +218,25 @@ async def test_a_failing_source_does_not_stop_the_others(
     )
     assert await loop.tick(T0) == 1
     assert sink.firing(T0) == {"steady_seen"}
+
+
+@run_async
+async def test_a_silent_heartbeat_becomes_late(tmp_path: Path) -> None:
+    """A heartbeat is late once silent past every + grace, and on time after a beat."""
+    from verger.config.sources import Heartbeat
+    from verger.monitor.sources.heartbeat import HeartbeatSource
+    from verger.state import open_store
+
+    state = open_store(".verger/state.db", tmp_path)
+    source = HeartbeatSource(state, {"nightly": Heartbeat(every=60, grace=10)}, 10)
+
+    def late(readings: list[Reading]) -> float:
+        return _by_name(readings, "verger_heartbeat_late")[0].value
+
+    assert late(await source.collect(T0)) == 0
+    assert late(await source.collect(T0 + 71)) == 1
+    state.beat("nightly", at=T0 + 80)
+    readings = await source.collect(T0 + 90)
+    assert late(readings) == 0
+    assert _by_name(readings, "verger_heartbeat_age_seconds")[0].value == 10
+    state.close()

@@ -48,7 +48,7 @@ def test_old_store_is_upgraded_in_place(state: str, tmp_path: Path) -> None:
     # Take it back to version 1 the way an older verger would have left it.
     store._run("ALTER TABLE deploys DROP COLUMN rollback_seconds")
     store._run("ALTER TABLE environments DROP COLUMN router_listen")
-    for table in ("backups", "drills", "jobs", "alert_states"):
+    for table in ("backups", "drills", "jobs", "alert_states", "heartbeats"):
         store._run(f"DROP TABLE {table}")
     store._run("UPDATE schema_version SET version = 1")
     store.close()

@@ -146,3 +146,19 @@ def monitor_query(c: Ctx, selector: str, since: str) -> None:
         rows,
         data=data,
     )
+
+
+@monitor.command("heartbeat")
+@click.argument("name")
+@pass_ctx
+def monitor_heartbeat(c: Ctx, name: str) -> None:
+    """Report that the job behind heartbeat NAME ran (call it at the end of a cron job)."""
+    config = c.loaded.config
+    known = sorted(config.monitor.heartbeats) if config.monitor else []
+    if name not in known:
+        raise MonitorError(
+            f"there is no heartbeat named {name!r} (known: {', '.join(known) or 'none'})",
+            "add it under monitor.heartbeats: with its period, such as {every: 1d}",
+        )
+    _store(c).beat(name)
+    c.out.result({"heartbeat": name, "at": time.time()}, f"Heartbeat {name} recorded.")

@@ -52,6 +52,7 @@ def sources_for(
     """Every source verger.yml asks for, plus the router, the host and deploys."""
     from verger.monitor.sources.business import BusinessSource
     from verger.monitor.sources.deploys import DeploySource
+    from verger.monitor.sources.heartbeat import HeartbeatSource
     from verger.monitor.sources.host import HostSource
     from verger.monitor.sources.postgres import PostgresSource
     from verger.monitor.sources.probe import ProbeSource
@@ -80,6 +81,8 @@ def sources_for(
         ScrapeSource(s.url, s.job, s.every or every, s.timeout) for s in monitor.scrape
     ]
     sources += [ProbeSource(p) for p in monitor.probes]
+    if monitor.heartbeats:
+        sources.append(HeartbeatSource(state, monitor.heartbeats, every))
     for name, business in monitor.business.items():
         url = config.databases[business.database]
         sources.append(BusinessSource(name, business.sql, url, business.every))

@@ -239,6 +239,8 @@ def scenarios() -> list[Scenario]:
             'verger_last_deploy_failed{environment="production"}': _runs(
                 (10, 0), (10, 1), (10, 0)
             ),
+            'verger_probe_success{probe="api"}': _runs((5, 1), (10, 0), (15, 1)),
+            'verger_heartbeat_late{heartbeat="nightly"}': _runs((20, 0), (10, 1)),
         },
         [float(t * m) for t in range(0, 30, 2)],
     )

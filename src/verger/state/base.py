@@ -437,3 +437,18 @@ class Store(ABC):
                 )
             for row in changed:
                 cur.execute(upsert, tuple(row[c] for c in columns))
+
+    # -- heartbeats -------------------------------------------------------
+
+    def beat(self, name: str, at: float | None = None) -> None:
+        """Record that the job behind heartbeat ``name`` reported in."""
+        self._run(
+            "INSERT INTO heartbeats (name, last_seen) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen",
+            (name, time.time() if at is None else at),
+        )
+
+    def heartbeats(self) -> dict[str, float]:
+        """When each heartbeat last reported in."""
+        rows = self._all("SELECT name, last_seen FROM heartbeats")
+        return {row.name: float(row.last_seen) for row in rows}

@@ -141,6 +141,10 @@ MIGRATIONS: list[list[str]] = [
             value DOUBLE PRECISION,
             PRIMARY KEY (rule, fingerprint)
         )""",
+        """CREATE TABLE heartbeats (
+            name TEXT PRIMARY KEY,
+            last_seen DOUBLE PRECISION NOT NULL
+        )""",
     ],
 ]
 

@@ -134,6 +134,28 @@ def tiers(live: Sequence[str] = ("production",)) -> list[Rule]:
             ),
         ),
         Rule(
+            "probe_failed",
+            "verger_probe_success == 0",
+            "critical",
+            for_=60,
+            keep_firing_for=60,
+            annotations=_summary("Probe {{ $labels.probe }} fails"),
+        ),
+        Rule(
+            "certificate_expiring",
+            "verger_probe_tls_ok == 0",
+            "medium",
+            annotations=_summary(
+                "The TLS certificate behind probe {{ $labels.probe }} expires soon"
+            ),
+        ),
+        Rule(
+            "heartbeat_missed",
+            "verger_heartbeat_late == 1",
+            "high",
+            annotations=_summary("{{ $labels.heartbeat }} has not reported in on time"),
+        ),
+        Rule(
             "deploy_failed",
             "verger_last_deploy_failed == 1",
             "medium",
