@@ -30,7 +30,9 @@ DAYS = 30
 T0 = 1_800_000_000.0
 
 
-def _kinds(count: int, rng: random.Random) -> list[tuple[str, dict[str, str], Callable[[int], float]]]:
+def _kinds(
+    count: int, rng: random.Random
+) -> list[tuple[str, dict[str, str], Callable[[int], float]]]:
     """(name, labels, value at step i) for a demo-like mix of series."""
     series: list[tuple[str, dict[str, str], Callable[[int], float]]] = []
     for n in range(count):
@@ -54,7 +56,9 @@ def _kinds(count: int, rng: random.Random) -> list[tuple[str, dict[str, str], Ca
         elif kind < 9:  # integer gauges: connections, queue depth
             series.append(("bench_depth", labels, lambda i: float(rng.randint(0, 300))))
         else:  # noisy floats: durations
-            series.append(("bench_seconds", labels, lambda i: rng.lognormvariate(-4, 0.5)))
+            series.append(
+                ("bench_seconds", labels, lambda i: rng.lognormvariate(-4, 0.5))
+            )
     return series
 
 

@@ -53,7 +53,8 @@ def test_prometheus_fires_what_verger_fires_at_every_step(exported: Path) -> Non
     assert {
         "api_down", "error_rate_critical", "error_rate_high", "latency_critical",
         "latency_high", "cpu_high", "memory_high", "disk_almost_full", "target_down",
-        "deploy_failed", "no_data", "probe_failed", "heartbeat_missed", "slo_burn_fast", "slo_burn_slow", "slo_budget_burn",
+        "deploy_failed", "no_data", "probe_failed", "heartbeat_missed",
+        "slo_burn_fast", "slo_burn_slow", "slo_budget_burn",
     } <= fired  # fmt: skip
     done = _promtool("test", "rules", "rules.test.yml", cwd=exported)
     assert done.returncode == 0, done.stdout + done.stderr
