@@ -45,12 +45,15 @@ def tiers(live: Sequence[str] = ("production",)) -> list[Rule]:
     traffic at all mean the API is down (a quiet staging is normal).
     """
     live_match = "|".join(live) or "production"
+    selected = f'{REQUESTS}{{environment=~"{live_match}"}}'
     env = "{{ $labels.environment }}"
     return [
+        # Only where there was traffic in the last day: a release not yet
+        # serving anyone is not an outage.
         Rule(
             "api_down",
-            f'sum by (environment) (increase({REQUESTS}{{environment=~"{live_match}"}}'
-            "[5m])) == 0",
+            f"sum by (environment) (increase({selected}[5m])) == 0 "
+            f"and sum by (environment) (increase({selected}[1d])) > 0",
             "critical",
             unit="",
             annotations=_summary(f"No requests reached {env} for 5 minutes"),

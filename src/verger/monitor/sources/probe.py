@@ -52,7 +52,7 @@ class ProbeSource(Source):
                 problem = await self._tcp()
         except (OSError, httpx.HTTPError, TimeoutError) as exc:
             problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        seconds = time.monotonic() - started
+        seconds = round(time.monotonic() - started, 6)
         limit = self.probe.max_latency
         if problem is None and limit is not None and seconds > limit:
             problem = f"answered in {seconds * 1000:.0f}ms, over {limit * 1000:.0f}ms"

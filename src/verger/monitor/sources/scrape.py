@@ -47,7 +47,9 @@ class ScrapeSource(Source):
         return [
             *readings,
             up(self.job, self.instance, True),
-            Reading("scrape_duration_seconds", target, time.monotonic() - started),
+            Reading(
+                "scrape_duration_seconds", target, round(time.monotonic() - started, 6)
+            ),
             Reading("scrape_samples_scraped", target, float(len(readings))),
         ]
 

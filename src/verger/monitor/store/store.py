@@ -1,8 +1,8 @@
-"""The embedded metric store: one SQLite file of compressed hourly blocks.
+"""The embedded metric store: one SQLite file of compressed six-hour blocks.
 
-New samples go to a head table (so that a restart loses nothing); once an
-hour has passed, each series' samples of that hour are packed into one raw
-block and one five-minute rollup block (min, max, sum, count, last). Raw
+New samples go to a head table (so that a restart loses nothing); once a
+six-hour span has passed, each series' samples of that span are packed into
+one raw block and one five-minute rollup block (min, max, sum, count, last). Raw
 blocks are kept for ``retention``, rollups for ``rollup_retention``. A range
 query reads raw blocks for short spans and rollups for long ones, so that 30
 days of one series is 8,640 points rather than 259,200.
@@ -22,7 +22,9 @@ from pathlib import Path
 from verger.errors import VergerError
 from verger.monitor.store import codec
 
-BLOCK = 3600.0
+# Six hours of one series per block: long enough to compress well and to read
+# 30 days in 120 blocks, short enough that the head table stays small.
+BLOCK = 6 * 3600.0
 ROLLUP = 300.0
 # Spans longer than this are read from rollups unless raw samples are asked for.
 RAW_SPAN = 6 * 3600.0
