@@ -240,3 +240,91 @@ async def test_a_silent_heartbeat_becomes_late(tmp_path: Path) -> None:
     assert late(readings) == 0
     assert _by_name(readings, "verger_heartbeat_age_seconds")[0].value == 10
     state.close()
+
+
+def _certificate(folder: Path, days: int) -> tuple[Path, Path, Path]:
+    """A CA and a localhost certificate from it that expires in ``days``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("test CA")).issuer_name(name("test CA"))
+        .public_key(ca_key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+@run_async
+async def test_probe_reads_the_certificate_days_left(tmp_path: Path) -> None:
+    """A TLS probe reports the certificate's days left and flags under tls_days."""
+    import ssl
+
+    ca, cert, key = _certificate(tmp_path, days=10)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        probe = Probe(
+            name="api", http=f"GET https://127.0.0.1:{port}/", tls_days=14,
+            ca_file=str(ca),
+        )  # fmt: skip
+        source = ProbeSource(probe)
+        readings = await source.collect(T0)
+        await source.close()
+    finally:
+        await runner.cleanup()
+    days = _by_name(readings, "verger_probe_tls_days_left")[0].value
+    assert 9 < days <= 10
+    assert _by_name(readings, "verger_probe_tls_ok")[0].value == 0
+    assert _by_name(readings, "verger_probe_success")[0].value == 1

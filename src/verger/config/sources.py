@@ -43,6 +43,7 @@ class Probe(Section):
     contains: str | None = None
     max_latency: Duration | None = None
     tls_days: int | None = Field(None, ge=0, le=3650)
+    ca_file: str | None = None
 
     @field_validator("name")
     @classmethod

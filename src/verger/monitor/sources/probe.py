@@ -39,7 +39,10 @@ class ProbeSource(Source):
         super().__init__(f"probe {probe.name}", probe.every)
         self.probe = probe
         self.failing: str | None = None
-        self._client = httpx.AsyncClient(timeout=probe.timeout)
+        verify: ssl.SSLContext | bool = True
+        if probe.ca_file is not None:
+            verify = ssl.create_default_context(cafile=probe.ca_file)
+        self._client = httpx.AsyncClient(timeout=probe.timeout, verify=verify)
 
     async def collect(self, now: float) -> list[Reading]:
         labels = {"probe": self.probe.name}
