@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from verger.monitor.export import export
-from verger.monitor.rules import default_rules
+from verger.monitor.rules import Rule, default_rules
 
 pytestmark = pytest.mark.skipif(
     shutil.which("promtool") is None, reason="promtool (Debian's prometheus) is missing"
@@ -27,7 +27,14 @@ def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("export")
-    asyncio.run(export(default_rules(), folder, 10.0))
+    # A rule of the user's whose annotation prints the value, as Go would.
+    own = Rule(
+        "error_ratio_seen",
+        "verger:error_ratio:rate5m > 0.05",
+        "high",
+        annotations={"summary": "ratio {{ $value }} in {{ $labels.environment }}"},
+    )
+    asyncio.run(export([*default_rules(), own], folder, 10.0))
     return folder
 
 
@@ -54,7 +61,7 @@ def test_prometheus_fires_what_verger_fires_at_every_step(exported: Path) -> Non
         "api_down", "error_rate_critical", "error_rate_high", "latency_critical",
         "latency_high", "cpu_high", "memory_high", "disk_almost_full", "target_down",
         "deploy_failed", "no_data", "probe_failed", "heartbeat_missed",
-        "slo_burn_fast", "slo_burn_slow", "slo_budget_burn",
+        "slo_burn_fast", "slo_burn_slow", "slo_budget_burn", "error_ratio_seen",
     } <= fired  # fmt: skip
     done = _promtool("test", "rules", "rules.test.yml", cwd=exported)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -15,6 +15,7 @@ while the agent was down is sent as resolved at the first evaluation.
 
 from __future__ import annotations
 
+import decimal
 import json
 import logging
 import math
@@ -92,13 +93,37 @@ class Active:
 _TEMPLATE = re.compile(r"\{\{\s*\$(labels\.([a-zA-Z_][a-zA-Z0-9_]*)|value)\s*\}\}")
 
 
+def go_float(value: float) -> str:
+    """A float as Prometheus's templates print it (Go's %v), so exports render alike."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "-0" if math.copysign(1, value) < 0 else "0"
+    sign, digits, exponent = decimal.Decimal(repr(value)).normalize().as_tuple()
+    assert isinstance(exponent, int)
+    text = "".join(map(str, digits))
+    power = len(digits) + exponent - 1
+    prefix = "-" if sign else ""
+    # Go's shortest %g: an exponent below 1e-4 and from 1e6 up.
+    if power < -4 or power >= 6:
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        return f"{prefix}{mantissa}e{'-' if power < 0 else '+'}{abs(power):02d}"
+    if power < 0:
+        return f"{prefix}0.{'0' * (-power - 1)}{text}"
+    if len(text) <= power + 1:
+        return prefix + text + "0" * (power + 1 - len(text))
+    return f"{prefix}{text[: power + 1]}.{text[power + 1 :]}"
+
+
 def render(text: str, labels: Mapping[str, str], value: float | None) -> str:
     """An annotation with ``{{ $labels.x }}`` and ``{{ $value }}`` filled in."""
 
     def fill(match: re.Match[str]) -> str:
         if match.group(2):
             return labels.get(match.group(2), "<no value>")
-        return f"{value:g}" if value is not None else ""
+        return go_float(value) if value is not None else ""
 
     return _TEMPLATE.sub(fill, text)
 
