@@ -233,3 +233,22 @@ def test_unreadable_expressions_are_refused_with_the_column() -> None:
         parse("rate(up) > 1")
     with pytest.raises(ValueError, match="severity"):
         Rule("x", "up == 0", "urgent")
+
+
+@run_async
+async def test_a_firing_alert_whose_rule_was_removed_is_sent_resolved(
+    store: MetricStore, tmp_path: Path
+) -> None:
+    """After a restart without its rule, a firing alert is sent resolved once, then forgotten."""
+    state = open_store(".verger/state.db", tmp_path)
+    rule = Rule("cpu_high", "verger_host_cpu_ratio > 0.8", "high")
+    store.write([("verger_host_cpu_ratio", {}, T0, 0.95)])
+    await RuleEngine([rule], store, RecordingSink(), state).evaluate(T0)
+
+    sink = RecordingSink()
+    other = Rule("memory_high", "verger_host_memory_used_ratio > 0.85", "high")
+    engine = RuleEngine([other], store, sink, open_store(".verger/state.db", tmp_path))
+    await engine.evaluate(T0 + 60)
+    await engine.evaluate(T0 + 70)
+    assert sink.states("cpu_high") == [(T0 + 60, "resolved")]
+    assert open_store(".verger/state.db", tmp_path).alert_states() == []

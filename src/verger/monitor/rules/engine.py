@@ -167,9 +167,6 @@ class RuleEngine:
     def _restore(self, states: AlertStates) -> None:
         known = {r.key for r in self.rules if not r.record}
         for row in states.alert_states():
-            if row["rule"] not in known:
-                self._removed.append(row["fingerprint"])
-                continue
             active = Active(
                 rule=row["rule"],
                 labels=json.loads(row["labels"]),
@@ -182,6 +179,13 @@ class RuleEngine:
                 value=row["value"],
                 fingerprint=row["fingerprint"],
             )
+            if row["rule"] not in known and active.state != AlertState.PENDING:
+                # Its rule is gone from verger.yml: say once that it is over.
+                active.state = AlertState.RESOLVED
+                active.resolved_at = None
+            elif row["rule"] not in known:
+                self._removed.append(active.fingerprint)
+                continue
             self.active[(active.rule, active.fingerprint)] = active
         if self.active:
             firing = sum(a.state == AlertState.FIRING for a in self.active.values())
@@ -206,6 +210,9 @@ class RuleEngine:
             else:
                 self._transition(rule, vector, now)
         self.last_evaluation = now
+        for active in self.active.values():
+            if active.state == AlertState.RESOLVED and active.resolved_at is None:
+                active.resolved_at = now
         alerts = [active.alert() for active in self.active.values()]
         self._save()
         if self.sink is not None:
