@@ -10,13 +10,18 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from verger.state import open_store
 
 APP = Path(__file__).parent.parent / "support" / "app" / "app.py"
 
@@ -32,6 +37,7 @@ class _Project:
         self.root = root
         self.port = _free_port()
         self.dead = _free_port()
+        self.endpoint = _free_port()
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -48,7 +54,9 @@ class _Project:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[_Project]:
+def project() -> Iterator[_Project]:
+    # A short folder: the router's Unix socket path must stay under 108 bytes.
+    tmp_path = Path(tempfile.mkdtemp(prefix="vmon-"))
     proj = _Project(tmp_path)
     (tmp_path / "src").mkdir()
     shutil.copy(APP, tmp_path / "src" / "app.py")
@@ -63,6 +71,9 @@ environments:
     listen: 127.0.0.1:{proj.port}
 monitor:
   interval: 1s
+  listen: 127.0.0.1:{proj.endpoint}
+  heartbeats:
+    nightly: {{every: 1d}}
   scrape:
     - {{url: "http://127.0.0.1:{proj.dead}/metrics", timeout: 500ms}}
 """
@@ -74,6 +85,7 @@ monitor:
             with contextlib.suppress(OSError):
                 if os.readlink(entry / "cwd").startswith(str(tmp_path)):
                     os.kill(int(entry.name), signal.SIGKILL)
+    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def _wait(check: Any, seconds: float = 30) -> Any:
@@ -88,7 +100,7 @@ def _wait(check: Any, seconds: float = 30) -> Any:
 def test_agent_stores_router_metrics_and_flags_the_dead_target(
     project: _Project,
 ) -> None:
-    """The agent records the router's requests and up 0 for a scrape that fails."""
+    """The agent stores router requests, flags a dead scrape, serves /metrics and beats."""
     project.run("up")
     project.run("deploy", "production", str(project.root / "src"), "--version", "v1")
     for _ in range(20):
@@ -111,5 +123,19 @@ def test_agent_stores_router_metrics_and_flags_the_dead_target(
         return "" if state == "ok" else str(state)
 
     assert "1 pending" in _wait(target_down)
+    base = f"http://127.0.0.1:{project.endpoint}"
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert {"verger_requests_total", "up", "verger_host_cpu_ratio"} <= families
+
+    request = urllib.request.Request(f"{base}/heartbeat/nightly", method="POST")
+    assert urllib.request.urlopen(request, timeout=5).status == 200
+    with pytest.raises(urllib.error.HTTPError) as unknown:
+        urllib.request.urlopen(f"{base}/heartbeat/weekly", timeout=5)
+    assert unknown.value.code == 404
+    state = open_store(".verger/state.db", project.root)
+    assert "nightly" in state.heartbeats()
+    state.close()
+
     log = (project.root / ".verger" / "agent.log").read_text()
     assert "failed (ConnectError" in log or "failed (ConnectError: " in log, log[-2000:]

@@ -123,12 +123,36 @@ class Agent:
         return asyncio.create_task(self._monitor(loop))
 
     async def _monitor(self, loop: Any) -> None:
+        endpoint = None
         try:
+            endpoint = await self._monitor_endpoint(loop)
             await loop.run(self.stopping)
         except Exception as exc:
             log.exception("Monitoring stopped: %s; supervision goes on.", exc)
         finally:
+            if endpoint is not None:
+                await endpoint.cleanup()
             loop.store.close()
+
+    async def _monitor_endpoint(self, loop: Any) -> Any:
+        """/metrics and /heartbeat/NAME on ``monitor.listen``, if it is set."""
+        monitor = self.config.monitor
+        if monitor is None or monitor.listen is None:
+            return None
+        from verger.monitor.http import start_http
+
+        try:
+            return await start_http(
+                monitor.listen, loop.latest, self.store, list(monitor.heartbeats)
+            )
+        except OSError as exc:
+            log.error(
+                "The monitor endpoint cannot listen on %s: %s; monitoring goes on "
+                "without it.",
+                monitor.listen,
+                exc,
+            )
+            return None
 
     def take_lock(self) -> Any:
         """Hold the agent lock for this state folder, or refuse to start."""

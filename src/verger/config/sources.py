@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from verger.config.sections import Section
-from verger.config.types import Duration, Rate
+from verger.config.types import Duration, Listen, Rate
 
 _HTTP_PROBE = re.compile(r"^(GET|HEAD|POST)\s+(https?://\S+)$")
 _HOST_PORT = re.compile(r"^[^\s:]+:\d{1,5}$")
@@ -169,6 +169,7 @@ class SourcesSection(Section):
 
     interval: Duration = 10.0
     retention: Duration = 30 * 86400.0
+    listen: Listen | None = None
     store: str = ".verger/metrics.db"
     scrape: list[Scrape] = Field(default_factory=list)
     probes: list[Probe] = Field(default_factory=list)

@@ -36,6 +36,8 @@ class MonitorLoop:
         self.store = store
         self.engine = engine
         self.interval = interval
+        # The newest reading of every series, for the /metrics endpoint.
+        self.latest: dict[tuple[str, str], Reading] = {}
         self._due: dict[int, float] = {}
         self._failing: dict[str, str] = {}
         self._compacted = 0.0
@@ -46,6 +48,9 @@ class MonitorLoop:
         for source in due:
             self._due[id(source)] = now + source.every - self.interval / 2
         results = await asyncio.gather(*(self._collect(s, now) for s in due))
+        for readings in results:
+            for r in readings:
+                self.latest[(r.name, repr(sorted(r.labels.items())))] = r
         samples = [
             (r.name, r.labels, now, float(r.value))
             for readings in results
