@@ -328,3 +328,16 @@ async def test_probe_reads_the_certificate_days_left(tmp_path: Path) -> None:
     assert 9 < days <= 10
     assert _by_name(readings, "verger_probe_tls_ok")[0].value == 0
     assert _by_name(readings, "verger_probe_success")[0].value == 1
+
+
+@run_async
+async def test_a_broken_store_does_not_stop_the_loop(tmp_path: Path) -> None:
+    """With its store unusable the loop still ticks and hands the sink every update."""
+    broken = MetricStore(tmp_path / "metrics.db")
+    sink = RecordingSink()
+    engine = RuleEngine([Rule("steady_seen", "steady == 1", "medium")], broken, sink)
+    loop = MonitorLoop([_Steady("steady", 10)], broken, engine, 10)
+    broken.close()
+    assert await loop.tick(T0) == 0
+    assert await loop.tick(T0 + 10) == 0
+    assert [(now, alerts) for now, alerts in sink.updates] == [(T0, []), (T0 + 10, [])]
