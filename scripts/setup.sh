@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(haproxy wrk nginx-light pgbackrest)
+APT_PACKAGES=(haproxy wrk nginx-light pgbackrest prometheus)
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 

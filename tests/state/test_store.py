@@ -52,6 +52,8 @@ def test_old_store_is_upgraded_in_place(state: str, tmp_path: Path) -> None:
         store._run(f"DROP TABLE {table}")
     for table in ("alert_notifications", "silences", "incidents", "incident_notes"):
         store._run(f"DROP TABLE {table}")
+    for table in ("alert_states", "heartbeats"):
+        store._run(f"DROP TABLE {table}")
     store._run("UPDATE schema_version SET version = 1")
     store.close()
 

@@ -81,6 +81,8 @@ class Agent:
     router_problems: dict[str, str] = field(default_factory=dict)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     stop_all: bool = True
+    # Where the rule evaluator sends its alerts; alerting sets it.
+    alert_sink: Any = None
 
     def __post_init__(self) -> None:
         self.files = AgentFiles(self.loaded.state_dir)
@@ -104,6 +106,70 @@ class Agent:
         )
 
     # -- start and stop ---------------------------------------------------
+
+    def start_monitor(self) -> asyncio.Task[None] | None:
+        """The monitor loop as a task of its own, when verger.yml has monitor:."""
+        if self.config.monitor is None:
+            return None
+        from verger.monitor.alerting import make_dispatcher
+        from verger.monitor.build import build_monitor
+
+        try:
+            if self.alert_sink is None:
+                self.alert_sink = make_dispatcher(self.config, self.store)
+            loop = build_monitor(
+                self.config, self.loaded.root, self.routers, self.store, self.alert_sink
+            )
+        except Exception as exc:  # supervision goes on without monitoring
+            log.error("Monitoring cannot start: %s; the agent runs without it.", exc)
+            return None
+        return asyncio.create_task(self._monitor(loop))
+
+    async def _monitor(self, loop: Any) -> None:
+        endpoint = None
+        # The dispatcher's own clock ends group waits between evaluations.
+        dispatching = asyncio.create_task(self._dispatch())
+        try:
+            endpoint = await self._monitor_endpoint(loop)
+            await loop.run(self.stopping)
+        except Exception as exc:
+            log.exception("Monitoring stopped: %s; supervision goes on.", exc)
+        finally:
+            if endpoint is not None:
+                await endpoint.cleanup()
+            loop.store.close()
+            await dispatching
+
+    async def _dispatch(self) -> None:
+        """Deliver what the rules raise until the agent stops, then hand over the rest."""
+        dispatcher = self.alert_sink
+        try:
+            await dispatcher.run(self.stopping)
+        except Exception as exc:
+            log.exception("Alert delivery stopped: %s; supervision goes on.", exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await dispatcher.drain(5.0)
+
+    async def _monitor_endpoint(self, loop: Any) -> Any:
+        """/metrics and /heartbeat/NAME on ``monitor.listen``, if it is set."""
+        monitor = self.config.monitor
+        if monitor is None or monitor.listen is None:
+            return None
+        from verger.monitor.http import start_http
+
+        try:
+            return await start_http(
+                monitor.listen, loop.latest, self.store, list(monitor.heartbeats)
+            )
+        except OSError as exc:
+            log.error(
+                "The monitor endpoint cannot listen on %s: %s; monitoring goes on "
+                "without it.",
+                monitor.listen,
+                exc,
+            )
+            return None
 
     def take_lock(self) -> Any:
         """Hold the agent lock for this state folder, or refuse to start."""
@@ -537,9 +603,12 @@ async def serve(loaded: Loaded, stop_all_on_exit: bool = True) -> None:
         scheduling = asyncio.create_task(
             run_scheduler(agent.loaded, agent.store, agent.stopping)
         )
+        monitoring = agent.start_monitor()
         await agent.supervise()
         log.info("The agent is stopping.")
         await scheduling
+        if monitoring is not None:
+            await monitoring
         await runner.cleanup()
         await agent.shutdown()
     finally:

@@ -870,6 +870,7 @@ def _from_click(exc: click.ClickException) -> VergerError:
 from verger.cli import alerting as _alerting_commands  # noqa: E402, F401
 from verger.cli import backup as _backup_commands  # noqa: E402
 from verger.cli import jobs as _jobs_commands  # noqa: E402, F401
+from verger.cli import monitor as _monitor_commands  # noqa: E402, F401
 from verger.cli import staging as _staging_commands  # noqa: E402, F401
 
 __all__ = ["_backup_commands", "cli", "main"]

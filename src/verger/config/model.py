@@ -345,6 +345,7 @@ class Config(Section):
             *self._cycles(),
             *self._backup_problems(),
             *self._staging_problems(),
+            *self._monitor_problems(),
         ]
         if found:
             raise Contradictions(found)
@@ -396,6 +397,23 @@ class Config(Section):
                 f"staging.environment names {environment!r}, which is not an "
                 f"environment (known: {', '.join(sorted(self.environments))})"
             )
+
+    def _monitor_problems(self) -> Iterator[str]:
+        if self.monitor is None:
+            return
+        named = [
+            (f"monitor.business.{k}", b.database)
+            for k, b in self.monitor.business.items()
+        ]
+        if self.monitor.postgres is not None:
+            named.append(("monitor.postgres", self.monitor.postgres.database))
+        known = ", ".join(sorted(self.databases)) or "none yet"
+        for key, database in named:
+            if database not in self.databases:
+                yield (
+                    f"{key} reads database {database!r}, which is not under "
+                    f"databases: (known: {known}); add it there as a postgresql:// URL"
+                )
 
     def _unknown_requires(self, name: str, requires: str) -> str:
         known = sorted(self.environments)

@@ -589,3 +589,47 @@ class Store(ABC):
             "DELETE FROM alert_notifications WHERE firing = '[]' AND sent_at < ?",
             (before,),
         )
+
+    # -- alert states -----------------------------------------------------
+
+    def alert_states(self) -> list[Row]:
+        """Every alert the rule evaluator knew when it last saved: pending, firing."""
+        return self._all("SELECT * FROM alert_states ORDER BY rule, fingerprint")
+
+    def save_alert_states(
+        self, changed: Sequence[dict[str, Any]], removed: Sequence[str]
+    ) -> None:
+        """Write changed alerts and forget removed ones (by fingerprint) in one go."""
+        columns = (
+            "fingerprint", "rule", "labels", "annotations", "state", "active_at",
+            "fired_at", "resolved_at", "keep_firing_since", "value",
+        )  # fmt: skip
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
+        upsert = self._sql(
+            f"INSERT INTO alert_states ({', '.join(columns)}) VALUES "
+            f"({', '.join('?' * len(columns))}) ON CONFLICT (rule, fingerprint) "
+            f"DO UPDATE SET {updates}"
+        )
+        with self._tx() as cur:
+            for fingerprint in removed:
+                cur.execute(
+                    self._sql("DELETE FROM alert_states WHERE fingerprint = ?"),
+                    (fingerprint,),
+                )
+            for row in changed:
+                cur.execute(upsert, tuple(row[c] for c in columns))
+
+    # -- heartbeats -------------------------------------------------------
+
+    def beat(self, name: str, at: float | None = None) -> None:
+        """Record that the job behind heartbeat ``name`` reported in."""
+        self._run(
+            "INSERT INTO heartbeats (name, last_seen) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen",
+            (name, time.time() if at is None else at),
+        )
+
+    def heartbeats(self) -> dict[str, float]:
+        """When each heartbeat last reported in."""
+        rows = self._all("SELECT name, last_seen FROM heartbeats")
+        return {row.name: float(row.last_seen) for row in rows}

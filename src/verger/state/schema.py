@@ -189,6 +189,25 @@ MIGRATIONS: list[list[str]] = [
             detail TEXT
         )""",
     ],
+    [
+        """CREATE TABLE alert_states (
+            fingerprint TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            annotations TEXT NOT NULL,
+            state TEXT NOT NULL,
+            active_at DOUBLE PRECISION NOT NULL,
+            fired_at DOUBLE PRECISION,
+            resolved_at DOUBLE PRECISION,
+            keep_firing_since DOUBLE PRECISION,
+            value DOUBLE PRECISION,
+            PRIMARY KEY (rule, fingerprint)
+        )""",
+        """CREATE TABLE heartbeats (
+            name TEXT PRIMARY KEY,
+            last_seen DOUBLE PRECISION NOT NULL
+        )""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -1,0 +1,358 @@
+"""Evaluating a rule expression against the metric store at one instant.
+
+The semantics follow Prometheus 2 so that an exported rule fires when
+verger's does: an instant selector takes each series' newest sample in the
+five minutes up to the instant; a range selector takes the samples with
+``t - range <= sample <= t``; ``rate`` and ``increase`` extrapolate to the
+window's edges the way Prometheus does; binary operators match series on
+all labels but the name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from verger.monitor.rules.expr import (
+    Aggregate,
+    Binary,
+    Call,
+    ExprError,
+    Negate,
+    Node,
+    Number,
+    Selector,
+)
+from verger.monitor.store import MetricStore, Series
+
+LOOKBACK = 300.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One element of an instant vector."""
+
+    labels: dict[str, str]
+    value: float
+
+
+Vector = list[Sample]
+Value = float | Vector
+
+
+def _key(
+    labels: dict[str, str],
+    on: tuple[str, ...] | None = None,
+    ignoring: tuple[str, ...] = (),
+) -> tuple[tuple[str, str], ...]:
+    if on is not None:
+        return tuple(sorted((k, v) for k, v in labels.items() if k in on))
+    skip = {"__name__", *ignoring}
+    return tuple(sorted((k, v) for k, v in labels.items() if k not in skip))
+
+
+def _without_name(labels: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in labels.items() if k != "__name__"}
+
+
+class Evaluator:
+    """Evaluates expression trees against one store."""
+
+    def __init__(self, store: MetricStore) -> None:
+        self.store = store
+
+    def instant(self, node: Node, t: float) -> Value:
+        """The value of ``node`` at time ``t``: a number or an instant vector."""
+        if isinstance(node, Number):
+            return node.value
+        if isinstance(node, Selector):
+            if node.range is not None:
+                raise ExprError("a range selector needs a function such as rate()")
+            return self._select(node, t)
+        if isinstance(node, Negate):
+            inner = self.instant(node.expr, t)
+            if isinstance(inner, float):
+                return -inner
+            return [Sample(_without_name(s.labels), -s.value) for s in inner]
+        if isinstance(node, Call):
+            return self._call(node, t)
+        if isinstance(node, Aggregate):
+            return self._aggregate(node, t)
+        return self._binary(node, t)
+
+    def _select(self, node: Selector, t: float) -> Vector:
+        out = []
+        for series in self.store.select(
+            node.name, node.matchers, t - LOOKBACK, t, rollup=False
+        ):
+            labels = {"__name__": series.name, **series.labels}
+            out.append(Sample(labels, series.values[-1]))
+        return out
+
+    def _range(self, node: Selector, t: float) -> list[Series]:
+        window = node.range or 0.0
+        # Long windows read rollups: a rate needs only each bucket's last value.
+        return self.store.select(
+            node.name, node.matchers, t - window, t, rollup=window > 6 * 3600
+        )
+
+    def _call(self, node: Call, t: float) -> Value:
+        name = node.function
+        if name == "histogram_quantile":
+            q = node.args[0]
+            assert isinstance(q, Number)
+            return _quantiles(q.value, self._vector(node.args[1], t))
+        if name == "abs":
+            return [
+                Sample(_without_name(s.labels), abs(s.value))
+                for s in self._vector(node.args[0], t)
+            ]
+        if name == "absent":
+            return _absent(node.args[0], bool(self._vector(node.args[0], t)))
+        selector = node.args[0]
+        assert isinstance(selector, Selector)
+        series = self._range(selector, t)
+        if name == "absent_over_time":
+            return _absent(selector, bool(series))
+        window = selector.range or 0.0
+        over = _OVER_TIME.get(name)
+        out = []
+        for s in series:
+            labels = {k: v for k, v in s.labels.items()}
+            if over is not None:
+                value: float | None = over(s.values)
+                if name == "last_over_time":
+                    labels = {"__name__": s.name, **labels}
+            else:
+                value = _extrapolated(s, t - window, t, name == "rate")
+            if value is not None:
+                out.append(Sample(labels, value))
+        return out
+
+    def _vector(self, node: Node, t: float) -> Vector:
+        value = self.instant(node, t)
+        if isinstance(value, float):
+            raise ExprError("expected a vector, found a number")
+        return value
+
+    def _aggregate(self, node: Aggregate, t: float) -> Vector:
+        groups: dict[tuple[tuple[str, str], ...], list[float]] = {}
+        for s in self._vector(node.expr, t):
+            if node.by is not None:
+                key = tuple(sorted((k, v) for k, v in s.labels.items() if k in node.by))
+            else:
+                drop = {"__name__", *(node.without or ())}
+                key = tuple(
+                    sorted((k, v) for k, v in s.labels.items() if k not in drop)
+                )
+            groups.setdefault(key, []).append(s.value)
+        reduce = _AGGREGATIONS[node.op]
+        return [Sample(dict(key), reduce(values)) for key, values in groups.items()]
+
+    def _binary(self, node: Binary, t: float) -> Value:
+        left = self.instant(node.left, t)
+        right = self.instant(node.right, t)
+        if node.op in ("and", "or", "unless"):
+            if isinstance(left, float) or isinstance(right, float):
+                raise ExprError(f"{node.op} takes two vectors")
+            return _set_op(node, left, right)
+        compare = node.op in _COMPARE
+        apply = _COMPARE.get(node.op) or _ARITHMETIC[node.op]
+        if isinstance(left, float) and isinstance(right, float):
+            if compare and not node.bool:
+                raise ExprError("comparing two numbers needs 'bool'")
+            return float(apply(left, right))
+        if isinstance(left, float) or isinstance(right, float):
+            return _with_scalar(node, left, right, apply, compare)
+        return _one_to_one(node, left, right, apply, compare)
+
+
+def _with_scalar(
+    node: Binary,
+    left: Value,
+    right: Value,
+    apply: Callable[[float, float], float | bool],
+    compare: bool,
+) -> Vector:
+    vector = left if not isinstance(left, float) else right
+    assert not isinstance(vector, float)
+    out = []
+    for s in vector:
+        a, b = (s.value, right) if isinstance(right, float) else (left, s.value)
+        assert isinstance(a, float) and isinstance(b, float)
+        result = apply(a, b)
+        if compare and not node.bool:
+            if result:
+                out.append(s)
+        else:
+            out.append(Sample(_without_name(s.labels), float(result)))
+    return out
+
+
+def _one_to_one(
+    node: Binary,
+    left: Vector,
+    right: Vector,
+    apply: Callable[[float, float], float | bool],
+    compare: bool,
+) -> Vector:
+    ignoring = node.ignoring or ()
+    by_key = {_key(s.labels, node.on, ignoring): s for s in right}
+    out = []
+    for s in left:
+        other = by_key.get(_key(s.labels, node.on, ignoring))
+        if other is None:
+            continue
+        result = apply(s.value, other.value)
+        if compare and not node.bool:
+            if result:
+                out.append(s)
+        else:
+            labels = _without_name(s.labels)
+            if node.on is not None:
+                labels = {k: v for k, v in labels.items() if k in node.on}
+            out.append(Sample(labels, float(result)))
+    return out
+
+
+def _set_op(node: Binary, left: Vector, right: Vector) -> Vector:
+    ignoring = node.ignoring or ()
+    right_keys = {_key(s.labels, node.on, ignoring) for s in right}
+    if node.op == "and":
+        return [s for s in left if _key(s.labels, node.on, ignoring) in right_keys]
+    if node.op == "unless":
+        return [s for s in left if _key(s.labels, node.on, ignoring) not in right_keys]
+    left_keys = {_key(s.labels, node.on, ignoring) for s in left}
+    extra = [s for s in right if _key(s.labels, node.on, ignoring) not in left_keys]
+    return [*left, *extra]
+
+
+def _absent(node: Node, present: bool) -> Vector:
+    if present:
+        return []
+    labels: dict[str, str] = {}
+    if isinstance(node, Selector):
+        labels = {m.label: m.value for m in node.matchers if m.op == "="}
+        labels.pop("__name__", None)
+    return [Sample(labels, 1.0)]
+
+
+def _extrapolated(
+    s: Series, start: float, end: float, per_second: bool
+) -> float | None:
+    """Prometheus's extrapolated increase (or rate) of a counter over a window."""
+    times, values = s.times, s.values
+    if len(times) < 2:
+        return None
+    result = values[-1] - values[0]
+    for previous, current in itertools.pairwise(values):
+        if current < previous:
+            result += previous
+    sampled = times[-1] - times[0]
+    if sampled <= 0:
+        return None
+    average = sampled / (len(times) - 1)
+    threshold = average * 1.1
+    to_start = times[0] - start
+    to_end = end - times[-1]
+    if to_start >= threshold:
+        to_start = average / 2
+    if result > 0 and values[0] >= 0:
+        to_zero = sampled * (values[0] / result)
+        to_start = min(to_start, to_zero)
+    if to_end >= threshold:
+        to_end = average / 2
+    factor = (sampled + to_start + to_end) / sampled
+    if per_second:
+        factor /= end - start
+    return result * factor
+
+
+def _quantiles(q: float, vector: Vector) -> Vector:
+    groups: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
+    for s in vector:
+        if "le" not in s.labels:
+            continue
+        key = tuple(
+            sorted((k, v) for k, v in s.labels.items() if k not in ("le", "__name__"))
+        )
+        groups.setdefault(key, []).append((_bound(s.labels["le"]), s.value))
+    return [
+        Sample(dict(key), _bucket_quantile(q, sorted(buckets)))
+        for key, buckets in groups.items()
+    ]
+
+
+def _bound(text: str) -> float:
+    return math.inf if text in ("+Inf", "Inf", "inf") else float(text)
+
+
+def _bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus's histogram_quantile over cumulative (upper bound, count) buckets."""
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    if len(buckets) < 2 or buckets[-1][0] != math.inf:
+        return math.nan
+    counts = []
+    highest = 0.0
+    for _, count in buckets:
+        highest = max(highest, count)
+        counts.append(highest)
+    total = counts[-1]
+    if total == 0 or math.isnan(total):
+        return math.nan
+    rank = q * total
+    index = next(i for i, c in enumerate(counts) if c >= rank)
+    if index == len(buckets) - 1:
+        return buckets[-2][0]
+    upper = buckets[index][0]
+    if index == 0 and upper <= 0:
+        return upper
+    lower = 0.0 if index == 0 else buckets[index - 1][0]
+    below = 0.0 if index == 0 else counts[index - 1]
+    count = counts[index] - below
+    return lower + (upper - lower) * ((rank - below) / count)
+
+
+_OVER_TIME: dict[str, Callable[[list[float]], float | None]] = {
+    "avg_over_time": lambda v: sum(v) / len(v),
+    "min_over_time": min,
+    "max_over_time": max,
+    "last_over_time": lambda v: v[-1],
+    "count_over_time": lambda v: float(len(v)),
+}
+
+_AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {
+    "sum": sum,
+    "avg": lambda v: sum(v) / len(v),
+    "min": min,
+    "max": max,
+    "count": lambda v: float(len(v)),
+}
+
+
+def _divide(a: float, b: float) -> float:
+    if b == 0:
+        return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a)
+    return a / b
+
+
+_ARITHMETIC: dict[str, Callable[[float, float], float]] = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": _divide,
+}
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+}

@@ -1,0 +1,12 @@
+"""The embedded metric store: series, compressed blocks, retention and rollups."""
+
+from verger.monitor.store.store import (
+    BLOCK,
+    ROLLUP,
+    Matcher,
+    MetricStore,
+    Series,
+    StoreError,
+)
+
+__all__ = ["BLOCK", "ROLLUP", "Matcher", "MetricStore", "Series", "StoreError"]

@@ -1,0 +1,351 @@
+"""The embedded metric store: one SQLite file of compressed six-hour blocks.
+
+New samples go to a head table (so that a restart loses nothing); once a
+six-hour span has passed, each series' samples of that span are packed into
+one raw block and one five-minute rollup block (min, max, sum, count, last). Raw
+blocks are kept for ``retention``, rollups for ``rollup_retention``. A range
+query reads raw blocks for short spans and rollups for long ones, so that 30
+days of one series is 8,640 points rather than 259,200.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from verger.errors import VergerError
+from verger.monitor.store import codec
+
+# Six hours of one series per block: long enough to compress well and to read
+# 30 days in 120 blocks, short enough that the head table stays small.
+BLOCK = 6 * 3600.0
+ROLLUP = 300.0
+# Spans longer than this are read from rollups unless raw samples are asked for.
+RAW_SPAN = 6 * 3600.0
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS series (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        UNIQUE (name, labels)
+    )""",
+    """CREATE TABLE IF NOT EXISTS head (
+        series_id INTEGER NOT NULL,
+        t REAL NOT NULL,
+        v REAL NOT NULL,
+        PRIMARY KEY (series_id, t)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS blocks (
+        id INTEGER PRIMARY KEY,
+        series_id INTEGER NOT NULL,
+        resolution REAL NOT NULL,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        count INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS blocks_by_series ON blocks (series_id, resolution, end)",
+]
+
+
+class StoreError(VergerError):
+    """The metric store cannot be opened, read or written."""
+
+
+Labels = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """One label condition of a selector: ``=``, ``!=``, ``=~`` or ``!~``."""
+
+    label: str
+    op: str
+    value: str
+
+    def matches(self, labels: Labels) -> bool:
+        actual = labels.get(self.label, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        found = _regex(self.value).fullmatch(actual) is not None
+        return found if self.op == "=~" else not found
+
+
+@lru_cache(maxsize=256)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@dataclass
+class Series:
+    """One series' samples in a time range, oldest first."""
+
+    name: str
+    labels: dict[str, str]
+    times: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+
+def _key(labels: Labels) -> str:
+    return json.dumps(dict(sorted(labels.items())), separators=(",", ":"))
+
+
+def _rollup(times: Sequence[float], values: Sequence[float]) -> list[list[float]]:
+    """Five-minute buckets as columns: end time, min, max, sum, count, last."""
+    buckets: dict[float, list[float]] = {}
+    for t, v in zip(times, values, strict=True):
+        end = (t // ROLLUP + 1) * ROLLUP
+        b = buckets.get(end)
+        if b is None:
+            buckets[end] = [v, v, v, 1.0, v, t]
+        else:
+            b[0], b[1] = min(b[0], v), max(b[1], v)
+            b[2] += v
+            b[3] += 1
+            if t >= b[5]:
+                b[4], b[5] = v, t
+    ends = sorted(buckets)
+    return [ends, *([buckets[e][i] for e in ends] for i in range(5))]
+
+
+class MetricStore:
+    """Series by name and labels, with their samples, in one file.
+
+    >>> store = MetricStore(Path(".verger/metrics.db"))
+    >>> store.write([("up", {"job": "app"}, 1700000000.0, 1.0)])
+    >>> store.select("up", [], 1699999000.0, 1700000000.0)[0].values
+    [1.0]
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        retention: float = 30 * 86400.0,
+        rollup_retention: float = 365 * 86400.0,
+    ) -> None:
+        self.path = path
+        self.retention = retention
+        self.rollup_retention = rollup_retention
+        self._lock = threading.RLock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False)
+            # Blocks are a few kB each: bigger pages waste less space between
+            # them. (It only takes effect on a new file, before the first table.)
+            self._db.execute("PRAGMA page_size=16384")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # Keep the write-ahead log near 4 MB rather than letting it grow.
+            self._db.execute("PRAGMA wal_autocheckpoint=256")
+            self._db.execute(f"PRAGMA journal_size_limit={8 << 20}")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+            self._db.commit()
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot open the metric store {path}: {exc}",
+                "check that the folder is writable and the file is not damaged",
+            ) from exc
+        self._series: dict[tuple[str, str], int] = {}
+        self._labels: dict[int, tuple[str, dict[str, str]]] = {}
+        self._last: dict[int, float] = {}
+        for sid, name, labels in self._db.execute(
+            "SELECT id, name, labels FROM series"
+        ):
+            self._series[(name, labels)] = sid
+            self._labels[sid] = (name, json.loads(labels))
+        for sid, last in self._db.execute(
+            "SELECT series_id, max(t) FROM head GROUP BY series_id"
+        ):
+            self._last[sid] = last
+        self._decoded: dict[int, tuple[list[float], list[list[float]]]] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _series_id(self, name: str, labels: Labels) -> int:
+        key = (name, _key(labels))
+        sid = self._series.get(key)
+        if sid is None:
+            cursor = self._db.execute(
+                "INSERT INTO series (name, labels) VALUES (?, ?)", key
+            )
+            sid = int(cursor.lastrowid or 0)
+            self._series[key] = sid
+            self._labels[sid] = (name, dict(sorted(labels.items())))
+        return sid
+
+    def write(self, samples: Iterable[tuple[str, Labels, float, float]]) -> int:
+        """Append samples (name, labels, time, value) in one transaction; how many."""
+        with self._lock:
+            rows = []
+            for name, labels, t, v in samples:
+                sid = self._series_id(name, labels)
+                rows.append((sid, t, v))
+                self._last[sid] = max(t, self._last.get(sid, t))
+            # A second sample at the same instant replaces the first.
+            self._db.executemany("INSERT OR REPLACE INTO head VALUES (?, ?, ?)", rows)
+            self._db.commit()
+            return len(rows)
+
+    def compact(self, now: float) -> int:
+        """Pack every finished hour of the head into blocks and apply retention."""
+        with self._lock:
+            cutoff = now // BLOCK * BLOCK
+            rows = self._db.execute(
+                "SELECT series_id, t, v FROM head WHERE t < ? ORDER BY series_id, t",
+                (cutoff,),
+            ).fetchall()
+            packed = self._pack(rows)
+            self._db.execute("DELETE FROM head WHERE t < ?", (cutoff,))
+            self._db.execute(
+                "DELETE FROM blocks WHERE resolution = 0 AND end < ?",
+                (now - self.retention,),
+            )
+            self._db.execute(
+                "DELETE FROM blocks WHERE resolution > 0 AND end < ?",
+                (now - self.rollup_retention,),
+            )
+            self._db.commit()
+            self._decoded.clear()
+            return packed
+
+    def _pack(self, rows: list[tuple[int, float, float]]) -> int:
+        groups: dict[tuple[int, float], tuple[list[float], list[float]]] = {}
+        for sid, t, v in rows:
+            times, values = groups.setdefault((sid, t // BLOCK * BLOCK), ([], []))
+            times.append(t)
+            values.append(v)
+        blocks = []
+        for (sid, start), (times, values) in groups.items():
+            blocks.append(
+                (sid, 0.0, start, times[-1], len(times), codec.encode(times, [values]))
+            )
+            ends, low, high, total, count, last = _rollup(times, values)
+            # Seven significant digits are plenty for a chart's min, max and
+            # mean, and pack far smaller; ``last`` stays exact for rates.
+            approx = [
+                [float(f"{v:.7g}") for v in column] for column in (low, high, total)
+            ]
+            blocks.append(
+                (
+                    sid,
+                    ROLLUP,
+                    start,
+                    ends[-1],
+                    len(ends),
+                    codec.encode(ends, [*approx, count, last]),
+                )
+            )
+        self._db.executemany(
+            "INSERT INTO blocks (series_id, resolution, start, end, count, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            blocks,
+        )
+        return len(rows)
+
+    def matching(
+        self, name: str | None, matchers: Sequence[Matcher]
+    ) -> list[tuple[int, str, dict[str, str]]]:
+        """The series (id, name, labels) a selector names."""
+        found = []
+        for sid, (series_name, labels) in self._labels.items():
+            if name is not None and series_name != name:
+                continue
+            full = {"__name__": series_name, **labels}
+            if all(m.matches(full) for m in matchers):
+                found.append((sid, series_name, labels))
+        return found
+
+    def select(
+        self,
+        name: str | None,
+        matchers: Sequence[Matcher],
+        start: float,
+        end: float,
+        rollup: bool | None = None,
+    ) -> list[Series]:
+        """Samples with ``start <= t <= end`` of every matching series that has any.
+
+        With rollups (the default for spans over six hours) a sample is the
+        last value of each five-minute bucket.
+        """
+        use_rollup = end - start > RAW_SPAN if rollup is None else rollup
+        with self._lock:
+            out = []
+            for sid, series_name, labels in self.matching(name, matchers):
+                if self._last.get(sid, float("inf")) < start:
+                    continue
+                times, values = self._samples(sid, start, end, use_rollup)
+                if times:
+                    out.append(Series(series_name, dict(labels), times, values))
+            return out
+
+    def _samples(
+        self, sid: int, start: float, end: float, rollup: bool
+    ) -> tuple[list[float], list[float]]:
+        pairs: list[tuple[float, float]] = []
+        resolution = ROLLUP if rollup else 0.0
+        for (block_id,) in self._db.execute(
+            "SELECT id FROM blocks WHERE series_id = ? AND resolution = ? "
+            "AND end >= ? AND start <= ? ORDER BY start, id",
+            (sid, resolution, start, end),
+        ).fetchall():
+            times, columns = self._decode(block_id)
+            values = columns[4] if rollup else columns[0]
+            pairs.extend(
+                (t, v) for t, v in zip(times, values, strict=True) if start <= t <= end
+            )
+        head = self._db.execute(
+            "SELECT t, v FROM head WHERE series_id = ? AND t >= ? AND t <= ? ORDER BY t",
+            (sid, start if not rollup else start - ROLLUP, end),
+        ).fetchall()
+        if rollup and head:
+            ends, _, _, _, _, last = _rollup([t for t, _ in head], [v for _, v in head])
+            head = [(min(e, end), v) for e, v in zip(ends, last, strict=True)]
+        pairs.extend((t, v) for t, v in head if start <= t <= end)
+        pairs.sort()
+        return [t for t, _ in pairs], [v for _, v in pairs]
+
+    def _decode(self, block_id: int) -> tuple[list[float], list[list[float]]]:
+        cached = self._decoded.get(block_id)
+        if cached is None:
+            (data,) = self._db.execute(
+                "SELECT data FROM blocks WHERE id = ?", (block_id,)
+            ).fetchone()
+            cached = codec.decode(data)
+            if len(self._decoded) > 4096:
+                self._decoded.clear()
+            self._decoded[block_id] = cached
+        return cached
+
+    def last_seen(self, name: str, labels: Labels) -> float | None:
+        """When a series last had a sample, or None if it never had one."""
+        sid = self._series.get((name, _key(labels)))
+        if sid is None:
+            return None
+        if sid in self._last:
+            return self._last[sid]
+        row = self._db.execute(
+            "SELECT max(end) FROM blocks WHERE series_id = ? AND resolution = 0", (sid,)
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def names(self) -> list[str]:
+        """Every metric name the store holds, sorted."""
+        return sorted({name for name, _ in self._labels.values()})
+
+    def size(self) -> int:
+        """Bytes on disk, counting SQLite's write-ahead log."""
+        files = [self.path, self.path.with_name(self.path.name + "-wal")]
+        return sum(f.stat().st_size for f in files if f.exists())
