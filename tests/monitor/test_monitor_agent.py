@@ -139,3 +139,64 @@ def test_agent_stores_router_metrics_and_flags_the_dead_target(
 
     log = (project.root / ".verger" / "agent.log").read_text()
     assert "failed (ConnectError" in log or "failed (ConnectError: " in log, log[-2000:]
+
+
+class _Recorder:
+    """A local webhook receiver that records every JSON body it is sent."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                received.append(json.loads(self.rfile.read(length) or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_firing_rule_reaches_the_webhook_receiver_through_the_agent(
+    project: _Project,
+) -> None:
+    """A rule the agent evaluates fires and its notification reaches a webhook once."""
+    recorder = _Recorder()
+    try:
+        config = project.root / "verger.yml"
+        config.write_text(
+            config.read_text()
+            + f"""\
+  rules:
+    - name: app_scrape_failing
+      expr: up{{job="app"}} == 0
+      for: 2s
+      severity: critical
+      annotations: {{summary: "the app's metrics cannot be read"}}
+  receivers:
+    page: {{webhook: "{recorder.url}"}}
+"""
+        )
+        project.run("up")
+        assert _wait(lambda: recorder.received, 45), "no notification arrived"
+        time.sleep(3)
+        firing = [
+            body for body in recorder.received if "app_scrape_failing" in str(body)
+        ]
+        assert len(firing) == 1, recorder.received
+        assert "firing" in json.dumps(firing[0]).lower()
+    finally:
+        recorder.close()
