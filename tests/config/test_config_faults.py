@@ -309,3 +309,21 @@ def test_watch_interval_of_zero_is_refused(tmp_path: Path) -> None:
     """watch.interval 0s is refused rather than reading the counters without pause."""
     [problem] = problems(tmp_path, VALID + "watch:\n  interval: 0s\n")
     assert problem == "verger.yml:10: watch.interval: expected more than 0s, such as 1s"
+
+
+def test_type_errors_say_what_was_expected_and_what_was_got(tmp_path: Path) -> None:
+    """Out-of-range numbers, unknown choices and wrong types read as verger's sentences."""
+    path = tmp_path / "verger.yml"
+    path.write_text(
+        "app: shop\nstart: ./run\nhealth: {healthy_after: 0}\n"
+        "environments:\n  staging: {listen: 8081, approval: sometimes}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = "\n".join(caught.value.problems)
+    assert "health.healthy_after: expected a number at least 1, got 0" in problems
+    assert (
+        "environments.staging.approval: expected one of auto or manual, got "
+        "'sometimes'" in problems
+    )
+    assert "Input should" not in problems

@@ -162,7 +162,32 @@ def _describe(error: Any, document: CommentedMap, path: Path) -> tuple[int, str]
         return line or 0, f"{where}: {key}: unknown key{hint}{accepted}"
     if kind == "missing":
         return line or 0, f"{where}: {key}: required key is missing"
+    message = _in_our_words(kind, message, error.get("ctx") or {}, error.get("input"))
     return line or 0, f"{where}: {key}: {message}{_unset_hint(error.get('input'))}"
+
+
+def _in_our_words(kind: str, message: str, ctx: dict[str, Any], value: Any) -> str:
+    """Pydantic's wording turned into verger's: what was expected, then what was got."""
+    got = f", got {value!r}" if not isinstance(value, dict | list) else ""
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        words = {
+            "greater_than_equal": ("at least", "ge"),
+            "greater_than": ("more than", "gt"),
+            "less_than_equal": ("at most", "le"),
+            "less_than": ("less than", "lt"),
+        }[kind]
+        return f"expected a number {words[0]} {ctx.get(words[1])}{got}"
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace("'", "")
+        return f"expected one of {expected}{got}"
+    if kind in ("string_type", "int_type", "int_parsing", "bool_type", "bool_parsing"):
+        wanted = {"string": "text", "int": "a whole number", "bool": "true or false"}
+        return f"expected {wanted[kind.split('_')[0]]}{got}"
+    if kind in ("dict_type", "model_type"):
+        return f"expected a mapping of keys{got}"
+    if kind == "list_type":
+        return f"expected a list{got}"
+    return message
 
 
 def _key_from_message(
