@@ -38,6 +38,9 @@ sys.path.insert(0, str(APP))
 from traffic import Traffic  # noqa: E402
 
 console = Console(highlight=False)
+if not console.is_terminal:
+    # Piped into a log, the table still gets room, as verger's own output does.
+    console = Console(highlight=False, width=160)
 
 
 class Demo:
