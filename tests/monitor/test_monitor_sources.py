@@ -45,7 +45,8 @@ async def _server(state: dict[str, object]) -> AsyncIterator[str]:
 
     async def health(request: web.Request) -> web.Response:
         await asyncio.sleep(float(state.get("delay", 0.0)))  # type: ignore[arg-type]
-        return web.Response(status=int(state.get("status", 200)), text="ok ready")  # type: ignore[call-overload]
+        status = int(state.get("status", 200))  # type: ignore[call-overload]
+        return web.Response(status=status, text="ok ready")
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

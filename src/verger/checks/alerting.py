@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from verger.checks.base import Check, Context, register
+from verger.checks.network import connect_problem
 from verger.config.alerting import Receiver
 from verger.notify import mask_url
 
@@ -43,11 +43,8 @@ def receiver_check(
     """Whether a receiver's host:port accepts a TCP connection within ``timeout``."""
     host, port, shown = _address(receiver)
     label = f"receiver.{name}"
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
+    reason = connect_problem(host, port, timeout)
+    if reason is not None:
         return Check(
             label,
             "warn",

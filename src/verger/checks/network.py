@@ -151,17 +151,23 @@ def check_webhooks(context: Context) -> Iterator[Check]:
         yield webhook_check(f"webhook.{number}", webhook.url)
 
 
+def connect_problem(host: str, port: int, timeout: float) -> str | None:
+    """Why ``host:port`` does not accept a TCP connection, or None when it does."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
 def webhook_check(name: str, url: str, timeout: float = CONNECT_TIMEOUT) -> Check:
     """Whether the webhook's host:port accepts a TCP connection within ``timeout``."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     shown = mask_url(url)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
+    reason = connect_problem(host, port, timeout)
+    if reason is not None:
         return Check(
             name,
             "warn",
