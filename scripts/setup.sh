@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(haproxy wrk nginx-light pgbackrest prometheus)
+APT_PACKAGES=(haproxy wrk nginx-light pgbackrest prometheus chromium chromium-driver)
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 

@@ -83,6 +83,8 @@ class Agent:
     stop_all: bool = True
     # Where the rule evaluator sends its alerts; alerting sets it.
     alert_sink: Any = None
+    # The monitor's metric store while it runs, for the dashboard.
+    metrics: Any = None
 
     def __post_init__(self) -> None:
         self.files = AgentFiles(self.loaded.state_dir)
@@ -123,6 +125,7 @@ class Agent:
         except Exception as exc:  # supervision goes on without monitoring
             log.error("Monitoring cannot start: %s; the agent runs without it.", exc)
             return None
+        self.metrics = loop.store
         return asyncio.create_task(self._monitor(loop))
 
     async def _monitor(self, loop: Any) -> None:
@@ -137,6 +140,7 @@ class Agent:
         finally:
             if endpoint is not None:
                 await endpoint.cleanup()
+            self.metrics = None
             loop.store.close()
             await dispatching
 
@@ -167,6 +171,25 @@ class Agent:
                 "The monitor endpoint cannot listen on %s: %s; monitoring goes on "
                 "without it.",
                 monitor.listen,
+                exc,
+            )
+            return None
+
+    async def start_dashboard(self) -> Any:
+        """The dashboard and its JSON API on ``dashboard.listen``, if it is set."""
+        section = self.config.dashboard
+        if section is None:
+            return None
+        from verger.web import Board, ensure_token, start_dashboard
+
+        board = Board(self.config, self.store, lambda: self.metrics)
+        try:
+            token = ensure_token(self.files.state_dir)
+            return await start_dashboard(section.listen, board, token)
+        except OSError as exc:
+            log.error(
+                "The dashboard cannot listen on %s: %s; the agent runs without it.",
+                section.listen,
                 exc,
             )
             return None
@@ -604,8 +627,11 @@ async def serve(loaded: Loaded, stop_all_on_exit: bool = True) -> None:
             run_scheduler(agent.loaded, agent.store, agent.stopping)
         )
         monitoring = agent.start_monitor()
+        dashboard = await agent.start_dashboard()
         await agent.supervise()
         log.info("The agent is stopping.")
+        if dashboard is not None:
+            await dashboard.cleanup()
         await scheduling
         if monitoring is not None:
             await monitoring

@@ -869,6 +869,7 @@ def _from_click(exc: click.ClickException) -> VergerError:
 # Command groups live in their own modules and register on ``cli`` when imported.
 from verger.cli import alerting as _alerting_commands  # noqa: E402, F401
 from verger.cli import backup as _backup_commands  # noqa: E402
+from verger.cli import dashboard as _dashboard_commands  # noqa: E402, F401
 from verger.cli import jobs as _jobs_commands  # noqa: E402, F401
 from verger.cli import monitor as _monitor_commands  # noqa: E402, F401
 from verger.cli import staging as _staging_commands  # noqa: E402, F401

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from verger.config.dashboard import Dashboard
 from verger.config.monitor import Monitor
 from verger.config.sections import Section
 from verger.config.staging import Staging
@@ -302,6 +303,7 @@ class Config(Section):
     backup: Backup | None = None
     monitor: Monitor | None = None
     staging: Staging | None = None
+    dashboard: Dashboard | None = None
 
     @field_validator("databases")
     @classmethod
@@ -370,6 +372,20 @@ class Config(Section):
                 )
             else:
                 listens[port] = name
+        if self.dashboard is not None:
+            yield from self._dashboard_port(listens)
+
+    def _dashboard_port(self, listens: dict[str, str]) -> Iterator[str]:
+        assert self.dashboard is not None
+        port = self.dashboard.listen.rpartition(":")[2]
+        if port in listens:
+            yield (
+                f"dashboard.listen uses port {port}, already used by "
+                f"environments.{listens[port]}"
+            )
+        monitor = self.monitor.listen if self.monitor is not None else None
+        if monitor is not None and monitor.rpartition(":")[2] == port:
+            yield f"dashboard.listen uses port {port}, already used by monitor.listen"
 
     def _backup_problems(self) -> Iterator[str]:
         if self.backup is None or self.backup.database in self.databases:

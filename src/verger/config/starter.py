@@ -319,4 +319,9 @@ databases: {}
 #  targets:
 #    rpo: 1h                 # most data a disaster may lose (default 1h)
 #    rto: 4h                 # longest a restore may take (default 4h)
+
+# the ops dashboard: a web page and JSON API served by the agent, behind a
+# token; 'verger dashboard' prints its URL (default: no dashboard)
+#dashboard:
+#  listen: 127.0.0.1:9300    # HOST:PORT to serve it on
 """

@@ -20,14 +20,14 @@ BUCKETS = "verger_request_duration_seconds_bucket"
 WINDOWS = ("5m", "30m", "1h", "6h", "3d")
 
 
-def _error_ratio(window: str) -> str:
+def error_ratio(window: str) -> str:
     return (
         f'sum by (environment) (rate({REQUESTS}{{class="5xx"}}[{window}])) '
         f"/ sum by (environment) (rate({REQUESTS}[{window}]))"
     )
 
 
-def _p95(window: str) -> str:
+def p95_latency(window: str) -> str:
     return (
         "histogram_quantile(0.95, sum by (environment, le) "
         f"(rate({BUCKETS}[{window}])))"
@@ -60,7 +60,7 @@ def tiers(live: Sequence[str] = ("production",)) -> list[Rule]:
         ),
         Rule(
             "error_rate_critical",
-            f"{_error_ratio('5m')} > 0.05",
+            f"{error_ratio('5m')} > 0.05",
             "critical",
             for_=60,
             unit="ratio",
@@ -86,7 +86,7 @@ def tiers(live: Sequence[str] = ("production",)) -> list[Rule]:
         ),
         Rule(
             "latency_critical",
-            f"{_p95('5m')} > 5",
+            f"{p95_latency('5m')} > 5",
             "critical",
             for_=60,
             unit="seconds",
@@ -110,7 +110,7 @@ def tiers(live: Sequence[str] = ("production",)) -> list[Rule]:
         ),
         Rule(
             "error_rate_high",
-            f"{_error_ratio('5m')} > 0.01",
+            f"{error_ratio('5m')} > 0.01",
             "high",
             for_=300,
             keep_firing_for=300,
@@ -119,7 +119,7 @@ def tiers(live: Sequence[str] = ("production",)) -> list[Rule]:
         ),
         Rule(
             "latency_high",
-            f"{_p95('5m')} > 1",
+            f"{p95_latency('5m')} > 1",
             "high",
             for_=300,
             keep_firing_for=300,
@@ -181,7 +181,7 @@ def burn_rates(availability: float = 0.999) -> list[Rule]:
     """Recording rules for the error ratio per window, and the burn-rate alerts."""
     budget = 1 - availability
     records = [
-        Rule(f"verger:error_ratio:rate{w}", _error_ratio(w), record=True)
+        Rule(f"verger:error_ratio:rate{w}", error_ratio(w), record=True)
         for w in WINDOWS
     ]
     env = "{{ $labels.environment }}"
