@@ -97,7 +97,7 @@ def _wait(check: Any, seconds: float = 30) -> Any:
 def test_the_agent_serves_the_dashboard_at_the_url_verger_dashboard_prints(
     project: _Project,
 ) -> None:
-    """'verger dashboard' prints a URL that opens the page; its API shows the live release and traffic."""
+    """'verger dashboard' prints a URL that opens the page and the API, live data in it."""
     stopped = project.run("dashboard", check=False)
     assert stopped.returncode != 0
     assert "the agent is not running" in stopped.stderr

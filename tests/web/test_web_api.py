@@ -123,9 +123,7 @@ def test_unknown_numbers_are_no_data_never_zero(tmp_path: Path) -> None:
             assert tile["value"] is None, name
             assert tile["text"] == NO_DATA, name
             assert tile["status"] == "unknown", name
-        chart = await client.get(
-            "/api/v1/series?metric=cpu&range=1h", headers=AUTH
-        )
+        chart = await client.get("/api/v1/series?metric=cpu&range=1h", headers=AUTH)
         points = (await chart.json())["points"]
         assert points and all(v is None for _, v in points)
 
@@ -166,7 +164,7 @@ def test_series_follow_the_range_and_refuse_unknown_names(tmp_path: Path) -> Non
 
 
 def test_releases_incidents_alerts_and_the_verified_backup(tmp_path: Path) -> None:
-    """Live releases, incidents, firing alerts and the newest verified backup come from the state store."""
+    """Live releases, incidents, firing alerts and the verified backup are the state store's."""
 
     async def check(client: TestClient[Any, Any], board: Board) -> None:
         state = board.state

@@ -124,16 +124,22 @@ def test_dashboard_shows_the_api_numbers_and_loads_nothing_from_elsewhere(
     """The page opened with its token shows the API's tiles, follows the range, stays local."""
     browser.get(f"{served.origin}/?token={TOKEN}")
     assert browser.current_url == f"{served.origin}/"
-    assert _wait(lambda: browser.execute_script("return document.body.dataset.refreshes"))
+    assert _wait(
+        lambda: browser.execute_script("return document.body.dataset.refreshes")
+    )
 
     summary = _api(served, "/api/v1/summary")
     for name, tile in summary["tiles"].items():
-        shown = browser.find_element("css selector", f'[data-tile="{name}"] [data-value]')
+        shown = browser.find_element(
+            "css selector", f'[data-tile="{name}"] [data-value]'
+        )
         assert shown.text == tile["text"], name
     assert summary["tiles"]["p95"]["text"] == "250 ms"
     assert browser.find_element("id", "alerts-value").text == "0"
     assert browser.find_element("id", "backup-text").text == "no verified backup"
-    production = browser.find_element("css selector", 'tr[data-environment="production"]')
+    production = browser.find_element(
+        "css selector", 'tr[data-environment="production"]'
+    )
     assert "v1.4.2" in production.text
     assert "Brief API spike (resolved)" in browser.find_element("id", "incidents").text
 
@@ -161,7 +167,6 @@ def test_dashboard_shows_the_api_numbers_and_loads_nothing_from_elsewhere(
     assert all(name.startswith(served.origin + "/") for name in entries), entries
     problems = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not problems, problems
-
 
 
 def test_dashboard_without_its_token_shows_how_to_get_the_url(

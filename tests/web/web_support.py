@@ -73,7 +73,12 @@ def seed(store: MetricStore, now: float, seconds: float = 3600.0) -> None:
         samples.append(("verger_redis_queue_length", {"key": "sms"}, t, 200.0))
         samples.append(("verger_redis_queue_length", {"key": "mail"}, t, 34.0))
         samples.append(
-            ("verger_postgres_slowest_query_seconds", {"database": "production"}, t, 0.12)
+            (
+                "verger_postgres_slowest_query_seconds",
+                {"database": "production"},
+                t,
+                0.12,
+            )
         )
     store.write(samples)
 

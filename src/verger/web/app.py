@@ -28,9 +28,7 @@ log = logging.getLogger("verger.web")
 STATIC = Path(__file__).parent / "static"
 COOKIE = "verger_dashboard"
 TOKEN_FILE = "dashboard.token"
-HINT = (
-    "run 'verger dashboard' on the agent's host: it prints the URL with the token"
-)
+HINT = "run 'verger dashboard' on the agent's host: it prints the URL with the token"
 POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -91,9 +89,7 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
         if not _same(offered, token):
             return _refused(request)
         response = web.Response(status=303, headers={"Location": request.path})
-        response.set_cookie(
-            COOKIE, token, httponly=True, samesite="Strict", path="/"
-        )
+        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
         return response
     bearer = request.headers.get("Authorization", "")
     bearer_token = bearer[7:] if bearer.startswith("Bearer ") else None

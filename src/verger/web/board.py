@@ -225,7 +225,11 @@ class Board:
         database = section.database if section is not None else None
         rows = self.state.backups(database, "verified", limit=50) if database else []
         if not rows:
-            return {"database": database, "verified": None, "text": "no verified backup"}
+            return {
+                "database": database,
+                "verified": None,
+                "text": "no verified backup",
+            }
         row = max(rows, key=lambda r: float(r.finished_at or r.started_at))
         return {
             "database": database,

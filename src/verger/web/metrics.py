@@ -72,7 +72,12 @@ METRICS: dict[str, Metric] = {
             "ratio",
             error_ratio,
             True,
-            ("error_rate_critical", "error_rate_high", "slo_burn_fast", "slo_burn_slow"),
+            (
+                "error_rate_critical",
+                "error_rate_high",
+                "slo_burn_fast",
+                "slo_burn_slow",
+            ),
         ),
         Metric(
             "throughput",
@@ -187,7 +192,9 @@ class Readings:
         return [(t, _combine(found, t - step, t, metric.combine)) for t in times]
 
 
-def _combine(found: Sequence[Series], start: float, end: float, how: str) -> float | None:
+def _combine(
+    found: Sequence[Series], start: float, end: float, how: str
+) -> float | None:
     """Each series' last sample in (start, end], combined across series."""
     lasts = []
     for series in found:
