@@ -151,6 +151,23 @@ def test_verger_dashboard_without_a_dashboard_section_says_how_to_add_one(
     assert "Traceback" not in done.stderr
 
 
+def test_verger_dashboard_says_when_the_agent_cannot_serve_it(
+    project: _Project,
+) -> None:
+    """With the dashboard's port taken, the agent runs on and 'verger dashboard' says why."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", project.board))
+        project.run("up")
+        done = project.run("dashboard", check=False)
+        assert done.returncode != 0
+        assert f"does not answer on 127.0.0.1:{project.board}" in done.stderr
+        assert "agent.log" in done.stderr
+        status = json.loads(project.run("--json", "status").stdout)
+        assert status
+        log = (project.root / ".verger" / "agent.log").read_text()
+        assert "The dashboard cannot listen on" in log
+
+
 def test_dashboard_listen_must_not_share_a_port(tmp_path: Path) -> None:
     """dashboard.listen on an environment's or monitor.listen's port is refused up front."""
     (tmp_path / "verger.yml").write_text(
