@@ -121,7 +121,7 @@ def _chart(browser: Any, metric: str) -> dict[str, str]:
 def test_dashboard_shows_the_api_numbers_and_loads_nothing_from_elsewhere(
     browser: Any, served: Served, tmp_path: Path
 ) -> None:
-    """The page opened with its token shows the API's tiles, follows the range, stays local."""
+    """With its token the page shows the API's tiles, refreshes, follows the range, stays local."""
     browser.get(f"{served.origin}/?token={TOKEN}")
     assert browser.current_url == f"{served.origin}/"
     assert _wait(
@@ -140,8 +140,23 @@ def test_dashboard_shows_the_api_numbers_and_loads_nothing_from_elsewhere(
     production = browser.find_element(
         "css selector", 'tr[data-environment="production"]'
     )
-    assert "v1.4.2" in production.text
+    live = _api(served, "/api/v1/releases")["releases"][1]
+    assert production.text.split() == [
+        "production",
+        "v1.4.2",
+        "blue",
+        *live["since_text"].split(),
+    ]
     assert "Brief API spike (resolved)" in browser.find_element("id", "incidents").text
+
+    # A rule that starts firing shows up without a reload.
+    state = open_store(".verger/state.db", tmp_path)
+    state.save_alert_states([_firing("cpu_high", "high")], [])
+    state.close()
+    assert _wait(lambda: browser.find_element("id", "alerts-value").text == "1")
+    assert browser.find_element("id", "alerts-note").text == "1 high"
+    cpu = browser.find_element("css selector", '[data-tile="cpu"]')
+    assert "status-high" in str(cpu.get_attribute("class"))
 
     shot = tmp_path / "dashboard.png"
     assert browser.save_screenshot(str(shot))
@@ -176,3 +191,19 @@ def test_dashboard_without_its_token_shows_how_to_get_the_url(
     browser.get(f"{served.origin}/?token=wrong")
     assert "verger dashboard" in browser.find_element("tag name", "body").text
     assert browser.get_cookies() == []
+
+
+def _firing(rule: str, severity: str) -> dict[str, Any]:
+    labels = {"alertname": rule, "severity": severity}
+    return {
+        "fingerprint": f"fp-{rule}",
+        "rule": rule,
+        "labels": json.dumps(labels),
+        "annotations": "{}",
+        "state": "firing",
+        "active_at": 1.0,
+        "fired_at": 2.0,
+        "resolved_at": None,
+        "keep_firing_since": None,
+        "value": 0.93,
+    }

@@ -193,6 +193,7 @@ class Board:
             "slot": live.slot,
             "status": live.status,
             "since": since,
+            "since_text": _when(since),
             "text": f"{live.version} since {_when(since)}",
         }
 

@@ -82,7 +82,8 @@ function drawChart(svg, chart) {
   }
   const start = chart.points[0][0];
   const end = chart.points[chart.points.length - 1][0];
-  const high = Math.max(...known.map((p) => p[1])) || 1;
+  const highest = Math.max(...known.map((p) => p[1])) || 1;
+  const high = highest * 1.15; // room above the line for its label
   const x = (t) => (end === start ? WIDTH / 2 : ((t - start) / (end - start)) * WIDTH);
   const y = (v) => bottom - (v / high) * (bottom - top);
   let run = [];
@@ -96,7 +97,7 @@ function drawChart(svg, chart) {
     else run.push([x(t).toFixed(1), y(v).toFixed(1)]);
   }
   flush();
-  svg.append(make("text", { x: 2, y: 10 }, axisText(high, chart.unit)));
+  svg.append(make("text", { x: 2, y: 10 }, axisText(highest, chart.unit)));
   svg.append(make("text", { x: 2, y: HEIGHT - 2 }, clock(start, chart.range)));
   svg.append(make("text", { x: WIDTH - 2, y: HEIGHT - 2, "text-anchor": "end" }, clock(end, chart.range)));
 }
@@ -137,7 +138,7 @@ function showReleases(releases) {
   for (const release of releases) {
     const row = document.createElement("tr");
     row.dataset.environment = release.environment;
-    const since = release.since ? new Date(release.since * 1000).toLocaleString() : "";
+    const since = release.since_text || "";
     for (const text of [release.environment, release.version || "no live release", release.slot || "", since]) {
       const cell = document.createElement("td");
       cell.textContent = text;
@@ -191,9 +192,14 @@ async function refresh() {
   updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
+// One poll is scheduled at a time: a click starts a new round, and a round
+// that a later one overtook does not schedule another.
 let timer = null;
+let round = 0;
 async function tick() {
   clearTimeout(timer);
+  round += 1;
+  const mine = round;
   try {
     await refresh();
   } catch (error) {
@@ -201,7 +207,7 @@ async function tick() {
     updated.className = "failed";
     updated.textContent = `refresh failed: ${error.message}`;
   }
-  timer = setTimeout(tick, REFRESH_MS);
+  if (mine === round) timer = setTimeout(tick, REFRESH_MS);
 }
 
 function start() {
