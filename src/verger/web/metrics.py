@@ -17,8 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from verger.config.types import format_duration
-from verger.monitor.rules import Evaluator, parse
-from verger.monitor.rules.default import REQUESTS, error_ratio, p95_latency
+from verger.monitor.rules import REQUESTS, Evaluator, error_ratio, p95_latency, parse
 from verger.monitor.store import ROLLUP, Matcher, MetricStore, Series
 
 # The window of the rules the tiles share: error_rate_* and latency_* read 5m.

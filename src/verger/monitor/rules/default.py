@@ -21,6 +21,7 @@ WINDOWS = ("5m", "30m", "1h", "6h", "3d")
 
 
 def error_ratio(window: str) -> str:
+    """The share of requests answered 5xx over ``window``, per environment."""
     return (
         f'sum by (environment) (rate({REQUESTS}{{class="5xx"}}[{window}])) '
         f"/ sum by (environment) (rate({REQUESTS}[{window}]))"
@@ -28,6 +29,7 @@ def error_ratio(window: str) -> str:
 
 
 def p95_latency(window: str) -> str:
+    """The 95th percentile of request latency over ``window``, per environment."""
     return (
         "histogram_quantile(0.95, sum by (environment, le) "
         f"(rate({BUCKETS}[{window}])))"
