@@ -43,7 +43,10 @@ def _need_browser() -> Any:
         missing.append("the selenium package")
         webdriver = None
     if missing:
-        reason = f"{' and '.join(missing)} missing; scripts/setup.sh installs them"
+        reason = (
+            f"no {' and no '.join(missing)}: the browser test needs them "
+            "(scripts/setup.sh installs chromium, chromium-driver and selenium)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
