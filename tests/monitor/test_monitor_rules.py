@@ -9,6 +9,7 @@ import pytest
 from monitor_support import T0, RecordingSink, run_async
 
 from verger.monitor.rules import ExprError, Rule, RuleEngine, default_rules, parse
+from verger.monitor.rules.evaluate import Evaluator
 from verger.monitor.store import MetricStore
 from verger.state import open_store
 
@@ -252,3 +253,21 @@ async def test_a_firing_alert_whose_rule_was_removed_is_sent_resolved(
     await engine.evaluate(T0 + 70)
     assert sink.states("cpu_high") == [(T0 + 60, "resolved")]
     assert open_store(".verger/state.db", tmp_path).alert_states() == []
+
+
+def test_an_aggregation_without_by_folds_every_series_into_one(
+    store: MetricStore,
+) -> None:
+    """sum(x) with neither by nor without gives one series, as in PromQL."""
+    store.write(
+        [
+            ("verger_redis_queue_length", {"key": "outbox"}, T0, 3.0),
+            ("verger_redis_queue_length", {"key": "retry"}, T0, 4.0),
+        ]
+    )
+    evaluator = Evaluator(store)
+    folded = evaluator.instant(parse("sum(verger_redis_queue_length)"), T0)
+    kept = evaluator.instant(parse("sum without () (verger_redis_queue_length)"), T0)
+    assert isinstance(folded, list) and isinstance(kept, list)
+    assert [(s.labels, s.value) for s in folded] == [({}, 7.0)]
+    assert sorted(s.value for s in kept) == [3.0, 4.0]

@@ -49,9 +49,7 @@ class Metric:
 
 
 def _gauge(name: str, combine: str) -> Callable[[str], str]:
-    # ``by ()`` spelled out: the evaluator groups a bare ``sum(x)`` by every
-    # label (Prometheus would fold them all), so the fold must be explicit.
-    return lambda _window: f"{combine} by () ({name})"
+    return lambda _window: f"{combine}({name})"
 
 
 METRICS: dict[str, Metric] = {

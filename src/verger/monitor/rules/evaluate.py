@@ -142,8 +142,11 @@ class Evaluator:
         for s in self._vector(node.expr, t):
             if node.by is not None:
                 key = tuple(sorted((k, v) for k, v in s.labels.items() if k in node.by))
+            elif node.without is None:
+                # As in PromQL, a bare aggregation folds every series into one.
+                key = ()
             else:
-                drop = {"__name__", *(node.without or ())}
+                drop = {"__name__", *node.without}
                 key = tuple(
                     sorted((k, v) for k, v in s.labels.items() if k not in drop)
                 )
