@@ -29,7 +29,7 @@ Every figure is the median over ``--runs`` runs; the table is printed and
 written to bench/results/monitor.md.
 
     python bench/monitor_bench.py --runs 3
-    python bench/monitor_bench.py --runs 1    # quick: about four minutes
+    python bench/monitor_bench.py --runs 1    # quick: about three and a half minutes
 """
 
 from __future__ import annotations
