@@ -34,6 +34,7 @@ from prometheus_client import (
 
 FAULTS = ("crash-at-start", "errors-when-live", "slow-when-live")
 SLOW_SECONDS = 1.5
+FAULT_RECHECK = 1.0  # seconds between looks at the FAULT file while serving
 CLOSE_GRACE = 1.0  # seconds open connections get to send one last request
 # Paths a fault never touches: verger's health checks and scrapes must pass.
 OPEN_PATHS = ("/health", "/metrics")
@@ -75,6 +76,29 @@ def read_fault() -> str | None:
     fault = Path("FAULT").read_text().strip()
     if fault not in FAULTS:
         sys.exit(f"koinonia-sms: FAULT file says {fault!r}; expected one of {FAULTS}")
+    return fault
+
+
+def read_live_fault(current: str | None) -> str | None:
+    """The FAULT file looked at again while serving: a live fault can come and go.
+
+    ``crash-at-start`` and unknown content change nothing once the process
+    serves; the first applies at start only, the second is logged.
+    """
+    try:
+        fault: str | None = Path("FAULT").read_text().strip()
+    except FileNotFoundError:
+        fault = None
+    except OSError as exc:
+        log.warning("cannot read the FAULT file: %s; keeping %s", exc, current)
+        return current
+    if fault == "crash-at-start":
+        return current
+    if fault is not None and fault not in FAULTS:
+        log.warning("FAULT file says %r; expected one of %s", fault, FAULTS)
+        return current
+    if fault != current:
+        log.info("FAULT is now %s", fault or "gone")
     return fault
 
 
@@ -130,7 +154,8 @@ class Service:
 
     def __init__(self, target: store.Target, version: str, fault: str | None) -> None:
         self.version = version
-        self.fault = fault
+        self.fault = None if fault == "crash-at-start" else fault
+        self.fault_checked = time.monotonic()
         self.db = store.Database(target, version)
         self.sms = store.SandboxSms()
         self.metrics = Metrics(version)
@@ -202,6 +227,10 @@ class Service:
         """Apply the FAULT file to user traffic; answer 503 until the schema exists."""
         if request.path in OPEN_PATHS:
             return await handler(request)
+
+        if time.monotonic() - self.fault_checked >= FAULT_RECHECK:
+            self.fault_checked = time.monotonic()
+            self.fault = read_live_fault(self.fault)
 
         # Smoke tests mark their requests, so a live fault passes them: it shows
         # only under user traffic, the way a real bad release often does.

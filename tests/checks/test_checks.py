@@ -255,6 +255,25 @@ def test_webhooks_through_config(tmp_path: Path, listener: int) -> None:
     assert checks["webhook.1"].status == "ok"
 
 
+def test_heartbeats_without_monitor_listen_warn_and_with_it_are_ok(
+    tmp_path: Path,
+) -> None:
+    """Heartbeats with no monitor.listen warn (no URL answers) but fail nothing."""
+    assert "heartbeats" not in by_name(run_checks(write_config(tmp_path)))
+    extra = "monitor:\n  heartbeats:\n    nightly: {every: 1d}\n"
+    checks = by_name(run_checks(write_config(tmp_path, extra=extra)))
+    warned = checks["heartbeats"]
+    assert (warned.status, warned.severity) == ("warn", "warning")
+    assert "nightly" in warned.message and "monitor.listen" in warned.message
+    assert "verger monitor heartbeat NAME" in warned.hint
+    assert worst(list(checks.values())) == 0
+
+    listen = f"  listen: 127.0.0.1:{free_port()}\n"
+    checks = by_name(run_checks(write_config(tmp_path, extra=extra + listen)))
+    assert checks["heartbeats"].status == "ok"
+    assert "/heartbeat/NAME" in checks["heartbeats"].message
+
+
 def test_disk(tmp_path: Path) -> None:
     """Free disk is ok on this machine, and fails under an impossible threshold."""
     assert disk_check(tmp_path / ".verger").status == "ok"

@@ -215,6 +215,28 @@ def test_errors_when_live_fault_passes_health_and_smoke_but_fails_users(
         assert response.headers["X-App-Version"] == "bad"
 
 
+def test_fault_file_written_while_serving_switches_errors_on_and_off(
+    launch: Launch, app_folder: Path
+) -> None:
+    """A FAULT file written into a running app's folder starts its 500s within about
+    a second, and removing it stops them; crash-at-start written then changes nothing."""
+    app = launch()
+    app.wait_healthy()
+    assert app.post("/churches", {"name": "Before"}).status_code == 201
+
+    def statuses_after(seconds: float) -> int:
+        time.sleep(seconds)
+        return app.get("/churches/1").status_code
+
+    (app_folder / "FAULT").write_text("errors-when-live\n")
+    assert statuses_after(1.2) == 500
+    (app_folder / "FAULT").write_text("crash-at-start\n")
+    assert statuses_after(1.2) == 500
+    (app_folder / "FAULT").unlink()
+    assert statuses_after(1.2) == 200
+    assert app.proc.poll() is None
+
+
 def test_slow_when_live_fault_delays_user_requests_only(
     launch: Launch, app_folder: Path
 ) -> None:

@@ -10,6 +10,7 @@ from verger.checks import (  # noqa: F401  (registers)
     app,
     backup,
     host,
+    monitor,
     network,
     store,
 )

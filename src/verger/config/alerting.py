@@ -58,6 +58,8 @@ class Receiver(Section):
     username: str | None = None
     password: str | None = Field(default=None, repr=False)
     starttls: bool | None = None
+    tls: bool | None = None
+    ca_file: str | None = None
     send_resolved: bool = True
     timeout: Duration = 10.0
 
@@ -90,11 +92,29 @@ class Receiver(Section):
                 "a receiver has exactly one of webhook:, ticket:, pagerduty: or smtp:"
             )
         email_keys = (self.to, self.sender, self.username, self.password)
-        if self.smtp is None and any(email_keys):
-            raise ValueError("to, from, username and password apply to smtp: only")
+        tls_keys = (self.starttls, self.tls, self.ca_file)
+        if self.smtp is None and (
+            any(email_keys) or any(k is not None for k in tls_keys)
+        ):
+            raise ValueError(
+                "to, from, username, password, starttls, tls and ca_file apply to "
+                "smtp: only"
+            )
         if self.smtp is not None and not self.to:
             raise ValueError("an smtp: receiver needs to: (one address or a list)")
+        if self.tls and self.starttls:
+            raise ValueError(
+                "tls: true speaks TLS from the first byte (port 465) and starttls: "
+                "true upgrades a plain connection (port 587); give one of them"
+            )
         return self
+
+    @property
+    def implicit_tls(self) -> bool:
+        """TLS from the first byte: asked for with ``tls:``, else on port 465."""
+        if self.tls is not None:
+            return self.tls
+        return self.smtp is not None and self.smtp.endswith(":465")
 
     @property
     def kind(self) -> str:

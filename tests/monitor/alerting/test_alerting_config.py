@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,6 +133,40 @@ def test_receiver_mistakes_are_each_explained(tmp_path: Path) -> None:
     assert "monitor.receivers.mail: an smtp: receiver needs to:" in text
     assert "monitor.receivers.chat.webhook: expected an http:// or https:// URL" in text
     assert "monitor.receivers.post.smtp: expected HOST:PORT" in text
+
+
+def test_smtp_on_port_465_is_implicit_tls_unless_told_otherwise(
+    tmp_path: Path,
+) -> None:
+    """Port 465 means TLS from the first byte; tls: false turns it off; 587 does not."""
+    config: Any = load(
+        tmp_path,
+        """\
+        receivers:
+          smtps: {smtp: mail.example.org:465, to: a@example.org}
+          plain465: {smtp: mail.example.org:465, to: a@example.org, tls: false}
+          submission: {smtp: mail.example.org:587, to: a@example.org}
+          forced: {smtp: mail.example.org:2465, to: a@example.org, tls: true}
+        """,
+    )
+    wanted = {"smtps": True, "plain465": False, "submission": False, "forced": True}
+    got = {n: r.implicit_tls for n, r in config.monitor.receivers.items()}
+    assert got == wanted
+
+
+def test_tls_keys_contradicting_or_misplaced_are_refused(tmp_path: Path) -> None:
+    """tls with starttls, and ca_file on a webhook, are each refused with a reason."""
+    found = problems(
+        tmp_path,
+        """\
+        receivers:
+          both: {smtp: mail.example.org:465, to: a@example.org, tls: true, starttls: true}
+          hook: {webhook: https://a.example/x, ca_file: ca.pem}
+        """,
+    )
+    text = "\n".join(found)
+    assert "monitor.receivers.both: tls: true speaks TLS from the first byte" in text
+    assert "monitor.receivers.hook: to, from, username, password, starttls" in text
 
 
 def test_maintenance_mistakes_are_each_explained(tmp_path: Path) -> None:

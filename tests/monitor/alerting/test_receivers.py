@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email
+import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +27,10 @@ from alerting_fakes import (
     section,
     step,
 )
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from verger.config.alerting import AlertingSection
 from verger.state import Store
@@ -270,6 +278,147 @@ def test_email_requiring_starttls_refuses_a_plain_server(
         asyncio.run(main())
     assert mailbox.messages == []
     assert "does not offer STARTTLS" in caplog.text
+
+
+@dataclass
+class Certificates:
+    """A throwaway private CA and a server certificate it signed for 127.0.0.1."""
+
+    ca_file: Path
+    server: ssl.SSLContext
+
+
+def _name(text: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+
+def _pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> Certificates:
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("verger test CA"))
+        .issuer_name(_name("verger test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(_name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([loopback]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file, chain = tmp_path / "ca.pem", tmp_path / "server.pem"
+    ca_file.write_bytes(_pem(ca))
+    chain.write_bytes(
+        _pem(server)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(chain)
+    return Certificates(ca_file, context)
+
+
+def _tls_mailbox(certificates: Certificates, *, implicit: bool) -> Iterator[Mailbox]:
+    """An aiosmtpd server speaking TLS from the first byte, or requiring STARTTLS."""
+    box = Mailbox(port=_free_port())
+    tls: dict[str, Any] = (
+        {"ssl_context": certificates.server}
+        if implicit
+        else {"tls_context": certificates.server, "require_starttls": True}
+    )
+    controller = Controller(_Handler(box), hostname="127.0.0.1", port=box.port, **tls)
+    controller.start()
+    yield box
+    controller.stop()
+
+
+@pytest.fixture
+def smtps_mailbox(certificates: Certificates) -> Iterator[Mailbox]:
+    yield from _tls_mailbox(certificates, implicit=True)
+
+
+@pytest.fixture
+def starttls_mailbox(certificates: Certificates) -> Iterator[Mailbox]:
+    yield from _tls_mailbox(certificates, implicit=False)
+
+
+def _send_one(store: Store, settings: AlertingSection) -> None:
+    async def main() -> None:
+        await step(dispatcher(store, settings), [alert("cpu_busy", "high")], T0)
+
+    asyncio.run(main())
+
+
+def test_email_over_implicit_tls_trusts_the_ca_in_ca_file(
+    store: Store, smtps_mailbox: Mailbox, certificates: Certificates
+) -> None:
+    """tls: true speaks TLS from the first byte and trusts a private CA from ca_file."""
+    settings = _email_section(
+        smtps_mailbox, tls=True, ca_file=str(certificates.ca_file)
+    )
+    _send_one(store, settings)
+    [message] = smtps_mailbox.messages
+    assert message["Subject"].startswith("[FIRING:1] shop: cpu_busy")
+
+
+def test_email_over_implicit_tls_refuses_an_untrusted_certificate_once(
+    store: Store,
+    smtps_mailbox: Mailbox,
+    certificates: Certificates,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without ca_file the private CA is not trusted: one try, nothing sent, a hint."""
+    with caplog.at_level(logging.INFO):
+        _send_one(store, _email_section(smtps_mailbox, tls=True))
+    assert smtps_mailbox.messages == []
+    assert "is not trusted" in caplog.text and "set ca_file" in caplog.text
+    assert "after 1 try" in caplog.text
+
+
+def test_email_starttls_checks_the_certificate_against_ca_file(
+    store: Store, starttls_mailbox: Mailbox, certificates: Certificates
+) -> None:
+    """STARTTLS upgrades with the same ca_file, so a server that requires it gets mail."""
+    settings = _email_section(
+        starttls_mailbox, starttls=True, ca_file=str(certificates.ca_file)
+    )
+    _send_one(store, settings)
+    assert len(starttls_mailbox.messages) == 1
+
+
+def test_email_with_a_missing_ca_file_is_not_retried(
+    store: Store, mailbox: Mailbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ca_file that cannot be read fails once with its path, before connecting."""
+    missing = tmp_path / "nowhere.pem"
+    with caplog.at_level(logging.INFO):
+        _send_one(store, _email_section(mailbox, ca_file=str(missing)))
+    assert mailbox.messages == []
+    assert f"cannot read ca_file {missing}" in caplog.text
+    assert "after 1 try" in caplog.text
 
 
 def test_send_resolved_false_sends_no_resolved_notice_but_closes_tickets(

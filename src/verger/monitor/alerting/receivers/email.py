@@ -1,9 +1,11 @@
 """Email over SMTP: one message per notification, the title as its subject.
 
-Sent with the standard library's smtplib in a worker thread. STARTTLS is
-used when the server offers it, required with ``starttls: true`` and
-skipped with ``starttls: false``; a login happens only with ``username``.
-The password is never logged.
+Sent with the standard library's smtplib in a worker thread. On port 465
+(or with ``tls: true``) the connection is TLS from the first byte; otherwise
+STARTTLS is used when the server offers it, required with ``starttls: true``
+and skipped with ``starttls: false``. Certificates are checked against the
+system's CAs, or against ``ca_file`` for a private CA. A login happens only
+with ``username``. The password is never logged.
 """
 
 from __future__ import annotations
@@ -56,9 +58,10 @@ class EmailReceiver(AlertReceiver):
         return message
 
     def _send(self, message: EmailMessage) -> None:
+        context = self._context()
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-                self._secure(smtp)
+            with self._connect(context) as smtp:
+                self._secure(smtp, context)
                 if self.config.username:
                     smtp.login(self.config.username, self.config.password or "")
                 smtp.send_message(message)
@@ -72,16 +75,41 @@ class EmailReceiver(AlertReceiver):
             raise DeliveryFailed(
                 f"SMTP {exc.smtp_code} {text}".strip(), retry=exc.smtp_code < 500
             ) from exc
+        except ssl.SSLCertVerificationError as exc:
+            # Trying again meets the same certificate; the config must change.
+            raise DeliveryFailed(
+                f"the certificate of {self.host}:{self.port} is not trusted: "
+                f"{exc.verify_message}; set ca_file to the CA that signed it",
+                retry=False,
+            ) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}", retry=True) from exc
 
-    def _secure(self, smtp: smtplib.SMTP) -> None:
+    def _context(self) -> ssl.SSLContext:
+        """The TLS settings: the system's CAs, or only those in ``ca_file``."""
+        ca_file = self.config.ca_file
+        try:
+            return ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise DeliveryFailed(
+                f"cannot read ca_file {ca_file}: {getattr(exc, 'strerror', None) or exc}",
+                retry=False,
+            ) from exc
+
+    def _connect(self, context: ssl.SSLContext) -> smtplib.SMTP:
+        if self.config.implicit_tls:
+            return smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout, context=context
+            )
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+
+    def _secure(self, smtp: smtplib.SMTP, context: ssl.SSLContext) -> None:
         wanted = self.config.starttls
-        if wanted is False:
+        if wanted is False or self.config.implicit_tls:
             return
         smtp.ehlo()
         if smtp.has_extn("starttls"):
-            smtp.starttls(context=ssl.create_default_context())
+            smtp.starttls(context=context)
             smtp.ehlo()
         elif wanted:
             raise DeliveryFailed(
