@@ -18,6 +18,9 @@ from verger.monitor.rules.model import Rule
 REQUESTS = "verger_requests_total"
 BUCKETS = "verger_request_duration_seconds_bucket"
 WINDOWS = ("5m", "30m", "1h", "6h", "3d")
+# Fewer requests than this in a rule's window prove nothing about an error
+# rate: one failed request out of two is not an outage.
+FLOOR = 10
 
 
 def error_ratio(window: str) -> str:
@@ -26,6 +29,11 @@ def error_ratio(window: str) -> str:
         f'sum by (environment) (rate({REQUESTS}{{class="5xx"}}[{window}])) '
         f"/ sum by (environment) (rate({REQUESTS}[{window}]))"
     )
+
+
+def traffic(window: str) -> str:
+    """The number of requests over ``window``, per environment."""
+    return f"sum by (environment) (increase({REQUESTS}[{window}]))"
 
 
 def p95_latency(window: str) -> str:
@@ -60,11 +68,15 @@ def tiers(live: Sequence[str] = ("production",)) -> list[Rule]:
             unit="",
             annotations=_summary(f"No requests reached {env} for 5 minutes"),
         ),
+        # Over one minute and with no hold, so that a release failing every
+        # request pages on the first evaluation that sees it (within 15 s);
+        # keep_firing_for stops a flapping one from paging again and again,
+        # and the traffic floor stops a handful of requests from paging.
         Rule(
             "error_rate_critical",
-            f"{error_ratio('5m')} > 0.05",
+            f"{error_ratio('1m')} > 0.05 and {traffic('1m')} >= {FLOOR}",
             "critical",
-            for_=60,
+            keep_firing_for=120,
             unit="ratio",
             annotations=_summary(f"More than 5% of requests fail in {env}"),
         ),
@@ -192,7 +204,8 @@ def burn_rates(availability: float = 0.999) -> list[Rule]:
         limit = f"{factor * budget:.6g}"
         return (
             f"verger:error_ratio:rate{long} > {limit} "
-            f"and verger:error_ratio:rate{short} > {limit}"
+            f"and verger:error_ratio:rate{short} > {limit} "
+            f"and {traffic(short)} >= {FLOOR}"
         )
 
     target = f"{availability * 100:g}%"
