@@ -152,6 +152,7 @@ class TargetCluster(ScratchCluster):
         if problem:
             raise BackupError(problem, "restore into a new or empty folder")
         super().__init__(runner, scratch, "restore")
+        created = not data.exists()
         try:
             runner.check_reachable(data.parent)
             self.data = runner.own(data, 0o700)
@@ -161,9 +162,23 @@ class TargetCluster(ScratchCluster):
                 f"cannot use {data} as the restore target: {exc.strerror or exc}",
                 "restore into a new or empty folder that the database user can write",
             ) from exc
+        self.created = created
+        self.record(target="folder", created=created)
 
     def remove(self) -> None:
         self.stop()
+
+    def discard(self) -> None:
+        """Stop the server and remove the half-written target: it is no restore."""
+        self.stop()
+        if self.created:
+            shutil.rmtree(self.data, ignore_errors=True)
+            return
+        for entry in self.data.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def _target_problem(data: Path) -> str | None:
@@ -186,7 +201,8 @@ def restore(
 ) -> dict[str, Any]:
     """Restore to ``point`` into a folder (default) or an empty database (a URL)."""
     context = engine.context
-    clean_stale(context.scratch)
+    for sentence in clean_stale(context.scratch):
+        log.warning(sentence)
     if target and target.startswith(("postgresql://", "postgres://")):
         return _into_database(engine, point, target, progress)
     folder = Path(target) if target else _default_folder(context.root, context.database)
@@ -196,10 +212,12 @@ def restore(
         engine.restore(point, cluster, progress)
         seconds = time.monotonic() - started
         reached = _reached(cluster)
+        cluster.record(finished=True)
+    except BaseException:
+        cluster.discard()
+        raise
     finally:
         cluster.stop()
-        import shutil
-
         shutil.rmtree(cluster.folder, ignore_errors=True)
     return {
         "backup": point.label,
@@ -258,6 +276,8 @@ def _into_database(
         engine.restore(point, cluster, progress)
         reached = _reached(cluster)
         name = str(conninfo_to_dict(context.dsn).get("dbname") or "postgres")
+        # From here on the target database is being written.
+        cluster.record(target="database", database=_where(target))
         dump = context.runner.run(
             [
                 "sh",
@@ -272,6 +292,7 @@ def _into_database(
         )
         if dump.returncode != 0:
             raise context.runner.failure(["pg_restore"], dump.returncode, dump.stderr)
+        cluster.record(finished=True)
     return {
         "backup": point.label,
         "target": target,
@@ -280,6 +301,13 @@ def _into_database(
         "recovered_to": reached,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _where(url: str) -> str:
+    """A database URL without its password: which database on which server."""
+    params = conninfo_to_dict(url)
+    host = params.get("host") or "localhost"
+    return f"{params.get('dbname', '?')} on {host}:{params.get('port') or 5432}"
 
 
 def _require_empty(target: str) -> None:

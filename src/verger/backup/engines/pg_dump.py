@@ -198,6 +198,9 @@ class PgDump(Engine):
         problem = self.storage.reachable()
         if problem is not None:
             raise BackupError(problem, "fix backup.repository in verger.yml")
+        # A repository with backups must open with this passphrase before
+        # anything is set up around it; a wrong one raises WrongPassphrase here.
+        self.backups()
         if apply and isinstance(self.storage, LocalStorage):
             self.storage.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return f"repository: {self.storage.describe()}"
