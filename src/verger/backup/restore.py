@@ -13,7 +13,7 @@ import logging
 import shutil
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ from verger.backup.engines.base import (
     EngineBackup,
     Progress,
     RestorePoint,
+    WalSegment,
     no_progress,
+    step,
 )
 from verger.backup.gaps import find_gaps
 from verger.backup.system import Runner, pg_program
@@ -62,6 +64,8 @@ class Reach:
     earliest: float
     latest: float
     backups: list[EngineBackup]
+    # The archive as listed once, for the gap checks that follow.
+    segments: list[WalSegment] = field(default_factory=list)
 
     def sentence(self) -> str:
         return f"from {when(self.earliest)} to {when(self.latest)}"
@@ -87,11 +91,10 @@ def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
             "take one with 'verger backup run'",
         )
     latest = max(b.finished_at for b in backups)
-    if engine.pitr:
-        segments = engine.wal()
-        if segments:
-            latest = max(latest, max(s.archived_at for s in segments))
-    return Reach(min(b.finished_at for b in backups), latest, backups)
+    segments = engine.wal() if engine.pitr else []
+    if segments:
+        latest = max(latest, max(s.archived_at for s in segments))
+    return Reach(min(b.finished_at for b in backups), latest, backups, segments)
 
 
 def plan(
@@ -119,7 +122,7 @@ def plan(
             f"{span.sentence()}",
             "pick a time in that range, or --latest",
         )
-    for gap in find_gaps(span.backups, engine.wal()):
+    for gap in find_gaps(span.backups, span.segments):
         start = gap.broken_from or 0.0
         end = gap.broken_until or float("inf")
         if start <= to_time <= end:
@@ -134,7 +137,7 @@ def plan(
 
 def _refuse_latest_across_a_gap(engine: Engine, span: Reach) -> None:
     """--latest would stop at a gap no later backup heals, and look complete."""
-    for gap in find_gaps(span.backups, engine.wal()):
+    for gap in find_gaps(span.backups, span.segments):
         if gap.broken_until is None:
             stop = when(gap.broken_from) if gap.broken_from else "the newest backup"
             raise BackupError(
@@ -278,6 +281,7 @@ def _into_database(
         name = str(conninfo_to_dict(context.dsn).get("dbname") or "postgres")
         # From here on the target database is being written.
         cluster.record(target="database", database=_where(target))
+        step(progress, "copy")
         dump = context.runner.run(
             [
                 "sh",

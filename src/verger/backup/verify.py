@@ -15,7 +15,13 @@ import time
 from dataclasses import dataclass, field
 
 from verger.backup.cluster import ScratchCluster, clean_stale
-from verger.backup.engines.base import Engine, Progress, RestorePoint, no_progress
+from verger.backup.engines.base import (
+    Engine,
+    Progress,
+    RestorePoint,
+    no_progress,
+    step,
+)
 from verger.backup.markers import has_marker
 from verger.backup.system import pg_program
 from verger.errors import BackupError, Interrupted, VergerError
@@ -58,7 +64,9 @@ def verify_backup(
     try:
         engine.restore(RestorePoint(label=row.label), cluster, progress)
         verdict.seconds = time.monotonic() - started
+        step(progress, "amcheck")
         _amcheck(cluster, verdict)
+        step(progress, "compare")
         _marker(cluster, context.dsn, row, verdict)
         _tables(engine, cluster, row, verdict)
     except Interrupted:

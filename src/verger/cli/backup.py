@@ -17,6 +17,29 @@ from verger.cli.main import Ctx, _store, cli, pass_ctx
 from verger.config.types import format_duration
 from verger.errors import VergerError
 
+# What the progress bar says in each step of a job.
+PHASES = {
+    "backup": "Backup",
+    "restore": "Restore",
+    "start": "Start and recover",
+    "amcheck": "pg_amcheck",
+    "compare": "Compare with the backup",
+    "copy": "Copy into the database",
+}
+
+
+class _Bar:
+    """The job's progress bar: bytes done of the total, labelled with the step."""
+
+    def __init__(self, bar: Callable[..., None]) -> None:
+        self.bar = bar
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar(completed=done, total=total)
+
+    def begin(self, phase: str) -> None:
+        self.bar(completed=0, total=0, description=PHASES.get(phase, phase))
+
 
 def _size(value: int | None) -> str:
     if value is None:
@@ -30,7 +53,7 @@ def _size(value: int | None) -> str:
 
 
 @contextmanager
-def _job(c: Ctx, what: str) -> Iterator[tuple[Any, Any, Callable[[int, int], None]]]:
+def _job(c: Ctx, what: str) -> Iterator[tuple[Any, Any, _Bar]]:
     """The engine, the store and a progress callback, under the database's job lock.
 
     What a killed job left behind is cleaned up first, and SIGTERM or SIGINT
@@ -45,14 +68,11 @@ def _job(c: Ctx, what: str) -> Iterator[tuple[Any, Any, Callable[[int, int], Non
     with (
         interruptible(what),
         exclusive(context.state, what),
-        c.out.progress(what.capitalize()) as bar,
+        c.out.progress(what.capitalize(), in_bytes=True) as bar,
     ):
         _tidy(c, context, store)
 
-        def progress(done: int, total: int) -> None:
-            bar(completed=done, total=total)
-
-        yield engine, store, progress
+        yield engine, store, _Bar(bar)
 
 
 def _tidy(c: Ctx, context: Any, store: Any) -> None:

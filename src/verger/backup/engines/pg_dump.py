@@ -58,6 +58,7 @@ from verger.backup.engines.base import (
     RestorePoint,
     WalSegment,
     no_progress,
+    step,
 )
 from verger.backup.storage import LocalStorage, StoredFile, make_storage
 from verger.backup.system import Runner, pg_program
@@ -134,6 +135,7 @@ class PgDump(Engine):
         self.storage = make_storage(context.section.repository, context.root)
         self.folder = f"dump/{context.stanza}/"
         self._manifests: dict[StoredFile, dict[str, Any]] = {}
+        self._written: dict[str, dict[str, Any]] = {}
 
     # --- setup -----------------------------------------------------------
 
@@ -280,6 +282,7 @@ class PgDump(Engine):
 
     def _dump(self, label: str, snapshot: Snapshot, progress: Progress) -> Dumped:
         """Stream pg_dump through encryption into storage while the tables are checked."""
+        step(progress, "backup", snapshot.size)
         checks = _Background(lambda: table_checks(snapshot.conn))
         args = [
             pg_program("pg_dump"),
@@ -361,6 +364,9 @@ class PgDump(Engine):
             self.context.passphrase,
         )
         self.storage.put(self._manifest_name(label), _BytesReader(data), len(data))
+        # Kept, so recording the backup does not read back and decrypt what it
+        # has just written (a key derivation per read).
+        self._written[label] = manifest
 
     # --- listing ---------------------------------------------------------
 
@@ -383,7 +389,8 @@ class PgDump(Engine):
 
     def tables(self, label: str) -> dict[str, TableCheck]:
         """Every table's row count and checksum recorded when ``label`` was taken."""
-        tables: dict[str, TableCheck] = self._manifest(label)["tables"]
+        manifest = self._written.get(label) or self._manifest(label)
+        tables: dict[str, TableCheck] = manifest["tables"]
         return tables
 
     def checksums(self, dsn: str, database: str | None = None) -> dict[str, TableCheck]:
@@ -453,12 +460,14 @@ class PgDump(Engine):
         require_passphrase(self.context.passphrase)
         label = point.label or self._newest()
         manifest = self._manifest(label)
+        step(progress, "start")
         cluster.init()
         cluster.start()
         database = str(manifest["database"])
         _create_roles(cluster, [str(role) for role in manifest.get("roles", [])])
         _create_database(cluster, database)
         started = time.monotonic()
+        step(progress, "restore", int(manifest["dump"]["stored_bytes"]))
         self._pg_restore(cluster, database, manifest, progress)
         log.info(
             "pg_dump backup %s restored into %s in %.1fs",

@@ -49,6 +49,7 @@ from verger.backup.engines.base import (
     RestorePoint,
     WalSegment,
     no_progress,
+    step,
 )
 from verger.config.model import S3
 from verger.errors import BackupError
@@ -271,6 +272,7 @@ class PgBackRest(Engine):
             )
         self.ensure_config(database=True)
         total = self.database_size()
+        step(progress, "backup", total)
         code, output = self.stream(
             ["backup", f"--type={kind}", "--log-level-console=detail"], total, progress
         )
@@ -355,9 +357,12 @@ class PgBackRest(Engine):
             args += ["--type=immediate", "--target-action=promote"]
         args.append("--log-level-console=detail")
 
-        code, output = self.stream(args, self.restore_size(point.label), progress)
+        size = self.restore_size(point.label)
+        step(progress, "restore", size)
+        code, output = self.stream(args, size, progress)
         if code != 0:
             raise self.failure("restore", output)
+        step(progress, "start")
 
         fetch = self.command("archive-get", f"--pg1-path={cluster.data}", "%f", "%p")
         restore_command = shlex.join(fetch)
