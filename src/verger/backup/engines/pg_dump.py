@@ -136,6 +136,7 @@ class PgDump(Engine):
         self.folder = f"dump/{context.stanza}/"
         self._manifests: dict[StoredFile, dict[str, Any]] = {}
         self._written: dict[str, dict[str, Any]] = {}
+        self._salts: dict[str, bytes] = {}
 
     # --- setup -----------------------------------------------------------
 
@@ -302,7 +303,9 @@ class PgDump(Engine):
                 stderr=errors,
             )
             plain = _ReadDigest(_ProgramOutput(process, errors, self._failure))
-            stored = _ReadDigest(Encryptor(plain, self.context.passphrase))
+            sealer = Encryptor(plain, self.context.passphrase)
+            self._salts[label] = sealer.salt
+            stored = _ReadDigest(sealer)
             try:
                 self.storage.put(
                     self._dump_name(label),
@@ -362,6 +365,7 @@ class PgDump(Engine):
         data = encrypt_bytes(
             json.dumps(manifest, indent=1, sort_keys=True).encode(),
             self.context.passphrase,
+            salt=self._salts.get(label),
         )
         self.storage.put(self._manifest_name(label), _BytesReader(data), len(data))
         # Kept, so recording the backup does not read back and decrypt what it
