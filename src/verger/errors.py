@@ -69,3 +69,11 @@ class BackupError(VergerError):
     """A backup, restore, verification or drill failed or was refused."""
 
     exit_code = 6
+
+
+class Interrupted(BackupError):
+    """A backup job was stopped by a signal; nothing it was doing counts."""
+
+    def __init__(self, message: str, hint: str = "", *, exit_code: int = 143) -> None:
+        super().__init__(message, hint)
+        self.exit_code = exit_code

@@ -102,13 +102,21 @@ class Output:
         return exc.exit_code
 
     @contextmanager
-    def progress(self, description: str, total: float | None = None) -> Iterator[Any]:
-        """A progress bar on stderr for long work; silent in JSON mode."""
+    def progress(
+        self, description: str, total: float | None = None, *, in_bytes: bool = False
+    ) -> Iterator[Any]:
+        """A progress bar on stderr for long work; silent in JSON mode.
+
+        With ``in_bytes`` the bar also shows the percentage and the bytes done
+        of the total, whenever a total is known.
+        """
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+        columns: list[Any] = [TextColumn("{task.description}"), BarColumn()]
+        if in_bytes:
+            columns.append(_bytes_column())
         progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
+            *columns,
             TimeElapsedColumn(),
             console=self.err,
             disable=self.json_mode or not self.err.is_terminal,
@@ -135,3 +143,30 @@ class Output:
                     )
 
             yield advance
+
+
+def _bytes(value: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def _bytes_column() -> Any:
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class BytesColumn(ProgressColumn):
+        """'42% 310.2 MB / 740.0 MB' once a total is known; nothing before."""
+
+        def render(self, task: Task) -> Text:
+            if not task.total:
+                return Text("")
+            share = 100 * task.completed / task.total
+            return Text(
+                f"{share:3.0f}% {_bytes(task.completed)} / {_bytes(task.total)}",
+                style="progress.download",
+            )
+
+    return BytesColumn()

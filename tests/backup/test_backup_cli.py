@@ -243,8 +243,9 @@ def test_a_backup_killed_midway_is_never_listed_as_good(
 def test_drill_measures_rto_and_rpo_and_report_lists_it(
     workdir: Path, source: Source
 ) -> None:
-    """'dr drill' restores the newest backup plus WAL and records RTO and RPO;
-    'dr report' lists the drill against the targets."""
+    """'dr drill' restores the newest backup plus WAL and records RTO and RPO,
+    the RTO ending when the copy accepted a write (recorded as writable_at, after
+    the incident); 'dr report' lists the drill against the targets."""
     config = backup_config(workdir, source)
     _ready(config, source)
     verger(config, "backup", "run", "--no-verify", check=True)
@@ -255,6 +256,12 @@ def test_drill_measures_rto_and_rpo_and_report_lists_it(
     report = json.loads(verger(config, "--json", "dr", "report", check=True).stdout)
     assert report[0]["id"] == result["id"]
     assert report[0]["status"] in ("passed", "missed")
+    row = report[0]
+    assert row["writable_at"] == result["writable_at"]
+    # The restore starts after the incident and the copy is writable before the end.
+    restore_began = row["writable_at"] - row["rto_seconds"]
+    assert row["incident_at"] <= restore_began
+    assert row["writable_at"] <= row["finished_at"]
 
 
 def test_failing_archive_command_fails_the_check_and_alerts_once(

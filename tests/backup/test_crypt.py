@@ -168,3 +168,18 @@ def test_an_empty_passphrase_is_refused() -> None:
     with pytest.raises(BackupError, match="passphrase is empty") as caught:
         encrypt_stream(io.BytesIO(b"x"), io.BytesIO(), "")
     assert "backup.passphrase" in caught.value.hint
+
+
+def test_files_sharing_a_salt_open_alone_and_never_share_a_nonce() -> None:
+    """Two files sealed under one salt (a backup's dump and manifest) each decrypt
+    on their own, and their nonce prefixes differ, so no nonce repeats."""
+    salt = os.urandom(16)
+    one = Encryptor(io.BytesIO(b"dump" * 5000), P, work=WORK, salt=salt)
+    two = Encryptor(io.BytesIO(b"manifest"), P, work=WORK, salt=salt)
+    first, second = one.read(), two.read()
+    assert one.salt == two.salt == salt
+    assert one.prefix != two.prefix
+    assert decrypt_bytes(first, P, "dump") == b"dump" * 5000
+    assert decrypt_bytes(second, P, "manifest") == b"manifest"
+    with pytest.raises(WrongPassphrase):
+        decrypt_bytes(second, P + "!", "manifest")

@@ -372,3 +372,44 @@ def test_s3_repository_config(workdir: Path) -> None:
     ):
         assert line in lines
     assert not any(line.startswith("repo1-path=/tmp") for line in lines)
+
+
+class Steps:
+    """A progress listener that records each step begun and the bytes after it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, int]] = []
+        self.phase = ""
+
+    def __call__(self, done: int, total: int) -> None:
+        self.seen.append((self.phase, done, total))
+
+    def begin(self, phase: str) -> None:
+        self.phase = phase
+
+
+def test_verify_reports_each_step_and_the_bytes_restored(
+    history: History, tmp_path: Path
+) -> None:
+    """Verification names its steps in order (restore, start, amcheck, compare),
+    and the restore step climbs in bytes to the backup's size."""
+    from verger.backup.verify import verify_backup
+    from verger.state import open_store
+
+    store = open_store(".verger/state.db", tmp_path)
+    backup_id = store.add_backup("production", "pgbackrest", "full", "test")
+    store.update_backup(backup_id, status="done", label=history.full.label)
+    steps = Steps()
+    verdict = verify_backup(history.engine, store, store.backup(backup_id), steps)
+
+    assert verdict.verified, verdict.problems
+    order = [phase for phase, _, _ in steps.seen]
+    assert list(dict.fromkeys(order)) == ["restore", "start", "amcheck", "compare"]
+    restored = [
+        (done, total) for phase, done, total in steps.seen if phase == "restore"
+    ]
+    assert len(restored) > 5
+    assert [done for done, _ in restored] == sorted(done for done, _ in restored)
+    total = history.full.size
+    assert total and all(t == total for _, t in restored)
+    assert restored[-1][0] > total * 0.9

@@ -8,6 +8,7 @@ from verger.backup.context import make_context
 from verger.backup.drill import DrillResult, drill
 from verger.backup.engines import engine_name, make_engine
 from verger.backup.gaps import Gap, find_gaps
+from verger.backup.leftovers import tidy
 from verger.backup.lock import exclusive
 from verger.backup.restore import parse_time, plan, reach, restore, unusable, when
 from verger.backup.retention import apply as apply_retention
@@ -32,6 +33,7 @@ __all__ = [
     "reconcile",
     "restore",
     "take_backup",
+    "tidy",
     "to_verify",
     "unusable",
     "verify_backup",

@@ -3,13 +3,18 @@
 A scratch cluster lives in its own folder under ``backup.scratch``, listens on
 a free loopback port and a private socket folder, and runs with archiving off,
 so a restored copy can never push WAL into the live repository. Each folder is
-named after the verger process that made it, so one left behind by a killed
-process is found and removed by the next one.
+named after the verger process that made it and holds a record of it
+(``cluster.json``: the owner's pid, the data folder, the port, whether it is a
+restore's target), written before the server is started. A cluster left
+behind by a killed process is found by the next verger command: its server is
+stopped, its folder removed, and a restore target it left half-written is
+removed too, so nothing half-done is ever mistaken for a restore.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -22,6 +27,9 @@ import psycopg
 
 from verger.backup.system import Runner, pg_program
 from verger.errors import BackupError
+
+# The file in each cluster's folder that says whose it is and where its data is.
+RECORD = "cluster.json"
 
 # Settings every scratch cluster runs with, whatever the restored copy says.
 SCRATCH_SETTINGS = {
@@ -57,6 +65,19 @@ class ScratchCluster:
         self.log = self.folder / "server.log"
         self.port = free_port()
         self.running = False
+        self.record()
+
+    def record(self, **facts: object) -> None:
+        """Write what the next verger needs to clean up after a killed owner."""
+        path = self.folder / RECORD
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        known.update(owner=os.getpid(), data=str(self.data), port=self.port, **facts)
+        temporary = path.with_name(f".{RECORD}")
+        temporary.write_text(json.dumps(known))
+        os.replace(temporary, path)
 
     def __enter__(self) -> ScratchCluster:
         return self
@@ -231,22 +252,71 @@ def _is_zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] == "Z"
 
 
-def clean_stale(scratch: Path) -> list[Path]:
-    """Remove scratch clusters whose verger process is gone; return what was removed."""
-    removed: list[Path] = []
+def clean_stale(scratch: Path) -> list[str]:
+    """Clean up after clusters whose verger process is gone; say what was done.
+
+    Each left-behind server is stopped; a restore target that was still being
+    written is removed, since it may hold half a cluster.
+    """
+    said: list[str] = []
     if not scratch.is_dir():
-        return removed
-    for folder in scratch.iterdir():
+        return said
+    for folder in sorted(scratch.iterdir()):
         parts = folder.name.rsplit("-", 2)
         if len(parts) != 3 or not parts[1].isdigit():
             continue
-        owner = int(parts[1])
+        facts = _read_record(folder)
+        owner = int(str(facts.get("owner", parts[1])))
         if owner == os.getpid() or _process_alive(owner):
             continue
-        _kill_postmaster(folder / "data")
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
+        said += _clean_one(folder, facts)
+    return said
+
+
+def _read_record(folder: Path) -> dict[str, object]:
+    try:
+        facts = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return facts if isinstance(facts, dict) else {}
+
+
+def _clean_one(folder: Path, facts: dict[str, object]) -> list[str]:
+    """Stop one dead owner's server, drop a half-written target, remove its folder."""
+    said: list[str] = []
+    data = Path(str(facts.get("data") or folder / "data"))
+    if _kill_postmaster(data):
+        said.append(
+            f"Stopped a PostgreSQL server on port {facts.get('port', '?')} that a "
+            f"killed verger left running in {data}."
+        )
+    if facts.get("target") and not facts.get("finished"):
+        said.append(_drop_target(data, facts))
+    shutil.rmtree(folder, ignore_errors=True)
+    return said
+
+
+def _drop_target(data: Path, facts: dict[str, object]) -> str:
+    """Remove what an interrupted restore wrote into its target; say so."""
+    if facts.get("target") == "database":
+        # verger does not drop a database it did not create; it says so instead.
+        return (
+            f"A restore into the database {facts.get('database', '?')} was "
+            "interrupted and may have left it half-restored: drop it and restore "
+            "again."
+        )
+    if facts.get("created"):
+        shutil.rmtree(data, ignore_errors=True)
+    else:
+        for entry in data.iterdir() if data.is_dir() else []:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    return (
+        f"Removed {data}: a restore into it was interrupted, so it held an "
+        "incomplete cluster; restore again."
+    )
 
 
 def _process_alive(pid: int) -> bool:
@@ -259,11 +329,15 @@ def _process_alive(pid: int) -> bool:
     return not _is_zombie(pid)
 
 
-def _kill_postmaster(data: Path) -> None:
+def _kill_postmaster(data: Path) -> bool:
+    """Stop the server running from ``data``, if one is; True if one was."""
     try:
         pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
-        return
+        return False
+    if not _process_alive(pid) or not _is_postgres(pid):
+        return False
+    # SIGQUIT is PostgreSQL's immediate shutdown: the server stops its backends.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGQUIT)
     deadline = time.monotonic() + 10
@@ -271,3 +345,13 @@ def _kill_postmaster(data: Path) -> None:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _is_postgres(pid: int) -> bool:
+    """Whether ``pid`` is a PostgreSQL server, not another process given its number."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"postgres" in command.split(b"\0", 1)[0]

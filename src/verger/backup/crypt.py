@@ -19,6 +19,7 @@ a prefix of a file that turns out to be cut short, and must then discard it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import io
@@ -85,8 +86,9 @@ def require_passphrase(passphrase: str) -> bytes:
     return passphrase.encode()
 
 
+@functools.lru_cache(maxsize=64)
 def _derive(passphrase: bytes, salt: bytes, work: int) -> tuple[bytes, bytes]:
-    """The AES key and the key-check value for one file."""
+    """The AES key and the key-check value for one salt (remembered: scrypt is slow)."""
     material = Scrypt(salt=salt, length=32 + CHECK, n=2**work, r=8, p=1).derive(
         passphrase
     )
@@ -112,11 +114,16 @@ class Encryptor:
         *,
         work: int = WORK,
         chunk_log2: int = CHUNK_LOG2,
+        salt: bytes | None = None,
     ) -> None:
         secret = require_passphrase(passphrase)
         self.src = src
         self.chunk = 2**chunk_log2
-        salt, self.prefix = os.urandom(SALT), os.urandom(PREFIX)
+        # A salt may be shared by the files of one backup (its dump and its
+        # manifest), so that they cost one key derivation; each file still has
+        # its own random nonce prefix, so no nonce repeats under the key.
+        self.salt = salt or os.urandom(SALT)
+        salt, self.prefix = self.salt, os.urandom(PREFIX)
         key, check = _derive(secret, salt, work)
         self.aead = AESGCM(key)
         head = MAGIC + _PARAMS.pack(work, 8, 1, chunk_log2) + salt + self.prefix + check
@@ -312,10 +319,15 @@ def _read_full(src: Readable, size: int) -> bytes:
 
 
 def encrypt_stream(
-    src: Readable, dst: Writable, passphrase: str, *, work: int = WORK
+    src: Readable,
+    dst: Writable,
+    passphrase: str,
+    *,
+    work: int = WORK,
+    salt: bytes | None = None,
 ) -> int:
     """Encrypt all of ``src`` into ``dst``; return the bytes written."""
-    sealed = Encryptor(src, passphrase, work=work)
+    sealed = Encryptor(src, passphrase, work=work, salt=salt)
     written = 0
     while block := sealed.read(2**CHUNK_LOG2):
         dst.write(block)
@@ -335,9 +347,9 @@ def decrypt_stream(src: Readable, dst: Writable, passphrase: str, name: str) -> 
     return opened.finish()
 
 
-def encrypt_bytes(data: bytes, passphrase: str) -> bytes:
+def encrypt_bytes(data: bytes, passphrase: str, *, salt: bytes | None = None) -> bytes:
     out = io.BytesIO()
-    encrypt_stream(io.BytesIO(data), out, passphrase)
+    encrypt_stream(io.BytesIO(data), out, passphrase, salt=salt)
     return out.getvalue()
 
 

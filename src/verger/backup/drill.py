@@ -26,7 +26,7 @@ from verger.backup.markers import (
 )
 from verger.backup.restore import reach, unusable
 from verger.backup.verify import _database
-from verger.errors import VergerError
+from verger.errors import Interrupted, VergerError
 from verger.state.base import Row, Store, actor
 
 log = logging.getLogger("verger.backup")
@@ -44,6 +44,8 @@ class DrillResult:
     rpo_target: float
     backup: str | None
     detail: str
+    # When the copy accepted its first write: the end of the RTO.
+    writable_at: float | None = None
 
     def sentence(self) -> str:
         if self.rto is None or self.rpo is None:
@@ -71,16 +73,19 @@ def drill(
     if lead is None:
         lead = context.section.archive_timeout + 5.0 if engine.pitr else 2.0
     targets = context.section.targets
-    clean_stale(context.scratch)
+    for sentence in clean_stale(context.scratch):
+        log.warning(sentence)
     drill_id = store.add_drill(context.database, actor(), targets.rto, targets.rpo)
     store.audit(actor(), "drill", None, database=context.database)
     prune(context.dsn, KIND, 7 * 86400)
     writer = MarkerWriter(context.dsn, KIND)
     began = time.time()
     writer.start()
-    time.sleep(lead)
-    # The incident: from here on the source is treated as lost.
-    writer.stop()
+    try:
+        time.sleep(lead)
+    finally:
+        # The incident: from here on the source is treated as lost.
+        writer.stop()
     incident = time.time()
     durable = _durable(engine, writer)
     skip = unusable(store, context.database)
@@ -94,6 +99,8 @@ def drill(
             detail=str(exc),
             finished_at=time.time(),
         )
+        if isinstance(exc, Interrupted):
+            raise
         return DrillResult(
             drill_id, False, None, None, targets.rto, targets.rpo, None, str(exc)
         )
@@ -135,7 +142,7 @@ def _recover(
     newest = max(reach(engine, skip).backups, key=lambda b: b.finished_at)
     point = RestorePoint(label=newest.label, latest=engine.pitr)
     with ScratchCluster(context.runner, context.scratch, "drill") as cluster:
-        started = time.monotonic()
+        started = time.time()
         engine.restore(point, cluster, progress)
         database = _database(context.dsn)
         with cluster.connect(database) as conn:
@@ -145,8 +152,9 @@ def _recover(
                 "INSERT INTO verger.markers (token, kind) VALUES (%s, 'drill-write')",
                 (f"drill-{drill_id}-write",),
             )
-            rto = time.monotonic() - started
+            writable = time.time()
             recovered = newest_marker(conn, KIND, since=began)
+    rto = writable - started
     if recovered is not None and durable is not None:
         recovered = min(recovered, durable)
     # None of this drill's markers came back: everything since it began is lost.
@@ -154,7 +162,15 @@ def _recover(
     passed = rto <= targets.rto and rpo <= targets.rpo
     detail = _detail(rto, rpo, targets.rto, targets.rpo)
     return DrillResult(
-        drill_id, passed, rto, rpo, targets.rto, targets.rpo, newest.label, detail
+        drill_id,
+        passed,
+        rto,
+        rpo,
+        targets.rto,
+        targets.rpo,
+        newest.label,
+        detail,
+        writable_at=writable,
     )
 
 
@@ -175,6 +191,7 @@ def _record(store: Store, result: DrillResult, incident: float) -> None:
         backup_label=result.backup,
         incident_at=incident,
         newest_marker_at=incident - result.rpo,
+        writable_at=result.writable_at,
         rto_seconds=result.rto,
         rpo_seconds=result.rpo,
         detail=result.detail,

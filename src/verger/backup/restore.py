@@ -13,7 +13,7 @@ import logging
 import shutil
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ from verger.backup.engines.base import (
     EngineBackup,
     Progress,
     RestorePoint,
+    WalSegment,
     no_progress,
+    step,
 )
 from verger.backup.gaps import find_gaps
 from verger.backup.system import Runner, pg_program
@@ -62,6 +64,8 @@ class Reach:
     earliest: float
     latest: float
     backups: list[EngineBackup]
+    # The archive as listed once, for the gap checks that follow.
+    segments: list[WalSegment] = field(default_factory=list)
 
     def sentence(self) -> str:
         return f"from {when(self.earliest)} to {when(self.latest)}"
@@ -87,11 +91,10 @@ def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
             "take one with 'verger backup run'",
         )
     latest = max(b.finished_at for b in backups)
-    if engine.pitr:
-        segments = engine.wal()
-        if segments:
-            latest = max(latest, max(s.archived_at for s in segments))
-    return Reach(min(b.finished_at for b in backups), latest, backups)
+    segments = engine.wal() if engine.pitr else []
+    if segments:
+        latest = max(latest, max(s.archived_at for s in segments))
+    return Reach(min(b.finished_at for b in backups), latest, backups, segments)
 
 
 def plan(
@@ -119,7 +122,7 @@ def plan(
             f"{span.sentence()}",
             "pick a time in that range, or --latest",
         )
-    for gap in find_gaps(span.backups, engine.wal()):
+    for gap in find_gaps(span.backups, span.segments):
         start = gap.broken_from or 0.0
         end = gap.broken_until or float("inf")
         if start <= to_time <= end:
@@ -134,7 +137,7 @@ def plan(
 
 def _refuse_latest_across_a_gap(engine: Engine, span: Reach) -> None:
     """--latest would stop at a gap no later backup heals, and look complete."""
-    for gap in find_gaps(span.backups, engine.wal()):
+    for gap in find_gaps(span.backups, span.segments):
         if gap.broken_until is None:
             stop = when(gap.broken_from) if gap.broken_from else "the newest backup"
             raise BackupError(
@@ -152,6 +155,7 @@ class TargetCluster(ScratchCluster):
         if problem:
             raise BackupError(problem, "restore into a new or empty folder")
         super().__init__(runner, scratch, "restore")
+        created = not data.exists()
         try:
             runner.check_reachable(data.parent)
             self.data = runner.own(data, 0o700)
@@ -161,9 +165,23 @@ class TargetCluster(ScratchCluster):
                 f"cannot use {data} as the restore target: {exc.strerror or exc}",
                 "restore into a new or empty folder that the database user can write",
             ) from exc
+        self.created = created
+        self.record(target="folder", created=created)
 
     def remove(self) -> None:
         self.stop()
+
+    def discard(self) -> None:
+        """Stop the server and remove the half-written target: it is no restore."""
+        self.stop()
+        if self.created:
+            shutil.rmtree(self.data, ignore_errors=True)
+            return
+        for entry in self.data.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def _target_problem(data: Path) -> str | None:
@@ -186,7 +204,8 @@ def restore(
 ) -> dict[str, Any]:
     """Restore to ``point`` into a folder (default) or an empty database (a URL)."""
     context = engine.context
-    clean_stale(context.scratch)
+    for sentence in clean_stale(context.scratch):
+        log.warning(sentence)
     if target and target.startswith(("postgresql://", "postgres://")):
         return _into_database(engine, point, target, progress)
     folder = Path(target) if target else _default_folder(context.root, context.database)
@@ -196,10 +215,12 @@ def restore(
         engine.restore(point, cluster, progress)
         seconds = time.monotonic() - started
         reached = _reached(cluster)
+        cluster.record(finished=True)
+    except BaseException:
+        cluster.discard()
+        raise
     finally:
         cluster.stop()
-        import shutil
-
         shutil.rmtree(cluster.folder, ignore_errors=True)
     return {
         "backup": point.label,
@@ -258,6 +279,9 @@ def _into_database(
         engine.restore(point, cluster, progress)
         reached = _reached(cluster)
         name = str(conninfo_to_dict(context.dsn).get("dbname") or "postgres")
+        # From here on the target database is being written.
+        cluster.record(target="database", database=_where(target))
+        step(progress, "copy")
         dump = context.runner.run(
             [
                 "sh",
@@ -272,6 +296,7 @@ def _into_database(
         )
         if dump.returncode != 0:
             raise context.runner.failure(["pg_restore"], dump.returncode, dump.stderr)
+        cluster.record(finished=True)
     return {
         "backup": point.label,
         "target": target,
@@ -280,6 +305,13 @@ def _into_database(
         "recovered_to": reached,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _where(url: str) -> str:
+    """A database URL without its password: which database on which server."""
+    params = conninfo_to_dict(url)
+    host = params.get("host") or "localhost"
+    return f"{params.get('dbname', '?')} on {host}:{params.get('port') or 5432}"
 
 
 def _require_empty(target: str) -> None:

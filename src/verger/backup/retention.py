@@ -1,7 +1,10 @@
 """Retention by count and by age that never removes what a promise needs.
 
-Two promises are kept at once: the newest ``retention.full`` full backups,
-and a restore to any point in the last ``retention.window``. The second
+Three promises are kept at once: the newest verified backup (with everything
+it builds on, whatever ``retention.full`` says, so that a run of unverified
+new backups never pushes out the last one a restore proved), the newest
+``retention.full`` full backups, and a restore to any point in the last
+``retention.window``. The second
 needs the newest full backup taken before the window opened (and the WAL
 after it), even when it is older than the window. Differential and
 incremental backups are kept with the full backup they build on; a backup
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from verger.backup.engines.base import Engine, EngineBackup
@@ -28,11 +32,23 @@ class Plan:
     reasons: dict[str, str]
 
 
-def plan(backups: list[EngineBackup], retention: Retention, now: float) -> Plan:
-    """Which backups to keep, and why each one is kept."""
+def plan(
+    backups: list[EngineBackup],
+    retention: Retention,
+    now: float,
+    verified: Collection[str] = (),
+) -> Plan:
+    """Which backups to keep, and why each one is kept.
+
+    ``verified`` names the backups a restore proved; the newest of them is
+    always kept, with the backups it builds on.
+    """
     good = sorted((b for b in backups if not b.error), key=lambda b: b.finished_at)
     fulls = [b for b in good if b.kind in ("full", "logical")]
     reasons: dict[str, str] = {}
+    proved = [b for b in good if b.label in verified]
+    if proved:
+        reasons[proved[-1].label] = "the newest verified backup"
     for backup in fulls[-retention.full :]:
         reasons[backup.label] = f"one of the newest {retention.full} full backups"
     opens = now - retention.window
@@ -70,9 +86,9 @@ def _base(backup: EngineBackup, by_label: dict[str, EngineBackup]) -> str:
     return current.label
 
 
-def apply(engine: Engine, retention: Retention) -> Plan:
+def apply(engine: Engine, retention: Retention, verified: Collection[str] = ()) -> Plan:
     """Plan retention from the repository's listing and have the engine delete."""
-    decided = plan(engine.backups(), retention, time.time())
+    decided = plan(engine.backups(), retention, time.time(), verified)
     if decided.remove:
         engine.expire(decided.keep)
         log.info(

@@ -15,10 +15,16 @@ import time
 from dataclasses import dataclass, field
 
 from verger.backup.cluster import ScratchCluster, clean_stale
-from verger.backup.engines.base import Engine, Progress, RestorePoint, no_progress
+from verger.backup.engines.base import (
+    Engine,
+    Progress,
+    RestorePoint,
+    no_progress,
+    step,
+)
 from verger.backup.markers import has_marker
 from verger.backup.system import pg_program
-from verger.errors import BackupError, VergerError
+from verger.errors import BackupError, Interrupted, VergerError
 from verger.state.base import Row, Store
 
 log = logging.getLogger("verger.backup")
@@ -50,16 +56,21 @@ def verify_backup(
 ) -> Verdict:
     """Restore ``row`` into a scratch cluster, check it, and record the verdict."""
     context = engine.context
-    clean_stale(context.scratch)
+    for sentence in clean_stale(context.scratch):
+        log.warning(sentence)
     started = time.monotonic()
     verdict = Verdict(row.id, row.label, verified=False, seconds=0.0)
     cluster = ScratchCluster(context.runner, context.scratch, "verify")
     try:
         engine.restore(RestorePoint(label=row.label), cluster, progress)
         verdict.seconds = time.monotonic() - started
+        step(progress, "amcheck")
         _amcheck(cluster, verdict)
+        step(progress, "compare")
         _marker(cluster, context.dsn, row, verdict)
         _tables(engine, cluster, row, verdict)
+    except Interrupted:
+        raise  # Stopped, not disproved: the backup stays as it was.
     except VergerError as exc:
         verdict.problems.append(f"the restore failed: {exc}")
     finally:

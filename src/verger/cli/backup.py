@@ -17,6 +17,29 @@ from verger.cli.main import Ctx, _store, cli, pass_ctx
 from verger.config.types import format_duration
 from verger.errors import VergerError
 
+# What the progress bar says in each step of a job.
+PHASES = {
+    "backup": "Backup",
+    "restore": "Restore",
+    "start": "Start and recover",
+    "amcheck": "pg_amcheck",
+    "compare": "Compare with the backup",
+    "copy": "Copy into the database",
+}
+
+
+class _Bar:
+    """The job's progress bar: bytes done of the total, labelled with the step."""
+
+    def __init__(self, bar: Callable[..., None]) -> None:
+        self.bar = bar
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar(completed=done, total=total)
+
+    def begin(self, phase: str) -> None:
+        self.bar(completed=0, total=0, description=PHASES.get(phase, phase))
+
 
 def _size(value: int | None) -> str:
     if value is None:
@@ -30,19 +53,40 @@ def _size(value: int | None) -> str:
 
 
 @contextmanager
-def _job(c: Ctx, what: str) -> Iterator[tuple[Any, Any, Callable[[int, int], None]]]:
-    """The engine, the store and a progress callback, under the database's job lock."""
+def _job(c: Ctx, what: str) -> Iterator[tuple[Any, Any, _Bar]]:
+    """The engine, the store and a progress callback, under the database's job lock.
+
+    What a killed job left behind is cleaned up first, and SIGTERM or SIGINT
+    stops the engine and fails the job in one line.
+    """
     from verger.backup import exclusive, make_context, make_engine
+    from verger.backup.interrupt import interruptible
 
     context = make_context(c.loaded)
     engine = make_engine(context)
     store = _store(c)
-    with exclusive(context.state, what), c.out.progress(what.capitalize()) as bar:
+    with (
+        interruptible(what),
+        exclusive(context.state, what),
+        c.out.progress(what.capitalize(), in_bytes=True) as bar,
+    ):
+        _tidy(c, context, store)
 
-        def progress(done: int, total: int) -> None:
-            bar(completed=done, total=total)
+        yield engine, store, _Bar(bar)
 
-        yield engine, store, progress
+
+def _tidy(c: Ctx, context: Any, store: Any) -> None:
+    """Stop servers and drop half-written restores a killed verger left behind."""
+    from verger.backup import tidy
+
+    for sentence in tidy(context, store):
+        c.out.warn(sentence)
+
+
+def _verified(store: Any, engine: Any) -> set[str]:
+    """Labels of the backups a restore proved, which retention must respect."""
+    rows = store.backups(engine.context.database, "verified")
+    return {str(row.label) for row in rows if row.label}
 
 
 def _alert(c: Ctx, engine: Any, event: str, reason: str) -> None:
@@ -102,7 +146,9 @@ def backup_run(c: Ctx, kind: str | None, no_verify: bool) -> None:
             c.out.say(verdict.sentence())
             if not verdict.verified:
                 _alert(c, engine, "verify_failed", verdict.sentence())
-        decided = apply_retention(engine, engine.context.section.retention)
+        decided = apply_retention(
+            engine, engine.context.section.retention, _verified(store, engine)
+        )
         if decided.remove:
             c.out.say(f"Retention removed {', '.join(decided.remove)}.")
     final = store.backup(row.id)
@@ -119,6 +165,7 @@ def backup_list(c: Ctx) -> None:
 
     context = make_context(c.loaded)
     store = _store(c)
+    _tidy(c, context, store)
     reconcile(make_engine(context), store)
     rows = store.backups(context.database)
     c.out.table(
@@ -210,6 +257,7 @@ def backup_watch(c: Ctx) -> None:
     context = make_context(c.loaded)
     engine = make_engine(context)
     store = _store(c)
+    _tidy(c, context, store)
     findings = [
         *health.archiving(engine),
         health.repository(engine),
@@ -249,7 +297,10 @@ def backup_expire(c: Ctx) -> None:
     from verger.backup import apply_retention, reconcile, when
 
     with _job(c, "retention") as (engine, store, _):
-        decided = apply_retention(engine, engine.context.section.retention)
+        reconcile(engine, store)
+        decided = apply_retention(
+            engine, engine.context.section.retention, _verified(store, engine)
+        )
         reconcile(engine, store)
     c.out.result(
         {
@@ -330,6 +381,7 @@ def dr_drill(c: Ctx, lead: str | None) -> None:
             "passed": result.passed,
             "rto_seconds": result.rto,
             "rpo_seconds": result.rpo,
+            "writable_at": result.writable_at,
             "rto_target": result.rto_target,
             "rpo_target": result.rpo_target,
             "backup": result.backup,

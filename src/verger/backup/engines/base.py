@@ -28,6 +28,19 @@ def no_progress(done: int, total: int) -> None:
     return None
 
 
+def step(progress: Progress, phase: str, total: int = 0) -> None:
+    """Start step ``phase`` of a job (``backup``, ``restore``, ``start``, …).
+
+    A progress object with a ``begin`` method is told the step's name and then
+    (0, total), so a bar can say what is happening; a plain callable hears only
+    the bytes, as before.
+    """
+    begin = getattr(progress, "begin", None)
+    if callable(begin):
+        begin(phase)
+        progress(0, total)
+
+
 @dataclass(frozen=True)
 class Context:
     """Everything an engine needs: the config section, where things go, who runs."""

@@ -58,6 +58,7 @@ from verger.backup.engines.base import (
     RestorePoint,
     WalSegment,
     no_progress,
+    step,
 )
 from verger.backup.storage import LocalStorage, StoredFile, make_storage
 from verger.backup.system import Runner, pg_program
@@ -134,6 +135,8 @@ class PgDump(Engine):
         self.storage = make_storage(context.section.repository, context.root)
         self.folder = f"dump/{context.stanza}/"
         self._manifests: dict[StoredFile, dict[str, Any]] = {}
+        self._written: dict[str, dict[str, Any]] = {}
+        self._salts: dict[str, bytes] = {}
 
     # --- setup -----------------------------------------------------------
 
@@ -198,6 +201,9 @@ class PgDump(Engine):
         problem = self.storage.reachable()
         if problem is not None:
             raise BackupError(problem, "fix backup.repository in verger.yml")
+        # A repository with backups must open with this passphrase before
+        # anything is set up around it; a wrong one raises WrongPassphrase here.
+        self.backups()
         if apply and isinstance(self.storage, LocalStorage):
             self.storage.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return f"repository: {self.storage.describe()}"
@@ -277,6 +283,7 @@ class PgDump(Engine):
 
     def _dump(self, label: str, snapshot: Snapshot, progress: Progress) -> Dumped:
         """Stream pg_dump through encryption into storage while the tables are checked."""
+        step(progress, "backup", snapshot.size)
         checks = _Background(lambda: table_checks(snapshot.conn))
         args = [
             pg_program("pg_dump"),
@@ -296,7 +303,9 @@ class PgDump(Engine):
                 stderr=errors,
             )
             plain = _ReadDigest(_ProgramOutput(process, errors, self._failure))
-            stored = _ReadDigest(Encryptor(plain, self.context.passphrase))
+            sealer = Encryptor(plain, self.context.passphrase)
+            self._salts[label] = sealer.salt
+            stored = _ReadDigest(sealer)
             try:
                 self.storage.put(
                     self._dump_name(label),
@@ -356,8 +365,12 @@ class PgDump(Engine):
         data = encrypt_bytes(
             json.dumps(manifest, indent=1, sort_keys=True).encode(),
             self.context.passphrase,
+            salt=self._salts.get(label),
         )
         self.storage.put(self._manifest_name(label), _BytesReader(data), len(data))
+        # Kept, so recording the backup does not read back and decrypt what it
+        # has just written (a key derivation per read).
+        self._written[label] = manifest
 
     # --- listing ---------------------------------------------------------
 
@@ -380,7 +393,8 @@ class PgDump(Engine):
 
     def tables(self, label: str) -> dict[str, TableCheck]:
         """Every table's row count and checksum recorded when ``label`` was taken."""
-        tables: dict[str, TableCheck] = self._manifest(label)["tables"]
+        manifest = self._written.get(label) or self._manifest(label)
+        tables: dict[str, TableCheck] = manifest["tables"]
         return tables
 
     def checksums(self, dsn: str, database: str | None = None) -> dict[str, TableCheck]:
@@ -450,12 +464,14 @@ class PgDump(Engine):
         require_passphrase(self.context.passphrase)
         label = point.label or self._newest()
         manifest = self._manifest(label)
+        step(progress, "start")
         cluster.init()
         cluster.start()
         database = str(manifest["database"])
         _create_roles(cluster, [str(role) for role in manifest.get("roles", [])])
         _create_database(cluster, database)
         started = time.monotonic()
+        step(progress, "restore", int(manifest["dump"]["stored_bytes"]))
         self._pg_restore(cluster, database, manifest, progress)
         log.info(
             "pg_dump backup %s restored into %s in %.1fs",

@@ -49,6 +49,7 @@ from verger.backup.engines.base import (
     RestorePoint,
     WalSegment,
     no_progress,
+    step,
 )
 from verger.config.model import S3
 from verger.errors import BackupError
@@ -140,8 +141,10 @@ class PgBackRest(Engine):
                 + shlex.join(self.command("stanza-create")),
             ]
 
+        facts = self.cluster_facts()
+        self.refuse_wrong_passphrase(render_config(self.context, facts))
         previous = self.read_config()
-        lines = [f"wrote {self.write_config(self.cluster_facts())}"]
+        lines = [f"wrote {self.write_config(facts)}"]
         try:
             lines += self.apply_setup(settings)
         except BackupError:
@@ -150,6 +153,36 @@ class PgBackRest(Engine):
                 self.replace_config(previous)
             raise
         return lines
+
+    def refuse_wrong_passphrase(self, text: str) -> None:
+        """Refuse, changing nothing, when the repository exists and ``text`` cannot open it.
+
+        The config is tried from a file of its own: the one archive_command
+        reads is replaced only once the passphrase is known to be right.
+        """
+        state = self.runner.own(self.context.state, 0o700)
+        for folder in ("log", "lock", "spool"):
+            self.runner.own(state / folder, 0o700)
+        trial = state / f".{CONFIG_NAME}.trial-{os.getpid()}"
+        self.write_file(trial, text)
+        try:
+            done = subprocess.run(
+                [
+                    self.program,
+                    f"--config={trial}",
+                    f"--stanza={self.context.stanza}",
+                    "info",
+                    "--output=json",
+                ],
+                capture_output=True,
+                timeout=300,
+                check=False,
+                **self.spawn_options(),
+            )
+        finally:
+            trial.unlink(missing_ok=True)
+        if undecryptable(done.stdout + done.stderr):
+            raise self.passphrase_error()
 
     def apply_setup(self, settings: dict[str, str]) -> list[str]:
         self._refuse_foreign_archiving(settings["archive_command"])
@@ -239,6 +272,7 @@ class PgBackRest(Engine):
             )
         self.ensure_config(database=True)
         total = self.database_size()
+        step(progress, "backup", total)
         code, output = self.stream(
             ["backup", f"--type={kind}", "--log-level-console=detail"], total, progress
         )
@@ -323,9 +357,12 @@ class PgBackRest(Engine):
             args += ["--type=immediate", "--target-action=promote"]
         args.append("--log-level-console=detail")
 
-        code, output = self.stream(args, self.restore_size(point.label), progress)
+        size = self.restore_size(point.label)
+        step(progress, "restore", size)
+        code, output = self.stream(args, size, progress)
         if code != 0:
             raise self.failure("restore", output)
+        step(progress, "start")
 
         fetch = self.command("archive-get", f"--pg1-path={cluster.data}", "%f", "%p")
         restore_command = shlex.join(fetch)
@@ -578,13 +615,17 @@ class PgBackRest(Engine):
         """Swap the file in whole, so archive_command never reads half of it."""
         path = self.config_path
         temporary = path.with_name(f".{CONFIG_NAME}.{os.getpid()}")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.write_file(temporary, text)
+        os.replace(temporary, path)
+        return path
+
+    def write_file(self, path: Path, text: str) -> None:
+        """Write a config file private to run_as (it holds the passphrase)."""
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             os.fchown(handle.fileno(), self.runner.uid, self.runner.gid)
             os.fchmod(handle.fileno(), 0o600)
             handle.write(text)
-        os.replace(temporary, path)
-        return path
 
     def saved_facts(self) -> Cluster | None:
         """The cluster facts in the config file already written, if any."""

@@ -1,0 +1,42 @@
+"""What a killed verger left behind, found and put right by the next command.
+
+A restore, verification or drill killed with SIGKILL cannot clean up after
+itself: its scratch PostgreSQL server keeps running, a restore target may be
+half-written, and its drill row still says "running". Every backup command
+(and so the agent's every cycle, through ``backup watch``) calls ``tidy``
+first, which stops those servers, removes half-written targets and marks
+orphaned drills failed, so nothing half-done is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from verger.backup.cluster import clean_stale
+from verger.backup.engines.base import Context
+from verger.backup.runs import _alive
+from verger.state.base import Store
+
+log = logging.getLogger("verger.backup")
+
+
+def tidy(context: Context, store: Store) -> list[str]:
+    """Clean up after killed restores, verifications and drills; say what was done."""
+    said = clean_stale(context.scratch)
+    for row in store.drills(context.database):
+        if row.status != "running":
+            continue
+        if row.pid is not None and (row.pid == os.getpid() or _alive(int(row.pid))):
+            continue
+        store.update_drill(
+            row.id,
+            status="failed",
+            finished_at=time.time(),
+            detail="interrupted: the process running it ended before it finished",
+        )
+        said.append(f"Drill #{row.id} was interrupted and is marked failed.")
+    for sentence in said:
+        log.warning(sentence)
+    return said

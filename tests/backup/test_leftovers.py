@@ -1,0 +1,240 @@
+"""Killed and interrupted backup jobs, on real PostgreSQL and pgBackRest: what the
+next command finds, what it cleans up, and what it never counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import PASSPHRASE, Source, backup_config, verger
+from test_backup_cli import _listed, _ready, _wait_for_running_backup
+
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/bin/pgbackrest").exists(), reason="pgBackRest is not installed"
+)
+
+
+def _start(config: Path, *args: str) -> subprocess.Popen[str]:
+    """Start a verger command in a session of its own, as a terminal would."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "verger", "-c", str(config), *args],
+        env={**os.environ, "VERGER_BACKUP_PASSPHRASE": PASSPHRASE},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for(found: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{what} did not happen within {timeout:g}s")
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _postmaster(data: Path) -> int | None:
+    try:
+        return int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+
+
+def _slow_restore(source: Source, config: Path) -> None:
+    """A backup big enough, and WAL after it long enough to replay, to be caught."""
+    source.sql(
+        "CREATE TABLE bulk AS SELECT g, md5(g::text) AS h "
+        "FROM generate_series(1, 600000) g"
+    )
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    source.sql(
+        "INSERT INTO bulk SELECT g, md5(g::text) FROM generate_series(1, 600000) g"
+    )
+    source.sql("SELECT pg_switch_wal()")
+    time.sleep(3)
+
+
+def _engine_processes(config: Path) -> list[str]:
+    """pgBackRest backup processes (the main one and its workers) of this config."""
+    state = str(config.parent / ".verger" / "backup")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if any(state in w for w in words) and any(
+            w.startswith("backup") for w in words
+        ):
+            found.append(" ".join(words))
+    return found
+
+
+def test_a_restore_killed_while_copying_leaves_no_half_restored_target(
+    workdir: Path, source: Source
+) -> None:
+    """SIGKILL of 'restore' while pgBackRest writes the target: the next command
+    removes the half-written target folder and says so."""
+    config = backup_config(workdir, source)
+    _slow_restore(source, config)
+    target = workdir / "restored"
+    process = _start(config, "restore", "--latest", "--target", str(target))
+    _wait_for(lambda: (target / "base").exists(), "the restore writing files")
+    _kill(process)
+    assert target.exists()
+
+    done = verger(config, "backup", "list", check=True)
+    assert not target.exists(), "the half-restored target is still there"
+    assert "interrupted" in done.stderr
+    assert not list((workdir / "scratch").iterdir())
+
+
+@pytest.mark.parametrize("command", ["restore", "verify"])
+def test_a_job_killed_once_postgres_starts_leaves_no_server_running(
+    workdir: Path, source: Source, command: str
+) -> None:
+    """SIGKILL of a restore or verification once its PostgreSQL server has
+    started: the next command stops that server, removes what it left, and
+    lists nothing as verified."""
+    config = backup_config(workdir, source)
+    _slow_restore(source, config)
+    scratch = workdir / "scratch"
+    target = workdir / "restored"
+    if command == "restore":
+        process = _start(config, "restore", "--latest", "--target", str(target))
+        data = [target]
+    else:
+        process = _start(config, "backup", "verify")
+        data = []
+
+    def started() -> bool:
+        if command == "verify":
+            data[:] = [d / "data" for d in scratch.glob("verify-*")]
+        return any(_postmaster(d) for d in data)
+
+    _wait_for(started, "the restored server starting")
+    pid = _postmaster(data[0])
+    assert pid is not None
+    _kill(process)
+    assert _running(pid), "the server was stopped with its parent, nothing to test"
+
+    done = verger(config, "backup", "list", check=True)
+    _wait_for(lambda: not _running(pid), "the left-over server stopping", 15)
+    assert "Stopped a PostgreSQL server" in done.stderr
+    assert not list(scratch.iterdir())
+    assert not target.exists()
+    assert [row["status"] for row in _listed(config)] == ["done"]
+
+
+def test_a_drill_killed_midway_is_marked_failed_and_its_server_stopped(
+    workdir: Path, source: Source
+) -> None:
+    """SIGKILL of 'dr drill' once its copy is starting: the next command stops
+    the copy and marks the drill failed, never passed."""
+    config = backup_config(workdir, source)
+    _slow_restore(source, config)
+    scratch = workdir / "scratch"
+    process = _start(config, "dr", "drill", "--lead", "1s")
+    found: list[Path] = []
+
+    def started() -> bool:
+        found[:] = [d / "data" for d in scratch.glob("drill-*")]
+        return any(_postmaster(d) for d in found)
+
+    _wait_for(started, "the drill's copy starting")
+    pid = _postmaster(found[0])
+    assert pid is not None
+    _kill(process)
+
+    verger(config, "backup", "list", check=True)
+    _wait_for(lambda: not _running(pid), "the drill's server stopping", 15)
+    report = json.loads(verger(config, "--json", "dr", "report", check=True).stdout)
+    assert report[0]["status"] == "failed"
+    assert "interrupted" in report[0]["detail"]
+    assert not list(scratch.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("number", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)]
+)
+def test_a_signal_during_backup_run_stops_the_engine_and_says_so(
+    workdir: Path, source: Source, number: signal.Signals, code: int
+) -> None:
+    """SIGTERM or SIGINT to 'backup run' while pgBackRest copies: its workers are
+    stopped, the backup is recorded as interrupted, and one line with a hint
+    says so with the signal's exit code."""
+    source.sql(
+        "CREATE TABLE bulk AS SELECT g, md5(g::text) AS h "
+        "FROM generate_series(1, 1500000) g"
+    )
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    process = _start(config, "backup", "run")
+    _wait_for_running_backup(config)
+    _wait_for(lambda: bool(_engine_processes(config)), "pgBackRest starting", 60)
+    time.sleep(0.5)
+    process.send_signal(number)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == code, stderr
+    assert f"interrupted by {number.name}" in stderr
+    assert "hint:" in stderr and "Traceback" not in stderr
+    time.sleep(0.5)
+    assert _engine_processes(config) == []
+    state = config.parent / ".verger" / "state.db"
+    with sqlite3.connect(state) as db:
+        rows = db.execute("SELECT status, detail FROM backups").fetchall()
+    assert len(rows) == 1 and rows[0][0] == "failed", rows
+    assert "interrupted" in rows[0][1]
+
+
+def test_setup_with_a_wrong_passphrase_changes_nothing(
+    workdir: Path, source: Source
+) -> None:
+    """'backup setup' with a passphrase that does not open the existing repository
+    refuses in one line, and neither writes a missing pgbackrest.conf nor
+    rewrites an existing one."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    conf = config.parent / ".verger" / "backup" / "production" / "pgbackrest.conf"
+    before = conf.read_bytes()
+    wrong = "not the right passphrase at all"
+
+    done = verger(config, "backup", "setup", VERGER_BACKUP_PASSPHRASE=wrong)
+    assert done.returncode == 6
+    assert "could not be decrypted" in done.stderr and "Traceback" not in done.stderr
+    assert wrong not in done.stdout + done.stderr
+    assert conf.read_bytes() == before
+
+    conf.unlink()
+    done = verger(config, "backup", "setup", VERGER_BACKUP_PASSPHRASE=wrong)
+    assert done.returncode == 6
+    assert not conf.exists()
+    assert not list(conf.parent.glob(".pgbackrest.conf*"))
