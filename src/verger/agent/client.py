@@ -170,7 +170,7 @@ class AgentClient:
             if info is not None:
                 # Another agent (started by systemd, say) may have won the lock.
                 return {**info, "already": info["pid"] != handle.pid}
-            if not process.alive(handle):
+            if not process.alive(handle, group=False):
                 break
             time.sleep(0.05)
         raise AgentError(
@@ -198,8 +198,8 @@ class AgentClient:
         except AgentError:
             process.signal_group(handle, 15)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and process.alive(handle):
+        while time.monotonic() < deadline and process.alive(handle, group=False):
             time.sleep(0.05)
-        if process.alive(handle):
+        if process.alive(handle, group=False):
             process.stop(handle, 2.0)
         return True

@@ -54,12 +54,41 @@ def _reap(pid: int) -> None:
             _exits[pid] = os.waitstatus_to_exitcode(status)
 
 
-def alive(handle: Handle | None) -> bool:
-    """Whether the process is still the one recorded."""
+def alive(handle: Handle | None, *, group: bool = True) -> bool:
+    """Whether the process is still the one recorded, or its group lives on.
+
+    A release's recorded process is often the shell that runs its start
+    command. If that shell is killed, the application it started keeps
+    serving in the same process group; the release is alive until the
+    group is empty, so that it is neither started again into a port it
+    still holds nor left running by a stop. ``group=False`` asks about the
+    recorded process alone.
+    """
     if handle is None:
         return False
     _reap(handle.pid)
-    return start_time(handle.pid) == handle.started
+    if start_time(handle.pid) == handle.started:
+        return True
+    return group and bool(members(handle))
+
+
+def members(handle: Handle) -> list[int]:
+    """Processes left in the group the recorded process led, itself aside."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == handle.pid:
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw.rsplit(")", 1)[1].split()
+        # A group id is not given to a new process while the group has members,
+        # and members started after their leader: both must hold.
+        later = not handle.started or int(fields[19]) >= int(handle.started)
+        if fields[0] != "Z" and int(fields[2]) == handle.pid and later:
+            found.append(int(entry.name))
+    return found
 
 
 def spawn(

@@ -114,7 +114,7 @@ def alertmanager_config() -> dict[str, Any]:
         "route": {
             "receiver": "ticket",
             "group_by": ["alertname", "environment"],
-            "group_wait": "5s",
+            "group_wait": "2s",
             "group_interval": "5m",
             "repeat_interval": "4h",
             "routes": [

@@ -21,7 +21,9 @@ from verger.monitor.alerting.matchers import (
 )
 
 GROUP_BY = ("alertname", "environment")
-GROUP_WAIT = 5.0
+# Short, because the alerts of one cause fire in the same evaluation: a page
+# should not wait longer than it takes to gather them.
+GROUP_WAIT = 2.0
 GROUP_INTERVAL = 300.0
 REPEAT_INTERVAL = 4 * 3600.0
 TIER_REPEAT = {"critical": 3600.0, "medium": 86400.0}
