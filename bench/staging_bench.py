@@ -42,7 +42,7 @@ from verger.config import load_config
 from verger.config.staging import Staging
 from verger.staging.catalog import read_tables
 from verger.staging.fakes import Faker
-from verger.staging.mask import mask_database
+from verger.staging.mask import build_masked
 from verger.staging.plan import make_plan
 from verger.staging.refresh import refresh
 from verger.state import open_store
@@ -175,13 +175,23 @@ def install_pynonymizer() -> Path:
 
 
 def verger_mask(name: str) -> float:
+    """Seconds to build a masked copy of ``name`` (schema, masked rows, indexes)."""
     section = Staging(salt=SALT, mask=MASK, keep=KEEP)  # type: ignore[arg-type]
-    url = SERVER + name
-    started = time.monotonic()
-    with psycopg.connect(url, autocommit=True) as conn:
-        plan = make_plan(read_tables(conn), section)
-    mask_database(url, plan, Faker(SALT, "US"), lambda d, t: None)
-    return time.monotonic() - started
+    url, target = SERVER + name, f"{name}_masked"
+    create(target)
+    try:
+        started = time.monotonic()
+        with psycopg.connect(url) as conn:
+            plan = make_plan(read_tables(conn), section)
+            faker = Faker(SALT, "US")
+            build_masked(conn, url, None, SERVER + target, plan, faker, quiet)
+        return time.monotonic() - started
+    finally:
+        drop(target)
+
+
+def quiet(done: int, total: int) -> None:
+    return None
 
 
 def pynonymizer_mask(program: Path, name: str, strategy: Path) -> float:

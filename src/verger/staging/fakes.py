@@ -34,9 +34,15 @@ NON_DIGITS = re.compile(r"\D")
 # +1 415 555 1001, (415) 555-1001, 415.555.1001, 1-415-555-1001 and the like.
 NANP_SHAPE = re.compile(r"(\+?1[ .-]?)?(\(\d{3}\)|\d{3})[ .-]?\d{3}[ .-]?\d{4}")
 NANP_REGIONS = frozenset({"US", "CA", "PR", "GU", "VI", "AS", "MP"})
+# Entries kept in each of the fakes' caches; past that, values are computed again.
+CACHED = 2_000_000
 DOMAINS = ("example.com", "example.net", "example.org")
 CONSONANTS = "bdfghklmnprstvz"
 VOWELS = "aeiou"
+# The syllable each byte of a digest stands for in a fake name.
+SYLLABLES = tuple(
+    CONSONANTS[b % len(CONSONANTS)] + VOWELS[b // 16 % len(VOWELS)] for b in range(256)
+)
 # Filler words for text masked whole: plainly not anyone's message.
 WORDS = tuple(
     [
@@ -170,6 +176,7 @@ class Faker:
         self.emails: dict[str, str] = {}
         self.fakes: set[str] = set()
         self._phones: dict[str, str | None] = {}
+        self._numbers: dict[str, int] = {}
         self._in_text: dict[str, str] = {}
 
     def digest(self, kind: str, value: str) -> bytes:
@@ -183,9 +190,10 @@ class Faker:
     def fingerprint(self, kind: str, value: str) -> int:
         """A 64-bit digest of a normalized value, for the leak scan's sets.
 
-        Fingerprints live only in this process's memory, from masking to the
-        scan, so Python's own string hash (SipHash under a per-process random
-        key) is enough, and many times faster than an HMAC per value.
+        Fingerprints live only in this process's memory (and that of the
+        hunting process forked from it, which shares its key), from masking to
+        the scan, so Python's own string hash (SipHash under a per-process
+        random key) is enough, and many times faster than an HMAC per value.
         """
         return hash((kind, value))
 
@@ -232,22 +240,22 @@ class Faker:
         if value in self._phones:
             return self._phones[value]
         found = self._nanp(value)
-        if found is not None:
-            return found
+        if found is None:
+            found = self._parsed(value)
+        if len(self._phones) < CACHED:
+            self._phones[value] = found
+        return found
+
+    def _parsed(self, value: str) -> str | None:
         try:
             parsed = phonenumbers.parse(value, self.region)
         except phonenumbers.NumberParseException:
             parsed = None
         if parsed is not None and not phonenumbers.is_possible_number(parsed):
             parsed = None
-        found = (
-            None
-            if parsed is None
-            else phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-        )
-        if len(self._phones) < 1_000_000:
-            self._phones[value] = found
-        return found
+        if parsed is None:
+            return None
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
     def _nanp(self, value: str) -> str | None:
         """The common North American shapes without the full parser, which is slow."""
@@ -272,10 +280,9 @@ class Faker:
         if not value.strip():
             return value
         real = self.e164(value) or f"raw:{normal_text(value)}"
-        code = int(real[1:3]) if real.startswith("+44") or real.startswith("+61") else 1
-        pool = self.pools[code]
-        seed = int.from_bytes(self.digest("phone", real)[:8], "big")
-        fake = pool.assign(real, seed, unique, where)
+        fake = self._numbers.get(real)
+        if fake is None:
+            fake = self._number(real, unique, where)
         text = self._shape(fake, value)
         if width is not None and len(text) > width:
             text = f"+{fake}"
@@ -286,6 +293,16 @@ class Faker:
                     f"mask {where} with hash instead",
                 )
         return text
+
+    def _number(self, real: str, unique: bool, where: str) -> int:
+        """The fiction number of a real one (E.164), the same in every column."""
+        code = int(real[1:3]) if real.startswith("+44") or real.startswith("+61") else 1
+        pool = self.pools[code]
+        seed = int.from_bytes(self.digest("phone", real)[:8], "big")
+        fake = pool.assign(real, seed, unique, where)
+        if len(self._numbers) < CACHED:
+            self._numbers[real] = fake
+        return fake
 
     def _shape(self, fake: int, value: str) -> str:
         """The fake written the way the original was: E.164, or national."""
@@ -312,12 +329,10 @@ class Faker:
         return _fit(" ".join(parts), width)
 
     def _word(self, seed: bytes) -> str:
-        syllables = 2 + seed[0] % 2
-        letters = [
-            CONSONANTS[seed[1 + i] % len(CONSONANTS)] + VOWELS[seed[1 + i] // 16 % 5]
-            for i in range(syllables)
-        ]
-        return "".join(letters).capitalize()
+        word = SYLLABLES[seed[1]] + SYLLABLES[seed[2]]
+        if seed[0] % 2:
+            word += SYLLABLES[seed[3]]
+        return word.capitalize()
 
     def text(self, value: str, width: int | None = None, whole: bool = False) -> str:
         if not value.strip():
@@ -334,7 +349,7 @@ class Faker:
         fake = self._in_text.get(candidate)
         if fake is None:
             fake = candidate if self.e164(candidate) is None else self.phone(candidate)
-            if len(self._in_text) < 1_000_000:
+            if len(self._in_text) < CACHED:
                 self._in_text[candidate] = fake
         return fake
 
@@ -371,10 +386,13 @@ class Faker:
             for match in EMAIL.finditer(value):
                 yield self.fingerprint("e", normal_email(match.group(0)))
         if SEVEN_DIGITS.search(value):
-            for match in PHONE.finditer(value):
-                found = self.e164(match.group(0))
-                if found is not None:
-                    yield self.fingerprint("p", found)
+            yield from self._phones_in(value)
+
+    def _phones_in(self, value: str) -> Iterator[int]:
+        for match in PHONE.finditer(value):
+            found = self.e164(match.group(0))
+            if found is not None:
+                yield self.fingerprint("p", found)
 
 
 def _fit(text: str, width: int | None) -> str:
