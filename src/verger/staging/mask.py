@@ -30,7 +30,15 @@ from verger.staging.databases import dump_schema, restore_section
 from verger.staging.fakes import Faker
 from verger.staging.hunt import Hunt
 from verger.staging.plan import Plan, TablePlan
-from verger.staging.stream import ESCAPE, NULL, SPECIAL, Origin, lines, unescape
+from verger.staging.stream import (
+    ESCAPE,
+    NULL,
+    SPECIAL,
+    Origin,
+    copy,
+    lines,
+    unescape,
+)
 
 log = logging.getLogger("verger.staging")
 
@@ -180,14 +188,14 @@ def _load(
         for table in tables:
             tp = plans.get(table.key_name)
             if tp is None:
-                _pass_through(source, writer, table)
+                _pass_through(origin, target, table)
                 continue
             done = masked.rows
 
             def step(rows: int, done: int = done) -> None:
                 progress(done + rows, max(total, done + rows))
 
-            rows = _mask_table(source, origin, writer, table, tp, faker, masked, step)
+            rows = _mask_table(source, origin, writer, table, tp, faker, step)
             masked.rows += rows
             masked.columns += len(tp.masked)
             masked.per_table[table.key_name] = rows
@@ -226,20 +234,23 @@ def _settle(conn: Connection) -> None:
     conn.execute("SET extra_float_digits = 3")
 
 
-def _pass_through(reader: Connection, writer: Connection, table: Source) -> None:
-    """A table with nothing to mask, copied as PostgreSQL's binary rows."""
+def _pass_through(origin: Origin, target: str, table: Source) -> None:
+    """A table with nothing to mask: psql to psql in binary, never through Python."""
     out = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)").format(
         table.listed, table.ident
     )
-    into = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+    into = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
         table.ident, table.listed
     )
-    with (
-        reader.cursor().copy(out) as source,
-        writer.cursor().copy(into) as target,
-    ):
-        for data in source:
-            target.write(data)
+    with psycopg.connect(target, autocommit=True) as conn:
+        statements = [_truncate(table).as_string(conn), into.as_string(conn)]
+        copy(origin, out.as_string(conn), target, statements)
+
+
+def _truncate(table: Source) -> sql.Composed:
+    # Emptied in the transaction that loads it, so COPY may write its rows frozen:
+    # the leak scan's first read then has no hint bits to set on every page.
+    return sql.SQL("TRUNCATE ONLY {}").format(table.ident)
 
 
 def _mask_table(
@@ -249,49 +260,52 @@ def _mask_table(
     table: Source,
     tp: TablePlan,
     faker: Faker,
-    masked: Masked,
     progress: Callable[[int], None],
 ) -> int:
     position = {name: index for index, name in enumerate(table.columns)}
     fields = [
-        (position[column.name], _field(faker, column, rule))
+        (position[column.name], *_field(faker, column, rule))
         for column, rule in tp.masked
     ]
     out = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
         table.listed, table.ident
     )
-    into = sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, table.listed)
+    into = sql.SQL("COPY {} ({}) FROM STDIN (FREEZE)").format(table.ident, table.listed)
     rows = 0
     cursor = writer.cursor()
-    # A thread sends the rows while this one masks the next lines.
-    with cursor.copy(into, writer=QueuedLibpqWriter(cursor)) as target:
-        for chunk in lines(origin, out.as_string(reader)):
-            batch = []
-            for line in chunk:
-                values = line.split(b"\t")
-                for index, work in fields:
-                    values[index] = work(values[index])
-                batch.append(b"\t".join(values))
-            batch.append(b"")
-            target.write(b"\n".join(batch))
-            rows += len(chunk)
-            progress(rows)
+    with writer.transaction():
+        writer.execute(_truncate(table))
+        # A thread sends the rows while this one masks the next lines.
+        with cursor.copy(into, writer=QueuedLibpqWriter(cursor)) as target:
+            for chunk in lines(origin, out.as_string(reader)):
+                batch = []
+                for line in chunk:
+                    values = line.split(b"\t")
+                    for index, memo, work in fields:
+                        raw = values[index]
+                        fake = memo.get(raw)
+                        values[index] = work(raw) if fake is None else fake
+                    batch.append(b"\t".join(values))
+                batch.append(b"")
+                target.write(b"\n".join(batch))
+                rows += len(chunk)
+                progress(rows)
     progress(rows)
     return rows
 
 
-def _field(faker: Faker, column: Column, rule: Rule) -> Callable[[bytes], bytes]:
-    """The work on one field as COPY writes it: NULL stays NULL, repeats are remembered."""
+def _field(
+    faker: Faker, column: Column, rule: Rule
+) -> tuple[dict[bytes, bytes], Callable[[bytes], bytes]]:
+    """The work on one field as COPY writes it, and the memo of what it did.
+
+    Values repeat (a member's number in every message sent to them): each
+    distinct one is masked once, and NULL stays NULL.
+    """
     transform = _transform(faker, column, rule)
-    # Values repeat (a member's number in every message sent to them): each is done once.
-    memo: dict[bytes, bytes] = {}
+    memo: dict[bytes, bytes] = {NULL: NULL}
 
     def work(raw: bytes) -> bytes:
-        fake = memo.get(raw)
-        if fake is not None:
-            return fake
-        if raw == NULL:
-            return NULL
         result = transform(unescape(raw.decode()))
         if result is None:
             fake = NULL
@@ -303,7 +317,7 @@ def _field(faker: Faker, column: Column, rule: Rule) -> Callable[[bytes], bytes]
             memo[raw] = fake
         return fake
 
-    return work
+    return memo, work
 
 
 def _transform(faker: Faker, column: Column, rule: Rule) -> Transform:

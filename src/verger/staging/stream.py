@@ -45,10 +45,7 @@ def lines(origin: Origin, query: str) -> Iterator[list[bytes]]:
     where a client library would cost a Python call per row. With a
     snapshot, psql's transaction sees exactly what the source's does.
     """
-    steps = ["-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
-    if origin.snapshot:
-        steps += ["-c", f"SET TRANSACTION SNAPSHOT '{origin.snapshot}'"]
-    steps += ["-c", query, "-c", "COMMIT"]
+    steps = _steps(origin, query)
     psql = [pg_program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", origin.dsn]
     env = {**os.environ, **PSQL_SETTINGS}
     with tempfile.TemporaryFile() as errors:
@@ -71,6 +68,47 @@ def lines(origin: Origin, query: str) -> Iterator[list[bytes]]:
                 f"reading the source failed: {errors.read().decode().strip()[-400:]}",
                 "check that the source database is reachable, then refresh again",
             )
+
+
+def copy(origin: Origin, query: str, target: str, statements: list[str]) -> None:
+    """Rows of ``query`` at the source piped by psql into psql running ``statements``.
+
+    The last statement is the ``COPY ... FROM STDIN`` that reads them; all
+    run in one transaction at ``target``.
+    """
+    env = {**os.environ, **PSQL_SETTINGS}
+    psql = [pg_program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    into = [*psql, "-d", target, "-c", "BEGIN"]
+    for statement in statements:
+        into += ["-c", statement]
+    into += ["-c", "COMMIT"]
+    with tempfile.TemporaryFile() as errors:
+        reader = subprocess.Popen(
+            [*psql, "-d", origin.dsn, *_steps(origin, query)],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        assert reader.stdout is not None
+        writer = subprocess.run(
+            into, stdin=reader.stdout, capture_output=True, env=env, check=False
+        )
+        reader.stdout.close()
+        if reader.wait() != 0 or writer.returncode != 0:
+            errors.seek(0)
+            told = (errors.read() + writer.stderr).decode().strip()
+            raise RefreshError(
+                f"copying a table failed: {told[-400:]}",
+                "check the staging server's log, then refresh again",
+            )
+
+
+def _steps(origin: Origin, query: str) -> list[str]:
+    steps = ["-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
+    if origin.snapshot:
+        steps += ["-c", f"SET TRANSACTION SNAPSHOT '{origin.snapshot}'"]
+    return [*steps, "-c", query, "-c", "COMMIT"]
 
 
 def _chunks(process: subprocess.Popen[bytes]) -> Iterator[list[bytes]]:
