@@ -7,11 +7,12 @@ import re
 import phonenumbers
 import pytest
 
-from verger.errors import BusyError
+from verger.errors import BusyError, DeployError
 from verger.staging import (
     LeakError,
     MaskError,
     RefreshError,
+    RestartError,
     UnclassifiedError,
     refresh,
 )
@@ -323,3 +324,26 @@ def test_every_other_rule_gives_values_valid_for_their_column(site):
         assert float(original[6]) * 0.9 <= float(balance) <= float(original[6]) * 1.1
     tokens = site.sql("SELECT count(DISTINCT token) FROM accounts", site.staging_url)
     assert tokens == [(50,)]
+
+
+def test_a_failed_restart_after_the_swap_fails_the_refresh(site, receiver):
+    """The copy is swapped in, but a failed redeploy is recorded and reported as a failure."""
+    site.extra = f"notify:\n  webhooks: ['{receiver.url}']"
+
+    def restart() -> str:
+        raise DeployError(
+            "the redeploy of v1 to staging did not pass: GET /smoke answered 500",
+            "the release that was live keeps serving",
+        )
+
+    with pytest.raises(RestartError, match="restarting staging failed") as raised:
+        refresh(site.loaded(), site.store(), use_snapshot=True, restart=restart)
+
+    assert raised.value.exit_code == 7
+    assert "\n" not in raised.value.message and "verger deploy" in raised.value.hint
+    assert site.sql("SELECT count(*) FROM members", site.staging_url) == [(300,)]
+    row = site.store().refreshes(site.staging)[0]
+    assert (row.status, row.leaks) == ("restart_failed", 0)
+    assert "GET /smoke answered 500" in row.detail
+    assert [body["event"] for body in receiver.received] == ["refresh_failed"]
+    assert "the masked copy is in place" in receiver.received[0]["reason"]

@@ -181,7 +181,10 @@ def _refresh(
         "Swapped %s in as %s; the old copy is %s.", new, server.live, server.previous
     )
     outcome.seconds = time.monotonic() - started
-    outcome.restart = _restart(restart)
+    try:
+        outcome.restart = restart() if restart is not None else ""
+    except VergerError as exc:
+        raise _restart_failed(loaded, store, server, outcome, exc) from exc
     store.update_refresh(
         refresh_id,
         status="succeeded",
@@ -192,6 +195,36 @@ def _refresh(
     )
     _notify(loaded, outcome, "refresh_succeeded", _summary(outcome))
     return outcome
+
+
+class RestartError(RefreshError):
+    """The masked copy is in place, but staging's release did not restart on it."""
+
+
+def _restart_failed(
+    loaded: Loaded, store: Store, server: Server, outcome: Outcome, exc: VergerError
+) -> RestartError:
+    """Recorded and reported as a failure: staging's app may not serve the new copy."""
+    reason = (
+        f"the masked copy is in place as {server.live}, but restarting staging "
+        f"failed: {exc.message}"
+    )
+    store.update_refresh(
+        outcome.refresh_id,
+        status="restart_failed",
+        finished_at=time.time(),
+        leaks=0,
+        database=server.live,
+        detail=reason,
+    )
+    log.error("Refresh #%s: %s", outcome.refresh_id, reason)
+    _notify(loaded, outcome, "refresh_failed", reason)
+    environment = section_of(loaded).environment or "staging"
+    return RestartError(
+        reason,
+        f"{exc.hint}; once it is fixed, run 'verger deploy {environment}' to start "
+        "staging on the new copy (the refresh need not run again)",
+    )
 
 
 def _build(
@@ -351,15 +384,6 @@ def _restored(
             conn.rollback()
     finally:
         server.drop(scratch)
-
-
-def _restart(restart: Restart | None) -> str:
-    if restart is None:
-        return ""
-    try:
-        return restart()
-    except VergerError as exc:
-        return f"the new copy is in place, but restarting staging failed: {exc.message}"
 
 
 def _fail(
