@@ -347,3 +347,25 @@ def test_a_failed_restart_after_the_swap_fails_the_refresh(site, receiver):
     assert "GET /smoke answered 500" in row.detail
     assert [body["event"] for body in receiver.received] == ["refresh_failed"]
     assert "the masked copy is in place" in receiver.received[0]["reason"]
+
+
+def test_numbers_of_other_countries_stay_in_their_country_in_an_unused_range(site):
+    """French, German and Indian numbers become possible, unallocated numbers there."""
+    site.sql(
+        "CREATE TABLE abroad (id serial PRIMARY KEY, phone text UNIQUE, note text);"
+        " INSERT INTO abroad (phone, note) VALUES"
+        " ('+33 6 12 34 56 78', 'ring +33 6 12 34 56 78 soon'),"
+        " ('+49 1512 3456789', 'none'), ('+91 98765 43210', 'none')"
+    )
+    site.mask.update({"abroad.phone": "phone", "abroad.note": "text"})
+    site.keep.append("abroad.id")
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    rows = site.sql("SELECT phone, note FROM abroad ORDER BY id", site.staging_url)
+    for (fake, _), region in zip(rows, ["FR", "DE", "IN"], strict=True):
+        parsed = phonenumbers.parse(fake)
+        assert phonenumbers.region_code_for_country_code(parsed.country_code) == region
+        assert phonenumbers.is_possible_number(parsed)
+        assert not phonenumbers.is_valid_number(parsed)
+    assert rows[0][1] == f"ring {rows[0][0]} soon"

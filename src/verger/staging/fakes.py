@@ -4,8 +4,9 @@ Every fake comes from an HMAC-SHA256 of the normalized input under the
 secret salt, so a member's email in ``members`` and in a message body map to
 the same fake in every table and every night, and nobody without the salt
 can go back. Emails go to the domains reserved for examples (RFC 2606);
-phone numbers go to ranges reserved for fiction, kept in the original's
-country where verger knows such a range.
+phone numbers go to ranges reserved for fiction (North America, Britain,
+Australia) and elsewhere to a range the country's plan leaves unused, always
+in the original's country.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def _nanp_blocks() -> list[Block]:
     return blocks
 
 
-# Ofcom's drama numbers and ACMA's fiction ranges; other countries use NANP's.
+# Ofcom's drama numbers and ACMA's fiction ranges; other countries get unused
+# numbers of their own (Faker._unassigned).
 POOLS: dict[int, list[Block]] = {
     1: _nanp_blocks(),
     44: [
@@ -177,6 +179,7 @@ class Faker:
         self.fakes: set[str] = set()
         self._phones: dict[str, str | None] = {}
         self._numbers: dict[str, int] = {}
+        self._elsewhere: dict[int, set[int]] = {}
         self._in_text: dict[str, str] = {}
 
     def digest(self, kind: str, value: str) -> bytes:
@@ -295,14 +298,46 @@ class Faker:
         return text
 
     def _number(self, real: str, unique: bool, where: str) -> int:
-        """The fiction number of a real one (E.164), the same in every column."""
-        code = int(real[1:3]) if real.startswith("+44") or real.startswith("+61") else 1
-        pool = self.pools[code]
-        seed = int.from_bytes(self.digest("phone", real)[:8], "big")
-        fake = pool.assign(real, seed, unique, where)
+        """The fake number of a real one (E.164), the same in every column."""
+        code = _country(real)
+        fake = None if code in self.pools else self._unassigned(real, code)
+        if fake is None:
+            pool = self.pools[code if code in self.pools else 1]
+            seed = int.from_bytes(self.digest("phone", real)[:8], "big")
+            fake = pool.assign(real, seed, unique, where)
         if len(self._numbers) < CACHED:
             self._numbers[real] = fake
         return fake
+
+    def _unassigned(self, real: str, code: int) -> int | None:
+        """A number of the same country and length in a range its plan leaves unused.
+
+        Outside North America, Britain and Australia verger knows no range
+        reserved for fiction, so it takes a number the country's numbering
+        plan (as the phonenumbers metadata has it) allocates to no service:
+        possible, as long as a real one, and reaching nobody. None when no
+        such number turns up, and the number then goes to North America's
+        fiction range.
+        """
+        parsed = phonenumbers.parse(real)
+        size = len(str(parsed.national_number))
+        taken = self._elsewhere.setdefault(code, set())
+        low, span = 10 ** (size - 1), 9 * 10 ** (size - 1)
+        for attempt in range(64):
+            digest = self.digest(f"phone:{attempt}", real)
+            number = low + int.from_bytes(digest[:8], "big") % span
+            candidate = phonenumbers.PhoneNumber(
+                country_code=code, national_number=number
+            )
+            if (
+                number != parsed.national_number
+                and number not in taken
+                and phonenumbers.is_possible_number(candidate)
+                and not phonenumbers.is_valid_number(candidate)
+            ):
+                taken.add(number)
+                return int(f"{code}{number}")
+        return None
 
     def _shape(self, fake: int, value: str) -> str:
         """The fake written the way the original was: E.164, or national."""
@@ -393,6 +428,15 @@ class Faker:
             found = self.e164(match.group(0))
             if found is not None:
                 yield self.fingerprint("p", found)
+
+
+def _country(real: str) -> int:
+    """The country calling code of an E.164 number; 1 for what did not parse."""
+    if not real.startswith("+") or real.startswith("+1"):
+        return 1
+    if real.startswith(("+44", "+61")):
+        return int(real[1:3])
+    return phonenumbers.parse(real).country_code or 1
 
 
 def _fit(text: str, width: int | None) -> str:
