@@ -10,6 +10,7 @@ database, so a refresh killed at any other point leaves staging as it was.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -228,6 +229,8 @@ def restore_section(file: Path, target: str, section: str, jobs: int = 1) -> Non
             ["--exit-on-error", "-d", target, str(file)],
             f"building the copy's {section} failed",
             "check the staging server's log, then refresh again",
+            # Indexes of millions of rows sort in memory rather than on disk.
+            {"PGOPTIONS": "-c maintenance_work_mem=256MB"},
         )
     except RefreshError as exc:
         if "could not create unique index" not in exc.message:
@@ -247,9 +250,19 @@ def _first_error(text: str) -> str:
     return text.strip()
 
 
-def _run(program: list[str], rest: list[str], what: str, hint: str) -> None:
+def _run(
+    program: list[str],
+    rest: list[str],
+    what: str,
+    hint: str,
+    settings: dict[str, str] | None = None,
+) -> None:
     done = subprocess.run(
-        [*program, *rest], capture_output=True, text=True, check=False
+        [*program, *rest],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(settings or {})},
     )
     if done.returncode != 0:
         raise RefreshError(f"{what}: {done.stderr.strip()[-600:]}", hint)
