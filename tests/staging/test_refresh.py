@@ -369,3 +369,28 @@ def test_numbers_of_other_countries_stay_in_their_country_in_an_unused_range(sit
         assert phonenumbers.is_possible_number(parsed)
         assert not phonenumbers.is_valid_number(parsed)
     assert rows[0][1] == f"ring {rows[0][0]} soon"
+
+
+def test_a_text_key_and_its_references_masked_alike_still_join(site):
+    """An email primary key and the foreign key naming it, both masked, still join."""
+    site.sql(
+        "CREATE TABLE logins (email text PRIMARY KEY, plan text);"
+        " CREATE TABLE sessions (id serial PRIMARY KEY,"
+        " login text NOT NULL REFERENCES logins(email));"
+        " INSERT INTO logins SELECT 'User' || g || '@mail.example', 'free'"
+        " FROM generate_series(1, 50) g;"
+        " INSERT INTO sessions (login) SELECT 'User' || (1 + g % 50) || '@mail.example'"
+        " FROM generate_series(1, 200) g"
+    )
+    site.mask.update({"logins.email": "email", "sessions.login": "email"})
+    site.keep += ["logins.plan", "sessions.id"]
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    staging = site.staging_url
+    joined = "SELECT count(*) FROM sessions s JOIN logins l ON l.email = s.login"
+    assert site.sql(joined, staging) == [(200,)]
+    emails = [row[0] for row in site.sql("SELECT email FROM logins", staging)]
+    assert len(set(emails)) == 50 and all("@example." in e for e in emails)
+    keys = "SELECT count(*) FROM pg_constraint WHERE conrelid = 'sessions'::regclass"
+    assert site.sql(keys + " AND contype = 'f'", staging) == [(1,)]
