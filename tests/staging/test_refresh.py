@@ -14,6 +14,7 @@ from verger.staging import (
     RefreshError,
     RestartError,
     UnclassifiedError,
+    mask,
     refresh,
 )
 
@@ -394,3 +395,37 @@ def test_a_text_key_and_its_references_masked_alike_still_join(site):
     assert len(set(emails)) == 50 and all("@example." in e for e in emails)
     keys = "SELECT count(*) FROM pg_constraint WHERE conrelid = 'sessions'::regclass"
     assert site.sql(keys + " AND contype = 'f'", staging) == [(1,)]
+
+
+def test_two_processes_mask_alike_when_no_phone_column_is_unique(
+    site, monkeypatch, caplog
+):
+    """Split between two processes, a phone keeps one fake everywhere; leaks are found."""
+    monkeypatch.setattr(mask, "PARALLEL_ROWS", 0)
+    site.sql("ALTER TABLE members DROP CONSTRAINT members_church_id_phone_key")
+    site.sql("ALTER TABLE churches ADD COLUMN contact text")
+    site.sql("UPDATE churches SET contact = 'ring 415 555 1003 after 6pm' WHERE id = 2")
+    site.keep.append("churches.contact")
+    caplog.set_level("INFO", logger="verger.staging")
+
+    with pytest.raises(LeakError, match=r"churches\.contact"):
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+    site.sql("UPDATE churches SET contact = NULL")
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    assert "rows of messages in a process of its own" in caplog.text
+    rows = site.sql(
+        "SELECT m.phone, g.to_phone, g.body FROM members m"
+        " JOIN messages g ON g.member_id = m.id"
+        " WHERE m.phone <> '' AND g.body <> '' AND m.id <> 4",
+        site.staging_url,
+    )
+    assert len(rows) > 250
+    for phone, to_phone, body in rows:
+        assert _phone(to_phone) == _phone(phone)
+        assert _fiction(_phone(phone))
+        found = [
+            _phone(m.raw_string)
+            for m in phonenumbers.PhoneNumberMatcher(body, "US", leniency=0)
+        ]
+        assert _phone(phone) in found, body

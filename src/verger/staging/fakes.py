@@ -144,7 +144,11 @@ class PhonePool:
             self.next += 1
         return self.order[self.next]
 
-    def assign(self, real: str, seed: int, unique: bool, where: str) -> int:
+    def assign(
+        self, real: str, seed: int, unique: bool, where: str, shared: bool = True
+    ) -> int:
+        if not shared:
+            return self.number(seed % self.capacity)
         if real in self.given:
             return self.number(self.given[real])
         slot = seed % self.capacity
@@ -178,6 +182,10 @@ class Faker:
         self.emails: dict[str, str] = {}
         self.fakes: set[str] = set()
         self._phones: dict[str, str | None] = {}
+        # Set when more numbers are masked than the fiction ranges hold and no
+        # phone column is unique: a number's fake is then its digest's slot,
+        # a function of the number alone, the same in every process.
+        self.overfull = False
         self._numbers: dict[str, int] = {}
         self._elsewhere: dict[int, set[int]] = {}
         self._in_text: dict[str, str] = {}
@@ -304,7 +312,7 @@ class Faker:
         if fake is None:
             pool = self.pools[code if code in self.pools else 1]
             seed = int.from_bytes(self.digest("phone", real)[:8], "big")
-            fake = pool.assign(real, seed, unique, where)
+            fake = pool.assign(real, seed, unique, where, not self.overfull)
         if len(self._numbers) < CACHED:
             self._numbers[real] = fake
         return fake
@@ -331,7 +339,7 @@ class Faker:
             )
             if (
                 number != parsed.national_number
-                and number not in taken
+                and (self.overfull or number not in taken)
                 and phonenumbers.is_possible_number(candidate)
                 and not phonenumbers.is_valid_number(candidate)
             ):

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import datetime
 import logging
+import multiprocessing
+import multiprocessing.connection
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -26,9 +29,9 @@ from psycopg.copy import QueuedLibpqWriter
 
 from verger.config.staging import Rule
 from verger.staging.catalog import Column
-from verger.staging.databases import dump_schema, restore_section
-from verger.staging.fakes import Faker
-from verger.staging.hunt import Hunt
+from verger.staging.databases import RefreshError, dump_schema, restore_section
+from verger.staging.fakes import Faker, MaskError
+from verger.staging.hunt import Hunt, hunter
 from verger.staging.plan import Plan, TablePlan
 from verger.staging.stream import (
     ESCAPE,
@@ -47,8 +50,8 @@ Connection = psycopg.Connection[tuple[object, ...]]
 Transform = Callable[[str], str | None]
 # Distinct values remembered per column; past that, a repeat is simply computed again.
 MEMO = 2_000_000
-# Rows written to the new table in one call.
-BATCH = 2000
+# Rows to mask from which two processes share the tables (see _overfull).
+PARALLEL_ROWS = 1_000_000
 INTEGER_TYPES = ("smallint", "integer", "bigint")
 # Every table pg_dump copies data for: ordinary tables and partitions, not
 # partitioned parents (their rows are their partitions'), not extensions' own.
@@ -152,14 +155,175 @@ def load_masked(
     masked = Masked()
     plans = {tp.table.key_name: tp for tp in plan.masked}
     tables = [_source(row) for row in source.execute(TABLES).fetchall()]
-    total = _estimate(source, [t for t in tables if t.key_name in plans])
+    sizes = _estimate(source, [t for t in tables if t.key_name in plans])
+    _settle(source)
+    if _overfull(plan, sum(sizes.values())):
+        faker.overfull = True
+        _load_split(
+            source, origin, target, tables, plans, faker, masked, sizes, progress
+        )
+        return masked
     hunt = Hunt(origin, faker, [_read(source, tp) for tp in plan.masked])
     try:
+        total = sum(sizes.values())
         _load(source, origin, target, tables, plans, faker, masked, total, progress)
         masked.fingerprints = hunt.fingerprints()
     finally:
         hunt.stop()
     return masked
+
+
+def _overfull(plan: Plan, rows: int) -> bool:
+    """Whether two processes may mask at once, each with fakes of its own making.
+
+    Only when every fake is a function of its value alone: with a million
+    rows or more the fiction ranges are full anyway, so a number's fake can
+    be its digest's slot; not when a phone column must stay unique, which
+    needs one process handing out free slots.
+    """
+    if rows < PARALLEL_ROWS or len(plan.masked) < 2:
+        return False
+    return not any(
+        column.unique and rule.rule in ("phone", "text")
+        for tp in plan.masked
+        for column, rule in tp.masked
+    )
+
+
+def _load_split(
+    source: Connection,
+    origin: Origin,
+    target: str,
+    tables: list[Source],
+    plans: dict[str, TablePlan],
+    faker: Faker,
+    masked: Masked,
+    sizes: dict[str, int],
+    progress: Progress,
+) -> None:
+    """The masked tables shared between two forked processes, the rest done here."""
+    shares: list[list[tuple[Source, TablePlan, str]]] = [[], []]
+    loads = [0, 0]
+    for table in sorted(tables, key=lambda t: -sizes.get(t.key_name, 0)):
+        tp = plans.get(table.key_name)
+        if tp is None:
+            continue
+        lighter = loads.index(min(loads))
+        shares[lighter].append((table, tp, _query(source, table)))
+        loads[lighter] += sizes[table.key_name] * (1 + len(tp.masked))
+    workers = [Worker(origin, target, share, faker) for share in shares]
+    try:
+        with psycopg.connect(target, autocommit=True) as writer:
+            _settle(writer)
+            for table in tables:
+                if table.key_name not in plans:
+                    _pass_through(origin, target, table)
+            _sequences(source, writer)
+        total = max(1, sum(sizes.values()))
+        for counted, fingerprints in collect(workers, lambda d: progress(d, total)):
+            masked.per_table.update(counted)
+            masked.fingerprints |= fingerprints
+    finally:
+        for worker in workers:
+            worker.stop()
+    masked.rows = sum(masked.per_table.values())
+    masked.columns = sum(len(tp.masked) for tp in plans.values())
+    for key, count in masked.per_table.items():
+        log.info("Masked %s rows of %s in a process of its own.", count, key)
+
+
+def _query(source: Connection, table: Source) -> str:
+    return (
+        sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT")
+        .format(table.listed, table.ident)
+        .as_string(source)
+    )
+
+
+class Worker:
+    """A forked process masking some tables into the copy and fingerprinting them."""
+
+    def __init__(
+        self,
+        origin: Origin,
+        target: str,
+        share: list[tuple[Source, TablePlan, str]],
+        faker: Faker,
+    ) -> None:
+        context = multiprocessing.get_context("fork")
+        self.answers, sender = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_work, args=(origin, target, share, faker, sender), daemon=True
+        )
+        self.process.start()
+        sender.close()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.answers.close()
+
+
+def collect(
+    workers: list[Worker], progress: Callable[[int], None]
+) -> Iterator[tuple[dict[str, int], set[int]]]:
+    """Each worker's rows and fingerprints, with progress while they run."""
+    done = [0] * len(workers)
+    waiting = {worker.answers: index for index, worker in enumerate(workers)}
+    while waiting:
+        for ready in multiprocessing.connection.wait(list(waiting)):
+            assert isinstance(ready, multiprocessing.connection.Connection)
+            index = waiting[ready]
+            try:
+                answer: Any = ready.recv()
+            except EOFError:
+                answer = (
+                    "failed",
+                    "refresh",
+                    "a masking process ended unexpectedly",
+                    "",
+                )
+            if answer[0] == "rows":
+                done[index] = answer[1]
+                progress(sum(done))
+                continue
+            del waiting[ready]
+            if answer[0] == "failed":
+                _, kind, message, hint = answer
+                error = MaskError if kind == "mask" else RefreshError
+                raise error(message, hint or "check the staging server's log")
+            yield answer[1], answer[2]
+
+
+def _work(
+    origin: Origin,
+    target: str,
+    share: list[tuple[Source, TablePlan, str]],
+    faker: Faker,
+    sender: multiprocessing.connection.Connection,
+) -> None:
+    seen: set[int] = set()
+    rows: dict[str, int] = {}
+    try:
+        with psycopg.connect(target, autocommit=True) as writer:
+            _settle(writer)
+            for table, tp, query in share:
+                before = sum(rows.values())
+
+                def step(done: int, before: int = before) -> None:
+                    sender.send(("rows", before + done))
+
+                rows[table.key_name] = _mask_table(
+                    query, origin, writer, table, tp, faker, step, seen
+                )
+    except Exception as exc:
+        kind = "mask" if isinstance(exc, MaskError) else "refresh"
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        sender.send(("failed", kind, message, getattr(exc, "hint", "")))
+    else:
+        sender.send(("done", rows, seen))
+    sender.close()
 
 
 def _read(source: Connection, tp: TablePlan) -> tuple[str, list[Rule]]:
@@ -183,7 +347,6 @@ def _load(
     progress: Progress,
 ) -> None:
     with psycopg.connect(target, autocommit=True) as writer:
-        _settle(source)
         _settle(writer)
         for table in tables:
             tp = plans.get(table.key_name)
@@ -195,7 +358,8 @@ def _load(
             def step(rows: int, done: int = done) -> None:
                 progress(done + rows, max(total, done + rows))
 
-            rows = _mask_table(source, origin, writer, table, tp, faker, step)
+            query = _query(source, table)
+            rows = _mask_table(query, origin, writer, table, tp, faker, step)
             masked.rows += rows
             masked.columns += len(tp.masked)
             masked.per_table[table.key_name] = rows
@@ -213,16 +377,16 @@ def _source(row: tuple[object, ...]) -> Source:
     return Source(str(schema), str(name), [str(c) for c in columns])  # type: ignore[attr-defined]
 
 
-def _estimate(conn: Connection, tables: list[Source]) -> int:
-    """Rows to mask, from the planner's statistics: counting would read them twice."""
-    total = 0
+def _estimate(conn: Connection, tables: list[Source]) -> dict[str, int]:
+    """Rows of each table, from the planner's statistics: counting would read them twice."""
+    sizes = {}
     for table in tables:
         row = conn.execute(
             "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass",
             (f'"{table.schema}"."{table.name}"',),
         ).fetchone()
-        total += int(str(row[0])) if row else 0
-    return total
+        sizes[table.key_name] = int(str(row[0])) if row else 0
+    return sizes
 
 
 def _settle(conn: Connection) -> None:
@@ -254,22 +418,20 @@ def _truncate(table: Source) -> sql.Composed:
 
 
 def _mask_table(
-    reader: Connection,
+    query: str,
     origin: Origin,
     writer: Connection,
     table: Source,
     tp: TablePlan,
     faker: Faker,
     progress: Callable[[int], None],
+    seen: set[int] | None = None,
 ) -> int:
     position = {name: index for index, name in enumerate(table.columns)}
     fields = [
-        (position[column.name], *_field(faker, column, rule))
+        (position[column.name], *_field(faker, column, rule, seen))
         for column, rule in tp.masked
     ]
-    out = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
-        table.listed, table.ident
-    )
     into = sql.SQL("COPY {} ({}) FROM STDIN (FREEZE)").format(table.ident, table.listed)
     rows = 0
     cursor = writer.cursor()
@@ -277,7 +439,7 @@ def _mask_table(
         writer.execute(_truncate(table))
         # A thread sends the rows while this one masks the next lines.
         with cursor.copy(into, writer=QueuedLibpqWriter(cursor)) as target:
-            for chunk in lines(origin, out.as_string(reader)):
+            for chunk in lines(origin, query):
                 batch = []
                 for line in chunk:
                     values = line.split(b"\t")
@@ -295,7 +457,7 @@ def _mask_table(
 
 
 def _field(
-    faker: Faker, column: Column, rule: Rule
+    faker: Faker, column: Column, rule: Rule, seen: set[int] | None = None
 ) -> tuple[dict[bytes, bytes], Callable[[bytes], bytes]]:
     """The work on one field as COPY writes it, and the memo of what it did.
 
@@ -304,9 +466,13 @@ def _field(
     """
     transform = _transform(faker, column, rule)
     memo: dict[bytes, bytes] = {NULL: NULL}
+    hunt = None if seen is None else hunter(faker, rule)
 
     def work(raw: bytes) -> bytes:
-        result = transform(unescape(raw.decode()))
+        value = unescape(raw.decode())
+        if hunt is not None and seen is not None:
+            hunt(value, seen)
+        result = transform(value)
         if result is None:
             fake = NULL
         elif SPECIAL.search(result):
