@@ -188,7 +188,7 @@ class Faker:
         self.overfull = False
         self._numbers: dict[str, int] = {}
         self._elsewhere: dict[int, set[int]] = {}
-        self._in_text: dict[str, str] = {}
+        self._in_text: dict[str, tuple[str, int | None]] = {}
 
     def digest(self, kind: str, value: str) -> bytes:
         """HMAC-SHA256 (RFC 2104) of ``kind:value``, from pads hashed once."""
@@ -377,24 +377,53 @@ class Faker:
             word += SYLLABLES[seed[3]]
         return word.capitalize()
 
-    def text(self, value: str, width: int | None = None, whole: bool = False) -> str:
+    def text(
+        self,
+        value: str,
+        width: int | None = None,
+        whole: bool = False,
+        seen: set[int] | None = None,
+    ) -> str:
+        """Emails and phone numbers in ``value`` replaced, or all of it if ``whole``.
+
+        With ``seen``, what ``embedded`` would give of ``value`` is added to
+        it on the way, so the text is searched once for both.
+        """
         if not value.strip():
             return value
         if whole:
+            if seen is not None:
+                seen.update(self.embedded(value))
             return _fit(self._lorem(value), width)
-        replaced = EMAIL.sub(lambda m: self.email(m.group(0)), value)
+        found: set[int] = set() if seen is None else seen
+        replaced = EMAIL.sub(lambda m: self._email_in_text(m, found), value)
+        if not SEVEN_DIGITS.search(value):
+            return _fit(replaced, width)
+        if replaced is not value and seen is not None:
+            # An email may hide a number from the search of what is left:
+            # embedded searches the original, so this does too.
+            found.update(self._phones_in(value))
         if SEVEN_DIGITS.search(replaced):
-            replaced = PHONE.sub(self._phone_in_text, replaced)
+            replaced = PHONE.sub(lambda m: self._phone_in_text(m, found), replaced)
         return _fit(replaced, width)
 
-    def _phone_in_text(self, match: re.Match[str]) -> str:
+    def _email_in_text(self, match: re.Match[str], seen: set[int]) -> str:
+        real = match.group(0)
+        seen.add(self.fingerprint("e", normal_email(real)))
+        return self.email(real)
+
+    def _phone_in_text(self, match: re.Match[str], seen: set[int]) -> str:
         candidate = match.group(0)
-        fake = self._in_text.get(candidate)
-        if fake is None:
-            fake = candidate if self.e164(candidate) is None else self.phone(candidate)
+        known = self._in_text.get(candidate)
+        if known is None:
+            found = self.e164(candidate)
+            fake = candidate if found is None else self.phone(candidate)
+            known = (fake, None if found is None else self.fingerprint("p", found))
             if len(self._in_text) < CACHED:
-                self._in_text[candidate] = fake
-        return fake
+                self._in_text[candidate] = known
+        if known[1] is not None:
+            seen.add(known[1])
+        return known[0]
 
     def _lorem(self, value: str) -> str:
         digest = self.digest("text", value)

@@ -467,6 +467,11 @@ def _field(
     transform = _transform(faker, column, rule)
     memo: dict[bytes, bytes] = {NULL: NULL}
     hunt = None if seen is None else hunter(faker, rule)
+    if seen is not None and rule.rule == "text" and not rule.whole:
+        # The text is searched once: replacing what it finds fingerprints it.
+        width = column.width
+        hunt = None
+        transform = lambda v: faker.text(v, width, False, seen)  # noqa: E731
 
     def work(raw: bytes) -> bytes:
         value = unescape(raw.decode())
