@@ -429,3 +429,23 @@ def test_two_processes_mask_alike_when_no_phone_column_is_unique(
             for m in phonenumbers.PhoneNumberMatcher(body, "US", leniency=0)
         ]
         assert _phone(phone) in found, body
+
+
+def test_tabs_newlines_and_backslashes_survive_the_stream(site):
+    """Masked and kept text with tabs, newlines and backslashes arrives as it was."""
+    site.sql(
+        "CREATE TABLE notes (id serial PRIMARY KEY, note text, label text);"
+        " INSERT INTO notes (note, label) VALUES"
+        " (E'line one\\n\\tmail Anna@Church.ORG \\\\ done', E'a\\tb\\\\c\\nd'),"
+        " (E'\\\\N', E'\\\\N'), (NULL, NULL)"
+    )
+    site.mask["notes.note"] = "text"
+    site.keep += ["notes.id", "notes.label"]
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    rows = site.sql("SELECT note, label FROM notes ORDER BY id", site.staging_url)
+    note, label = rows[0]
+    assert re.fullmatch(r"line one\n\tmail u[0-9a-f]{16}@example\.\w+ \\ done", note)
+    assert label == "a\tb\\c\nd"
+    assert rows[1:] == [("\\N", "\\N"), (None, None)]

@@ -7,8 +7,9 @@ restored backup) and written with ``COPY ... FROM STDIN`` into the new table:
 tables with nothing to mask pass through in binary, the others in text, their
 masked fields replaced on the way and every other field passed through
 untouched. Indexes and constraints are built once afterwards, so no row is
-ever written twice. While the originals stream past, their keyed
-fingerprints are kept for the leak scan.
+ever written twice. The originals' keyed fingerprints, for the leak scan,
+are taken by a second process reading beside the masking one, or, from a
+million rows, by each of two processes that share the masked tables.
 """
 
 from __future__ import annotations
