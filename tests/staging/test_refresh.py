@@ -7,12 +7,14 @@ import re
 import phonenumbers
 import pytest
 
-from verger.errors import BusyError
+from verger.errors import BusyError, DeployError
 from verger.staging import (
     LeakError,
     MaskError,
     RefreshError,
+    RestartError,
     UnclassifiedError,
+    mask,
     refresh,
 )
 
@@ -323,3 +325,127 @@ def test_every_other_rule_gives_values_valid_for_their_column(site):
         assert float(original[6]) * 0.9 <= float(balance) <= float(original[6]) * 1.1
     tokens = site.sql("SELECT count(DISTINCT token) FROM accounts", site.staging_url)
     assert tokens == [(50,)]
+
+
+def test_a_failed_restart_after_the_swap_fails_the_refresh(site, receiver):
+    """The copy is swapped in, but a failed redeploy is recorded and reported as a failure."""
+    site.extra = f"notify:\n  webhooks: ['{receiver.url}']"
+
+    def restart() -> str:
+        raise DeployError(
+            "the redeploy of v1 to staging did not pass: GET /smoke answered 500",
+            "the release that was live keeps serving",
+        )
+
+    with pytest.raises(RestartError, match="restarting staging failed") as raised:
+        refresh(site.loaded(), site.store(), use_snapshot=True, restart=restart)
+
+    assert raised.value.exit_code == 7
+    assert "\n" not in raised.value.message and "verger deploy" in raised.value.hint
+    assert site.sql("SELECT count(*) FROM members", site.staging_url) == [(300,)]
+    row = site.store().refreshes(site.staging)[0]
+    assert (row.status, row.leaks) == ("restart_failed", 0)
+    assert "GET /smoke answered 500" in row.detail
+    assert [body["event"] for body in receiver.received] == ["refresh_failed"]
+    assert "the masked copy is in place" in receiver.received[0]["reason"]
+
+
+def test_numbers_of_other_countries_stay_in_their_country_in_an_unused_range(site):
+    """French, German and Indian numbers become possible, unallocated numbers there."""
+    site.sql(
+        "CREATE TABLE abroad (id serial PRIMARY KEY, phone text UNIQUE, note text);"
+        " INSERT INTO abroad (phone, note) VALUES"
+        " ('+33 6 12 34 56 78', 'ring +33 6 12 34 56 78 soon'),"
+        " ('+49 1512 3456789', 'none'), ('+91 98765 43210', 'none')"
+    )
+    site.mask.update({"abroad.phone": "phone", "abroad.note": "text"})
+    site.keep.append("abroad.id")
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    rows = site.sql("SELECT phone, note FROM abroad ORDER BY id", site.staging_url)
+    for (fake, _), region in zip(rows, ["FR", "DE", "IN"], strict=True):
+        parsed = phonenumbers.parse(fake)
+        assert phonenumbers.region_code_for_country_code(parsed.country_code) == region
+        assert phonenumbers.is_possible_number(parsed)
+        assert not phonenumbers.is_valid_number(parsed)
+    assert rows[0][1] == f"ring {rows[0][0]} soon"
+
+
+def test_a_text_key_and_its_references_masked_alike_still_join(site):
+    """An email primary key and the foreign key naming it, both masked, still join."""
+    site.sql(
+        "CREATE TABLE logins (email text PRIMARY KEY, plan text);"
+        " CREATE TABLE sessions (id serial PRIMARY KEY,"
+        " login text NOT NULL REFERENCES logins(email));"
+        " INSERT INTO logins SELECT 'User' || g || '@mail.example', 'free'"
+        " FROM generate_series(1, 50) g;"
+        " INSERT INTO sessions (login) SELECT 'User' || (1 + g % 50) || '@mail.example'"
+        " FROM generate_series(1, 200) g"
+    )
+    site.mask.update({"logins.email": "email", "sessions.login": "email"})
+    site.keep += ["logins.plan", "sessions.id"]
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    staging = site.staging_url
+    joined = "SELECT count(*) FROM sessions s JOIN logins l ON l.email = s.login"
+    assert site.sql(joined, staging) == [(200,)]
+    emails = [row[0] for row in site.sql("SELECT email FROM logins", staging)]
+    assert len(set(emails)) == 50 and all("@example." in e for e in emails)
+    keys = "SELECT count(*) FROM pg_constraint WHERE conrelid = 'sessions'::regclass"
+    assert site.sql(keys + " AND contype = 'f'", staging) == [(1,)]
+
+
+def test_two_processes_mask_alike_when_no_phone_column_is_unique(
+    site, monkeypatch, caplog
+):
+    """Split between two processes, a phone keeps one fake everywhere; leaks are found."""
+    monkeypatch.setattr(mask, "PARALLEL_ROWS", 0)
+    site.sql("ALTER TABLE members DROP CONSTRAINT members_church_id_phone_key")
+    site.sql("ALTER TABLE churches ADD COLUMN contact text")
+    site.sql("UPDATE churches SET contact = 'ring 415 555 1003 after 6pm' WHERE id = 2")
+    site.keep.append("churches.contact")
+    caplog.set_level("INFO", logger="verger.staging")
+
+    with pytest.raises(LeakError, match=r"churches\.contact"):
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+    site.sql("UPDATE churches SET contact = NULL")
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    assert "rows of messages in a process of its own" in caplog.text
+    rows = site.sql(
+        "SELECT m.phone, g.to_phone, g.body FROM members m"
+        " JOIN messages g ON g.member_id = m.id"
+        " WHERE m.phone <> '' AND g.body <> '' AND m.id <> 4",
+        site.staging_url,
+    )
+    assert len(rows) > 250
+    for phone, to_phone, body in rows:
+        assert _phone(to_phone) == _phone(phone)
+        assert _fiction(_phone(phone))
+        found = [
+            _phone(m.raw_string)
+            for m in phonenumbers.PhoneNumberMatcher(body, "US", leniency=0)
+        ]
+        assert _phone(phone) in found, body
+
+
+def test_tabs_newlines_and_backslashes_survive_the_stream(site):
+    """Masked and kept text with tabs, newlines and backslashes arrives as it was."""
+    site.sql(
+        "CREATE TABLE notes (id serial PRIMARY KEY, note text, label text);"
+        " INSERT INTO notes (note, label) VALUES"
+        " (E'line one\\n\\tmail Anna@Church.ORG \\\\ done', E'a\\tb\\\\c\\nd'),"
+        " (E'\\\\N', E'\\\\N'), (NULL, NULL)"
+    )
+    site.mask["notes.note"] = "text"
+    site.keep += ["notes.id", "notes.label"]
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    rows = site.sql("SELECT note, label FROM notes ORDER BY id", site.staging_url)
+    note, label = rows[0]
+    assert re.fullmatch(r"line one\n\tmail u[0-9a-f]{16}@example\.\w+ \\ done", note)
+    assert label == "a\tb\\c\nd"
+    assert rows[1:] == [("\\N", "\\N"), (None, None)]

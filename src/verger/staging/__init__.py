@@ -7,7 +7,14 @@ from verger.staging.classify import Proposal, as_yaml, classify
 from verger.staging.databases import RefreshError, Server
 from verger.staging.fakes import Faker, MaskError
 from verger.staging.plan import UnclassifiedError
-from verger.staging.refresh import LeakError, Outcome, refresh, salt_of, section_of
+from verger.staging.refresh import (
+    LeakError,
+    Outcome,
+    RestartError,
+    refresh,
+    salt_of,
+    section_of,
+)
 from verger.staging.status import leftovers, refreshes
 
 __all__ = [
@@ -17,6 +24,7 @@ __all__ = [
     "Outcome",
     "Proposal",
     "RefreshError",
+    "RestartError",
     "Server",
     "UnclassifiedError",
     "as_yaml",

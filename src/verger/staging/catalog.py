@@ -28,6 +28,8 @@ class Column:
     nullable: bool
     key: bool = False
     unique: bool = False
+    # The columns a foreign key joins this one to, on either side of it.
+    joins: list[str] = field(default_factory=list)
 
     @property
     def key_name(self) -> str:
@@ -76,6 +78,20 @@ SELECT n.nspname, r.relname, a.attname
  WHERE k.contype IN ('p', 'f')
 """
 
+# Each column of each foreign key, with the column it refers to.
+FOREIGN = """
+SELECT cn.nspname, c.relname, ca.attname, pn.nspname, p.relname, pa.attname
+  FROM pg_constraint k
+  JOIN LATERAL unnest(k.conkey, k.confkey) AS pair(own, other) ON true
+  JOIN pg_class c ON c.oid = k.conrelid
+  JOIN pg_namespace cn ON cn.oid = c.relnamespace
+  JOIN pg_attribute ca ON ca.attrelid = k.conrelid AND ca.attnum = pair.own
+  JOIN pg_class p ON p.oid = k.confrelid
+  JOIN pg_namespace pn ON pn.oid = p.relnamespace
+  JOIN pg_attribute pa ON pa.attrelid = k.confrelid AND pa.attnum = pair.other
+ WHERE k.contype = 'f'
+"""
+
 UNIQUE = """
 SELECT n.nspname, r.relname, a.attname
   FROM pg_index i
@@ -94,6 +110,11 @@ def read_tables(conn: psycopg.Connection[tuple[object, ...]]) -> list[Table]:
     """
     keys = {tuple(row) for row in conn.execute(KEYS).fetchall()}
     unique = {tuple(row) for row in conn.execute(UNIQUE).fetchall()}
+    joins: dict[tuple[object, ...], list[str]] = {}
+    for row in conn.execute(FOREIGN).fetchall():
+        own, other = tuple(row[:3]), tuple(row[3:])
+        joins.setdefault(own, []).append(_key_name(*other))
+        joins.setdefault(other, []).append(_key_name(*own))
     tables: dict[tuple[str, str], Table] = {}
     for schema, table, name, kind, sql_type, width, nullable in conn.execute(
         COLUMNS
@@ -110,6 +131,12 @@ def read_tables(conn: psycopg.Connection[tuple[object, ...]]) -> list[Table]:
                 nullable=bool(nullable),
                 key=(schema, table, name) in keys,
                 unique=(schema, table, name) in unique,
+                joins=joins.get((schema, table, name), []),
             )
         )
     return list(tables.values())
+
+
+def _key_name(schema: object, table: object, column: object) -> str:
+    where = str(table) if schema == "public" else f"{schema}.{table}"
+    return f"{where}.{column}"

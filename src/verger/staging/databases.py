@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import time
+from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
@@ -208,26 +209,60 @@ class Server:
         )
 
 
-def snapshot(source: str, target: str) -> None:
-    """A consistent pg_dump of ``source`` restored into the empty ``target``."""
-    env = {**os.environ, "VERGER_SOURCE": source, "VERGER_TARGET": target}
-    dump, load = pg_program("pg_dump"), pg_program("pg_restore")
+def dump_schema(source: str, file: Path, snapshot: str | None = None) -> None:
+    """Production's schema (no rows) into ``file``, as of ``snapshot`` when given."""
+    seen = ["--snapshot", snapshot] if snapshot else []
+    _run(
+        [pg_program("pg_dump"), "-Fc", "--schema-only", "--no-owner", *seen],
+        ["-f", str(file), "-d", source],
+        "reading production's schema failed",
+        "check that production is reachable with the URL under databases:",
+    )
+
+
+def restore_section(file: Path, target: str, section: str, jobs: int = 1) -> None:
+    """One section of the schema in ``file`` (pre-data or post-data) into ``target``."""
+    steps = ["--section", section, "-j", str(jobs)]
+    try:
+        _run(
+            [pg_program("pg_restore"), "--no-owner", "--no-privileges", *steps],
+            ["--exit-on-error", "-d", target, str(file)],
+            f"building the copy's {section} failed",
+            "check the staging server's log, then refresh again",
+            # Indexes of millions of rows sort in memory rather than on disk.
+            {"PGOPTIONS": "-c maintenance_work_mem=256MB"},
+        )
+    except RefreshError as exc:
+        if "could not create unique index" not in exc.message:
+            raise
+        raise RefreshError(
+            f"masking broke a unique constraint: {_first_error(exc.message)}",
+            "the column holds values that differ only in case or spacing, or that "
+            "are already fakes (example.com addresses, 555-01xx numbers); mask it "
+            "with hash, then refresh again",
+        ) from exc
+
+
+def _first_error(text: str) -> str:
+    for line in text.splitlines():
+        if "ERROR:" in line:
+            return line.split("ERROR:", 1)[1].strip()
+    return text.strip()
+
+
+def _run(
+    program: list[str],
+    rest: list[str],
+    what: str,
+    hint: str,
+    settings: dict[str, str] | None = None,
+) -> None:
     done = subprocess.run(
-        [
-            "bash",
-            "-c",
-            'set -o pipefail; "$0" -Fc --no-owner -d "$VERGER_SOURCE" | '
-            '"$1" --no-owner --no-privileges --exit-on-error -d "$VERGER_TARGET"',
-            dump,
-            load,
-        ],
-        env=env,
+        [*program, *rest],
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, **(settings or {})},
     )
     if done.returncode != 0:
-        raise RefreshError(
-            f"the snapshot of production failed: {done.stderr.strip()[-400:]}",
-            "check that production is reachable with the URL under databases:",
-        )
+        raise RefreshError(f"{what}: {done.stderr.strip()[-600:]}", hint)

@@ -4,8 +4,9 @@ Every fake comes from an HMAC-SHA256 of the normalized input under the
 secret salt, so a member's email in ``members`` and in a message body map to
 the same fake in every table and every night, and nobody without the salt
 can go back. Emails go to the domains reserved for examples (RFC 2606);
-phone numbers go to ranges reserved for fiction, kept in the original's
-country where verger knows such a range.
+phone numbers go to ranges reserved for fiction (North America, Britain,
+Australia) and elsewhere to a range the country's plan leaves unused, always
+in the original's country.
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ NON_DIGITS = re.compile(r"\D")
 # +1 415 555 1001, (415) 555-1001, 415.555.1001, 1-415-555-1001 and the like.
 NANP_SHAPE = re.compile(r"(\+?1[ .-]?)?(\(\d{3}\)|\d{3})[ .-]?\d{3}[ .-]?\d{4}")
 NANP_REGIONS = frozenset({"US", "CA", "PR", "GU", "VI", "AS", "MP"})
+# Entries kept in each of the fakes' caches; past that, values are computed again.
+CACHED = 2_000_000
 DOMAINS = ("example.com", "example.net", "example.org")
 CONSONANTS = "bdfghklmnprstvz"
 VOWELS = "aeiou"
+# The syllable each byte of a digest stands for in a fake name.
+SYLLABLES = tuple(
+    CONSONANTS[b % len(CONSONANTS)] + VOWELS[b // 16 % len(VOWELS)] for b in range(256)
+)
 # Filler words for text masked whole: plainly not anyone's message.
 WORDS = tuple(
     [
@@ -90,7 +97,8 @@ def _nanp_blocks() -> list[Block]:
     return blocks
 
 
-# Ofcom's drama numbers and ACMA's fiction ranges; other countries use NANP's.
+# Ofcom's drama numbers and ACMA's fiction ranges; other countries get unused
+# numbers of their own (Faker._unassigned).
 POOLS: dict[int, list[Block]] = {
     1: _nanp_blocks(),
     44: [
@@ -136,7 +144,11 @@ class PhonePool:
             self.next += 1
         return self.order[self.next]
 
-    def assign(self, real: str, seed: int, unique: bool, where: str) -> int:
+    def assign(
+        self, real: str, seed: int, unique: bool, where: str, shared: bool = True
+    ) -> int:
+        if not shared:
+            return self.number(seed % self.capacity)
         if real in self.given:
             return self.number(self.given[real])
         slot = seed % self.capacity
@@ -170,7 +182,13 @@ class Faker:
         self.emails: dict[str, str] = {}
         self.fakes: set[str] = set()
         self._phones: dict[str, str | None] = {}
-        self._in_text: dict[str, str] = {}
+        # Set when more numbers are masked than the fiction ranges hold and no
+        # phone column is unique: a number's fake is then its digest's slot,
+        # a function of the number alone, the same in every process.
+        self.overfull = False
+        self._numbers: dict[str, int] = {}
+        self._elsewhere: dict[int, set[int]] = {}
+        self._in_text: dict[str, tuple[str, int | None]] = {}
 
     def digest(self, kind: str, value: str) -> bytes:
         """HMAC-SHA256 (RFC 2104) of ``kind:value``, from pads hashed once."""
@@ -183,9 +201,10 @@ class Faker:
     def fingerprint(self, kind: str, value: str) -> int:
         """A 64-bit digest of a normalized value, for the leak scan's sets.
 
-        Fingerprints live only in this process's memory, from masking to the
-        scan, so Python's own string hash (SipHash under a per-process random
-        key) is enough, and many times faster than an HMAC per value.
+        Fingerprints live only in this process's memory (and that of the
+        hunting process forked from it, which shares its key), from masking to
+        the scan, so Python's own string hash (SipHash under a per-process
+        random key) is enough, and many times faster than an HMAC per value.
         """
         return hash((kind, value))
 
@@ -232,22 +251,22 @@ class Faker:
         if value in self._phones:
             return self._phones[value]
         found = self._nanp(value)
-        if found is not None:
-            return found
+        if found is None:
+            found = self._parsed(value)
+        if len(self._phones) < CACHED:
+            self._phones[value] = found
+        return found
+
+    def _parsed(self, value: str) -> str | None:
         try:
             parsed = phonenumbers.parse(value, self.region)
         except phonenumbers.NumberParseException:
             parsed = None
         if parsed is not None and not phonenumbers.is_possible_number(parsed):
             parsed = None
-        found = (
-            None
-            if parsed is None
-            else phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-        )
-        if len(self._phones) < 1_000_000:
-            self._phones[value] = found
-        return found
+        if parsed is None:
+            return None
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
     def _nanp(self, value: str) -> str | None:
         """The common North American shapes without the full parser, which is slow."""
@@ -272,10 +291,9 @@ class Faker:
         if not value.strip():
             return value
         real = self.e164(value) or f"raw:{normal_text(value)}"
-        code = int(real[1:3]) if real.startswith("+44") or real.startswith("+61") else 1
-        pool = self.pools[code]
-        seed = int.from_bytes(self.digest("phone", real)[:8], "big")
-        fake = pool.assign(real, seed, unique, where)
+        fake = self._numbers.get(real)
+        if fake is None:
+            fake = self._number(real, unique, where)
         text = self._shape(fake, value)
         if width is not None and len(text) > width:
             text = f"+{fake}"
@@ -286,6 +304,48 @@ class Faker:
                     f"mask {where} with hash instead",
                 )
         return text
+
+    def _number(self, real: str, unique: bool, where: str) -> int:
+        """The fake number of a real one (E.164), the same in every column."""
+        code = _country(real)
+        fake = None if code in self.pools else self._unassigned(real, code)
+        if fake is None:
+            pool = self.pools[code if code in self.pools else 1]
+            seed = int.from_bytes(self.digest("phone", real)[:8], "big")
+            fake = pool.assign(real, seed, unique, where, not self.overfull)
+        if len(self._numbers) < CACHED:
+            self._numbers[real] = fake
+        return fake
+
+    def _unassigned(self, real: str, code: int) -> int | None:
+        """A number of the same country and length in a range its plan leaves unused.
+
+        Outside North America, Britain and Australia verger knows no range
+        reserved for fiction, so it takes a number the country's numbering
+        plan (as the phonenumbers metadata has it) allocates to no service:
+        possible, as long as a real one, and reaching nobody. None when no
+        such number turns up, and the number then goes to North America's
+        fiction range.
+        """
+        parsed = phonenumbers.parse(real)
+        size = len(str(parsed.national_number))
+        taken = self._elsewhere.setdefault(code, set())
+        low, span = 10 ** (size - 1), 9 * 10 ** (size - 1)
+        for attempt in range(64):
+            digest = self.digest(f"phone:{attempt}", real)
+            number = low + int.from_bytes(digest[:8], "big") % span
+            candidate = phonenumbers.PhoneNumber(
+                country_code=code, national_number=number
+            )
+            if (
+                number != parsed.national_number
+                and (self.overfull or number not in taken)
+                and phonenumbers.is_possible_number(candidate)
+                and not phonenumbers.is_valid_number(candidate)
+            ):
+                taken.add(number)
+                return int(f"{code}{number}")
+        return None
 
     def _shape(self, fake: int, value: str) -> str:
         """The fake written the way the original was: E.164, or national."""
@@ -312,31 +372,58 @@ class Faker:
         return _fit(" ".join(parts), width)
 
     def _word(self, seed: bytes) -> str:
-        syllables = 2 + seed[0] % 2
-        letters = [
-            CONSONANTS[seed[1 + i] % len(CONSONANTS)] + VOWELS[seed[1 + i] // 16 % 5]
-            for i in range(syllables)
-        ]
-        return "".join(letters).capitalize()
+        word = SYLLABLES[seed[1]] + SYLLABLES[seed[2]]
+        if seed[0] % 2:
+            word += SYLLABLES[seed[3]]
+        return word.capitalize()
 
-    def text(self, value: str, width: int | None = None, whole: bool = False) -> str:
+    def text(
+        self,
+        value: str,
+        width: int | None = None,
+        whole: bool = False,
+        seen: set[int] | None = None,
+    ) -> str:
+        """Emails and phone numbers in ``value`` replaced, or all of it if ``whole``.
+
+        With ``seen``, what ``embedded`` would give of ``value`` is added to
+        it on the way, so the text is searched once for both.
+        """
         if not value.strip():
             return value
         if whole:
+            if seen is not None:
+                seen.update(self.embedded(value))
             return _fit(self._lorem(value), width)
-        replaced = EMAIL.sub(lambda m: self.email(m.group(0)), value)
+        found: set[int] = set() if seen is None else seen
+        replaced = EMAIL.sub(lambda m: self._email_in_text(m, found), value)
+        if not SEVEN_DIGITS.search(value):
+            return _fit(replaced, width)
+        if replaced is not value and seen is not None:
+            # An email may hide a number from the search of what is left:
+            # embedded searches the original, so this does too.
+            found.update(self._phones_in(value))
         if SEVEN_DIGITS.search(replaced):
-            replaced = PHONE.sub(self._phone_in_text, replaced)
+            replaced = PHONE.sub(lambda m: self._phone_in_text(m, found), replaced)
         return _fit(replaced, width)
 
-    def _phone_in_text(self, match: re.Match[str]) -> str:
+    def _email_in_text(self, match: re.Match[str], seen: set[int]) -> str:
+        real = match.group(0)
+        seen.add(self.fingerprint("e", normal_email(real)))
+        return self.email(real)
+
+    def _phone_in_text(self, match: re.Match[str], seen: set[int]) -> str:
         candidate = match.group(0)
-        fake = self._in_text.get(candidate)
-        if fake is None:
-            fake = candidate if self.e164(candidate) is None else self.phone(candidate)
-            if len(self._in_text) < 1_000_000:
-                self._in_text[candidate] = fake
-        return fake
+        known = self._in_text.get(candidate)
+        if known is None:
+            found = self.e164(candidate)
+            fake = candidate if found is None else self.phone(candidate)
+            known = (fake, None if found is None else self.fingerprint("p", found))
+            if len(self._in_text) < CACHED:
+                self._in_text[candidate] = known
+        if known[1] is not None:
+            seen.add(known[1])
+        return known[0]
 
     def _lorem(self, value: str) -> str:
         digest = self.digest("text", value)
@@ -371,10 +458,22 @@ class Faker:
             for match in EMAIL.finditer(value):
                 yield self.fingerprint("e", normal_email(match.group(0)))
         if SEVEN_DIGITS.search(value):
-            for match in PHONE.finditer(value):
-                found = self.e164(match.group(0))
-                if found is not None:
-                    yield self.fingerprint("p", found)
+            yield from self._phones_in(value)
+
+    def _phones_in(self, value: str) -> Iterator[int]:
+        for match in PHONE.finditer(value):
+            found = self.e164(match.group(0))
+            if found is not None:
+                yield self.fingerprint("p", found)
+
+
+def _country(real: str) -> int:
+    """The country calling code of an E.164 number; 1 for what did not parse."""
+    if not real.startswith("+") or real.startswith("+1"):
+        return 1
+    if real.startswith(("+44", "+61")):
+        return int(real[1:3])
+    return phonenumbers.parse(real).country_code or 1
 
 
 def _fit(text: str, width: int | None) -> str:

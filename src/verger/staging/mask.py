@@ -1,34 +1,83 @@
-"""Anonymizing the copy by streaming: COPY out, transform, COPY in, one UPDATE a table.
+"""Anonymizing while loading: every row is masked on its way into the new copy.
 
-Each table with masked columns is read once with ``COPY ... TO STDOUT`` on
-one connection while the fakes are written with ``COPY ... FROM STDIN`` into
-a temporary table on another; a single ``UPDATE ... FROM`` joined on the
-row's ``ctid`` then writes them. Nothing is a round trip per row. While the
-originals stream past, their keyed fingerprints are kept for the leak scan.
+The new database gets production's tables without their indexes, keys or
+triggers (the schema's pre-data section). Each table is then read with
+``COPY ... TO STDOUT`` from the source (production inside one snapshot, or a
+restored backup) and written with ``COPY ... FROM STDIN`` into the new table:
+tables with nothing to mask pass through in binary, the others in text, their
+masked fields replaced on the way and every other field passed through
+untouched. Indexes and constraints are built once afterwards, so no row is
+ever written twice. The originals' keyed fingerprints, for the leak scan,
+are taken by a second process reading beside the masking one, or, from a
+million rows, by each of two processes that share the masked tables.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
-from collections.abc import Callable
+import multiprocessing
+import multiprocessing.connection
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from verger.config.staging import Rule
 from verger.staging.catalog import Column
-from verger.staging.fakes import Faker, normal_email, normal_text
-from verger.staging.plan import HIDING, Plan, TablePlan
+from verger.staging.databases import RefreshError, dump_schema, restore_section
+from verger.staging.fakes import Faker, MaskError
+from verger.staging.hunt import Hunt, hunter
+from verger.staging.plan import Plan, TablePlan
+from verger.staging.stream import (
+    ESCAPE,
+    NULL,
+    SPECIAL,
+    Origin,
+    copy,
+    lines,
+    unescape,
+)
 
 log = logging.getLogger("verger.staging")
 
 Progress = Callable[[int, int], None]
+Connection = psycopg.Connection[tuple[object, ...]]
 Transform = Callable[[str], str | None]
-# Shorter values (initials, "n/a") are too common to prove a leak anywhere else.
-SHORTEST = 4
 # Distinct values remembered per column; past that, a repeat is simply computed again.
-MEMO = 500_000
+MEMO = 2_000_000
+# Rows to mask from which two processes share the tables (see _overfull).
+PARALLEL_ROWS = 1_000_000
+INTEGER_TYPES = ("smallint", "integer", "bigint")
+# Every table pg_dump copies data for: ordinary tables and partitions, not
+# partitioned parents (their rows are their partitions'), not extensions' own.
+TABLES = """
+SELECT n.nspname, c.relname,
+       array_agg(a.attname::text ORDER BY a.attnum) AS columns
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+   AND NOT a.attisdropped AND a.attgenerated = ''
+ WHERE c.relkind = 'r'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg\\_%'
+   AND NOT EXISTS (
+        SELECT 1 FROM pg_depend d
+         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+           AND d.deptype = 'e')
+ GROUP BY n.nspname, c.relname, c.oid
+ ORDER BY pg_relation_size(c.oid) DESC, n.nspname, c.relname
+"""
+
+SEQUENCES = """
+SELECT format('%I.%I', schemaname, sequencename), last_value
+  FROM pg_sequences WHERE last_value IS NOT NULL
+"""
 
 
 @dataclass
@@ -39,128 +88,408 @@ class Masked:
     per_table: dict[str, int] = field(default_factory=dict)
 
 
-def mask_database(dsn: str, plan: Plan, faker: Faker, progress: Progress) -> Masked:
-    """Anonymize every masked column of the copy at ``dsn``, table by table."""
-    masked = Masked()
-    with (
-        psycopg.connect(dsn, autocommit=True) as reader,
-        psycopg.connect(dsn) as writer,
-    ):
-        totals = {tp.table.key_name: _count(reader, tp) for tp in plan.masked}
-        total = sum(totals.values())
-        for tp in plan.masked:
-            done = masked.rows
+@dataclass
+class Source:
+    """One table as the source holds it: its copied columns, in order."""
 
-            def step(rows: int, done: int = done) -> None:
-                progress(done + rows, total)
+    schema: str
+    name: str
+    columns: list[str]
 
-            rows = _mask_table(reader, writer, tp, faker, masked.fingerprints, step)
-            masked.rows += rows
-            masked.columns += len(tp.masked)
-            masked.per_table[tp.table.key_name] = rows
-            log.info(
-                "Masked %s rows of %s (%s).",
-                rows,
-                tp.table.key_name,
-                ", ".join(f"{c.name}: {r.rule}" for c, r in tp.masked),
-            )
+    @property
+    def key_name(self) -> str:
+        return self.name if self.schema == "public" else f"{self.schema}.{self.name}"
+
+    @property
+    def ident(self) -> sql.Composable:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def listed(self) -> sql.Composable:
+        return sql.SQL(", ").join(sql.Identifier(c) for c in self.columns)
+
+
+def build_masked(
+    source: Connection,
+    source_dsn: str,
+    snapshot: str | None,
+    target: str,
+    plan: Plan,
+    faker: Faker,
+    progress: Progress,
+) -> Masked:
+    """The empty database at ``target`` made a masked copy of the source.
+
+    Schema first without indexes, keys or triggers, then the rows, masked
+    as they pass, then indexes and constraints, built once on the loaded rows.
+    ``snapshot`` names the exported snapshot ``source``'s transaction holds, so
+    schema and rows are of one instant. Example::
+
+        build_masked(conn, production, "00000003-1B", new_copy, plan, faker, bar)
+    """
+    with tempfile.TemporaryDirectory(prefix="verger-staging-") as folder:
+        schema = Path(folder) / "schema.dump"
+        dump_schema(source_dsn, schema, snapshot)
+        restore_section(schema, target, "pre-data")
+        origin = Origin(source_dsn, snapshot)
+        masked = load_masked(source, origin, target, plan, faker, progress)
+        restore_section(schema, target, "post-data", jobs=2)
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("ANALYZE")
     return masked
 
 
-def _ident(tp: TablePlan) -> sql.Composable:
-    return sql.Identifier(tp.table.schema, tp.table.name)
+def load_masked(
+    source: Connection,
+    origin: Origin,
+    target: str,
+    plan: Plan,
+    faker: Faker,
+    progress: Progress,
+) -> Masked:
+    """Fill the empty tables at ``target`` from ``source``, masking as rows pass.
+
+    ``source`` is an open connection whose transaction sees the data to copy
+    (production's snapshot, or a restored backup); ``target`` already holds
+    the tables, without indexes or constraints.
+    """
+    masked = Masked()
+    plans = {tp.table.key_name: tp for tp in plan.masked}
+    tables = [_source(row) for row in source.execute(TABLES).fetchall()]
+    sizes = _estimate(source, [t for t in tables if t.key_name in plans])
+    _settle(source)
+    if _overfull(plan, sum(sizes.values())):
+        faker.overfull = True
+        _load_split(
+            source, origin, target, tables, plans, faker, masked, sizes, progress
+        )
+        return masked
+    hunt = Hunt(origin, faker, [_read(source, tp) for tp in plan.masked])
+    try:
+        total = sum(sizes.values())
+        _load(source, origin, target, tables, plans, faker, masked, total, progress)
+        masked.fingerprints = hunt.fingerprints()
+    finally:
+        hunt.stop()
+    return masked
 
 
-def _any_set(tp: TablePlan) -> sql.Composable:
-    return sql.SQL(" OR ").join(
-        sql.SQL("{} IS NOT NULL").format(sql.Identifier(c.name)) for c, _ in tp.masked
+def _overfull(plan: Plan, rows: int) -> bool:
+    """Whether two processes may mask at once, each with fakes of its own making.
+
+    Only when every fake is a function of its value alone: with a million
+    rows or more the fiction ranges are full anyway, so a number's fake can
+    be its digest's slot; not when a phone column must stay unique, which
+    needs one process handing out free slots.
+    """
+    if rows < PARALLEL_ROWS or len(plan.masked) < 2:
+        return False
+    return not any(
+        column.unique and rule.rule in ("phone", "text")
+        for tp in plan.masked
+        for column, rule in tp.masked
     )
 
 
-def _count(conn: psycopg.Connection[tuple[object, ...]], tp: TablePlan) -> int:
-    query = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(_ident(tp), _any_set(tp))
-    row = conn.execute(query).fetchone()
-    return int(str(row[0])) if row else 0
+def _load_split(
+    source: Connection,
+    origin: Origin,
+    target: str,
+    tables: list[Source],
+    plans: dict[str, TablePlan],
+    faker: Faker,
+    masked: Masked,
+    sizes: dict[str, int],
+    progress: Progress,
+) -> None:
+    """The masked tables shared between two forked processes, the rest done here."""
+    shares: list[list[tuple[Source, TablePlan, str]]] = [[], []]
+    loads = [0, 0]
+    for table in sorted(tables, key=lambda t: -sizes.get(t.key_name, 0)):
+        tp = plans.get(table.key_name)
+        if tp is None:
+            continue
+        lighter = loads.index(min(loads))
+        shares[lighter].append((table, tp, _query(source, table)))
+        loads[lighter] += sizes[table.key_name] * (1 + len(tp.masked))
+    workers = [Worker(origin, target, share, faker) for share in shares]
+    try:
+        with psycopg.connect(target, autocommit=True) as writer:
+            _settle(writer)
+            for table in tables:
+                if table.key_name not in plans:
+                    _pass_through(origin, target, table)
+            _sequences(source, writer)
+        total = max(1, sum(sizes.values()))
+        for counted, fingerprints in collect(workers, lambda d: progress(d, total)):
+            masked.per_table.update(counted)
+            masked.fingerprints |= fingerprints
+    finally:
+        for worker in workers:
+            worker.stop()
+    masked.rows = sum(masked.per_table.values())
+    masked.columns = sum(len(tp.masked) for tp in plans.values())
+    for key, count in masked.per_table.items():
+        log.info("Masked %s rows of %s in a process of its own.", count, key)
+
+
+def _query(source: Connection, table: Source) -> str:
+    return (
+        sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT")
+        .format(table.listed, table.ident)
+        .as_string(source)
+    )
+
+
+class Worker:
+    """A forked process masking some tables into the copy and fingerprinting them."""
+
+    def __init__(
+        self,
+        origin: Origin,
+        target: str,
+        share: list[tuple[Source, TablePlan, str]],
+        faker: Faker,
+    ) -> None:
+        context = multiprocessing.get_context("fork")
+        self.answers, sender = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_work, args=(origin, target, share, faker, sender), daemon=True
+        )
+        self.process.start()
+        sender.close()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.answers.close()
+
+
+def collect(
+    workers: list[Worker], progress: Callable[[int], None]
+) -> Iterator[tuple[dict[str, int], set[int]]]:
+    """Each worker's rows and fingerprints, with progress while they run."""
+    done = [0] * len(workers)
+    waiting = {worker.answers: index for index, worker in enumerate(workers)}
+    while waiting:
+        for ready in multiprocessing.connection.wait(list(waiting)):
+            assert isinstance(ready, multiprocessing.connection.Connection)
+            index = waiting[ready]
+            try:
+                answer: Any = ready.recv()
+            except EOFError:
+                answer = (
+                    "failed",
+                    "refresh",
+                    "a masking process ended unexpectedly",
+                    "",
+                )
+            if answer[0] == "rows":
+                done[index] = answer[1]
+                progress(sum(done))
+                continue
+            del waiting[ready]
+            if answer[0] == "failed":
+                _, kind, message, hint = answer
+                error = MaskError if kind == "mask" else RefreshError
+                raise error(message, hint or "check the staging server's log")
+            yield answer[1], answer[2]
+
+
+def _work(
+    origin: Origin,
+    target: str,
+    share: list[tuple[Source, TablePlan, str]],
+    faker: Faker,
+    sender: multiprocessing.connection.Connection,
+) -> None:
+    seen: set[int] = set()
+    rows: dict[str, int] = {}
+    try:
+        with psycopg.connect(target, autocommit=True) as writer:
+            _settle(writer)
+            for table, tp, query in share:
+                before = sum(rows.values())
+
+                def step(done: int, before: int = before) -> None:
+                    sender.send(("rows", before + done))
+
+                rows[table.key_name] = _mask_table(
+                    query, origin, writer, table, tp, faker, step, seen
+                )
+    except Exception as exc:
+        kind = "mask" if isinstance(exc, MaskError) else "refresh"
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        sender.send(("failed", kind, message, getattr(exc, "hint", "")))
+    else:
+        sender.send(("done", rows, seen))
+    sender.close()
+
+
+def _read(source: Connection, tp: TablePlan) -> tuple[str, list[Rule]]:
+    """What the hunting process reads of a masked table: its masked columns."""
+    listed = sql.SQL(", ").join(sql.Identifier(c.name) for c, _ in tp.masked)
+    query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
+        listed, sql.Identifier(tp.table.schema, tp.table.name)
+    )
+    return query.as_string(source), [rule for _, rule in tp.masked]
+
+
+def _load(
+    source: Connection,
+    origin: Origin,
+    target: str,
+    tables: list[Source],
+    plans: dict[str, TablePlan],
+    faker: Faker,
+    masked: Masked,
+    total: int,
+    progress: Progress,
+) -> None:
+    with psycopg.connect(target, autocommit=True) as writer:
+        _settle(writer)
+        for table in tables:
+            tp = plans.get(table.key_name)
+            if tp is None:
+                _pass_through(origin, target, table)
+                continue
+            done = masked.rows
+
+            def step(rows: int, done: int = done) -> None:
+                progress(done + rows, max(total, done + rows))
+
+            query = _query(source, table)
+            rows = _mask_table(query, origin, writer, table, tp, faker, step)
+            masked.rows += rows
+            masked.columns += len(tp.masked)
+            masked.per_table[table.key_name] = rows
+            log.info(
+                "Masked %s rows of %s (%s).",
+                rows,
+                table.key_name,
+                ", ".join(f"{c.name}: {r.rule}" for c, r in tp.masked),
+            )
+        _sequences(source, writer)
+
+
+def _source(row: tuple[object, ...]) -> Source:
+    schema, name, columns = row
+    return Source(str(schema), str(name), [str(c) for c in columns])  # type: ignore[attr-defined]
+
+
+def _estimate(conn: Connection, tables: list[Source]) -> dict[str, int]:
+    """Rows of each table, from the planner's statistics: counting would read them twice."""
+    sizes = {}
+    for table in tables:
+        row = conn.execute(
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass",
+            (f'"{table.schema}"."{table.name}"',),
+        ).fetchone()
+        sizes[table.key_name] = int(str(row[0])) if row else 0
+    return sizes
+
+
+def _settle(conn: Connection) -> None:
+    """Dates and times written the same way on both sides, whatever the servers say."""
+    conn.execute("SET client_encoding = 'UTF8'")
+    conn.execute("SET DateStyle = ISO, YMD")
+    conn.execute("SET TimeZone = 'UTC'")
+    conn.execute("SET IntervalStyle = postgres")
+    conn.execute("SET extra_float_digits = 3")
+
+
+def _pass_through(origin: Origin, target: str, table: Source) -> None:
+    """A table with nothing to mask: psql to psql in binary, never through Python."""
+    out = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)").format(
+        table.listed, table.ident
+    )
+    into = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
+        table.ident, table.listed
+    )
+    with psycopg.connect(target, autocommit=True) as conn:
+        statements = [_truncate(table).as_string(conn), into.as_string(conn)]
+        copy(origin, out.as_string(conn), target, statements)
+
+
+def _truncate(table: Source) -> sql.Composed:
+    # Emptied in the transaction that loads it, so COPY may write its rows frozen:
+    # the leak scan's first read then has no hint bits to set on every page.
+    return sql.SQL("TRUNCATE ONLY {}").format(table.ident)
 
 
 def _mask_table(
-    reader: psycopg.Connection[tuple[object, ...]],
-    writer: psycopg.Connection[tuple[object, ...]],
+    query: str,
+    origin: Origin,
+    writer: Connection,
+    table: Source,
     tp: TablePlan,
     faker: Faker,
-    seen: set[int],
     progress: Callable[[int], None],
+    seen: set[int] | None = None,
 ) -> int:
-    transforms = [_transform(faker, column, rule) for column, rule in tp.masked]
-    hunters = [_hunter(faker, rule) for _, rule in tp.masked]
-    # Values repeat (a member's number in every message sent to them): each is done once.
-    memos: list[dict[str, str | None]] = [{} for _ in tp.masked]
-    columns = sql.SQL(", ").join(
-        sql.SQL("{}::text").format(sql.Identifier(c.name)) for c, _ in tp.masked
-    )
-    out = sql.SQL("COPY (SELECT ctid, {} FROM {} WHERE {}) TO STDOUT").format(
-        columns, _ident(tp), _any_set(tp)
-    )
-    slots = sql.SQL(", ").join(
-        sql.SQL("{} text").format(sql.Identifier(f"c{i}"))
-        for i in range(len(tp.masked))
-    )
+    position = {name: index for index, name in enumerate(table.columns)}
+    fields = [
+        (position[column.name], *_field(faker, column, rule, seen))
+        for column, rule in tp.masked
+    ]
+    into = sql.SQL("COPY {} ({}) FROM STDIN (FREEZE)").format(table.ident, table.listed)
     rows = 0
+    cursor = writer.cursor()
     with writer.transaction():
-        writer.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE verger_mask (tid tid, {}) ON COMMIT DROP"
-            ).format(slots)
-        )
-        with (
-            reader.cursor().copy(out) as source,
-            writer.cursor().copy("COPY verger_mask FROM STDIN") as target,
-        ):
-            for row in source.rows():
-                fakes: list[str | None] = [row[0]]
-                for index, value in enumerate(row[1:]):
-                    if value is None:
-                        fakes.append(None)
-                        continue
-                    memo = memos[index]
-                    if value in memo:
-                        fakes.append(memo[value])
-                        continue
-                    hunters[index](value, seen)
-                    fake = transforms[index](value)
-                    if len(memo) < MEMO:
-                        memo[value] = fake
-                    fakes.append(fake)
-                target.write_row(fakes)
-                rows += 1
-                if rows % 10000 == 0:
-                    progress(rows)
-        writer.execute(_update(tp))
+        writer.execute(_truncate(table))
+        # A thread sends the rows while this one masks the next lines.
+        with cursor.copy(into, writer=QueuedLibpqWriter(cursor)) as target:
+            for chunk in lines(origin, query):
+                batch = []
+                for line in chunk:
+                    values = line.split(b"\t")
+                    for index, memo, work in fields:
+                        raw = values[index]
+                        fake = memo.get(raw)
+                        values[index] = work(raw) if fake is None else fake
+                    batch.append(b"\t".join(values))
+                batch.append(b"")
+                target.write(b"\n".join(batch))
+                rows += len(chunk)
+                progress(rows)
     progress(rows)
     return rows
 
 
-def _update(tp: TablePlan) -> sql.Composed:
-    sets = sql.SQL(", ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(column.name), _value(i, column, rule))
-        for i, (column, rule) in enumerate(tp.masked)
-    )
-    return sql.SQL(
-        "UPDATE {} AS t SET {} FROM verger_mask AS s WHERE t.ctid = s.tid"
-    ).format(_ident(tp), sets)
+def _field(
+    faker: Faker, column: Column, rule: Rule, seen: set[int] | None = None
+) -> tuple[dict[bytes, bytes], Callable[[bytes], bytes]]:
+    """The work on one field as COPY writes it, and the memo of what it did.
 
+    Values repeat (a member's number in every message sent to them): each
+    distinct one is masked once, and NULL stays NULL.
+    """
+    transform = _transform(faker, column, rule)
+    memo: dict[bytes, bytes] = {NULL: NULL}
+    hunt = None if seen is None else hunter(faker, rule)
+    if seen is not None and rule.rule == "text" and not rule.whole:
+        # The text is searched once: replacing what it finds fingerprints it.
+        width = column.width
+        hunt = None
+        transform = lambda v: faker.text(v, width, False, seen)  # noqa: E731
 
-def _value(index: int, column: Column, rule: Rule) -> sql.Composable:
-    slot = sql.Identifier("s", f"c{index}")
-    own = sql.Identifier("t", column.name)
-    kind = sql.SQL(column.sql_type)
-    if rule.rule == "null":
-        return sql.SQL("NULL")
-    if rule.rule == "date_noise":
-        return sql.SQL("({} + {}::int * interval '1 day')::{}").format(own, slot, kind)
-    if rule.rule == "number_noise":
-        return sql.SQL("({}::float8 * {}::float8)::{}").format(own, slot, kind)
-    return sql.SQL("{}::{}").format(slot, kind)
+    def work(raw: bytes) -> bytes:
+        value = unescape(raw.decode())
+        if hunt is not None and seen is not None:
+            hunt(value, seen)
+        result = transform(value)
+        if result is None:
+            fake = NULL
+        elif SPECIAL.search(result):
+            fake = result.translate(ESCAPE).encode()
+        else:
+            fake = result.encode()
+        if len(memo) < MEMO:
+            memo[raw] = fake
+        return fake
+
+    return memo, work
 
 
 def _transform(faker: Faker, column: Column, rule: Rule) -> Transform:
@@ -181,27 +510,36 @@ def _transform(faker: Faker, column: Column, rule: Rule) -> Transform:
         fixed = rule.value or ""
         return lambda v: v if v == "" else fixed[: width or None]
     if kind == "date_noise":
-        return lambda v: str(faker.shift(v, rule.days))
+        return lambda v: _shifted(v, faker.shift(v, rule.days))
     if kind == "number_noise":
-        return lambda v: repr(faker.factor(v, rule.ratio))
+        whole = column.type in INTEGER_TYPES
+        return lambda v: _scaled(v, faker.factor(v, rule.ratio), whole)
     return lambda v: None
 
 
-def _hunter(faker: Faker, rule: Rule) -> Callable[[str, set[int]], None]:
-    """What of an original value the leak scan must later prove is gone."""
+def _shifted(value: str, days: int) -> str:
+    """An ISO date or timestamp moved by whole days; infinity and BC dates stay."""
+    try:
+        day = datetime.date.fromisoformat(value[:10])
+    except ValueError:
+        return value
+    if value.endswith(" BC"):
+        return value
+    try:
+        moved = day + datetime.timedelta(days=days)
+    except OverflowError:
+        return value
+    return moved.isoformat() + value[10:]
 
-    def hunt(value: str, seen: set[int]) -> None:
-        if rule.rule in HIDING or rule.whole:
-            text = normal_text(value)
-            if len(text) >= SHORTEST:
-                seen.add(faker.fingerprint("v", text))
-        if rule.rule == "email":
-            seen.add(faker.fingerprint("e", normal_email(value)))
-        elif rule.rule == "phone":
-            found = faker.e164(value)
-            if found is not None:
-                seen.add(faker.fingerprint("p", found))
-        elif rule.rule == "text":
-            seen.update(faker.embedded(value))
 
-    return hunt
+def _scaled(value: str, factor: float, whole: bool) -> str:
+    scaled = float(value) * factor
+    if whole:
+        return str(round(scaled))
+    return repr(scaled)
+
+
+def _sequences(reader: Connection, writer: Connection) -> None:
+    """Each sequence where production's was, so new rows in staging get free ids."""
+    for name, value in reader.execute(SEQUENCES).fetchall():
+        writer.execute("SELECT setval(%s::regclass, %s, true)", (name, value))

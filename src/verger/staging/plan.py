@@ -10,6 +10,8 @@ from verger.staging.fakes import MaskError
 
 # Rules whose output is meant to hide the original value, so the leak scan hunts it.
 HIDING = ("email", "phone", "name", "hash", "fixed", "null")
+# Rules that give a value the same fake in every column, distinct for distinct values.
+KEY_RULES = ("hash", "email", "phone")
 
 
 class UnclassifiedError(MaskError):
@@ -35,6 +37,7 @@ class Plan:
 def make_plan(tables: list[Table], section: Staging) -> Plan:
     """Each table's masked columns; refused for a column nobody classified."""
     seen: set[str] = set()
+    columns = {c.key_name: c for table in tables for c in table.columns}
     unclassified: list[str] = []
     plans = []
     for table in tables:
@@ -45,7 +48,7 @@ def make_plan(tables: list[Table], section: Staging) -> Plan:
             if rule is None and column.key_name not in section.keep:
                 unclassified.append(column.key_name)
             elif rule is not None and rule.rule != "keep":
-                _check(column, rule)
+                _check(column, rule, section, columns)
                 plan.masked.append((column, rule))
         plans.append(plan)
     if unclassified:
@@ -66,15 +69,12 @@ def _unclassified(columns: list[str]) -> UnclassifiedError:
     )
 
 
-def _check(column: Column, rule: Rule) -> None:
+def _check(
+    column: Column, rule: Rule, section: Staging, columns: dict[str, Column]
+) -> None:
     where = column.key_name
     if column.key:
-        raise MaskError(
-            f"{where} is part of a primary or foreign key; masking it would break "
-            "the rows that refer to it",
-            f"keep {where} (keys carry no personal data when they are surrogate "
-            "ids), or make the personal value a column of its own",
-        )
+        _check_key(column, rule, section, columns)
     if rule.rule == "null" and not column.nullable:
         raise MaskError(
             f"{where} is NOT NULL, so the null rule cannot apply",
@@ -92,6 +92,46 @@ def _check(column: Column, rule: Rule) -> None:
             f"mask {where} with hash",
         )
     _check_type(column, rule)
+
+
+def _check_key(
+    column: Column, rule: Rule, section: Staging, columns: dict[str, Column]
+) -> None:
+    """A key is masked only as every column it joins is, by a rule that keeps joins.
+
+    Rows are loaded before any key exists, and the rules below give a value
+    one fake in every column (and distinct values distinct fakes), so a key
+    and its references masked alike still match.
+    """
+    where = column.key_name
+    if rule.rule not in KEY_RULES:
+        raise MaskError(
+            f"{where} is part of a primary or foreign key, and the {rule.rule} rule "
+            "would break the rows that refer to it",
+            f"keep {where}, or mask it and every column its keys join with "
+            f"{' or '.join(KEY_RULES)}",
+        )
+    for other in column.joins:
+        theirs = section.mask.get(other)
+        if theirs != rule:
+            told = "kept" if theirs is None else f"masked with {theirs.rule}"
+            raise MaskError(
+                f"{where} is part of a primary or foreign key joined to {other}, "
+                f"which is {told}; masking them differently would break the rows "
+                "that refer to it",
+                f"mask {other} with the same rule as {where}, or keep both",
+            )
+        if _room(column) != _room(columns[other]):
+            raise MaskError(
+                f"{where} and {other}, joined by a foreign key, differ in length, "
+                "so their fakes could be cut differently",
+                "give both the same length, or keep both",
+            )
+
+
+def _room(column: Column) -> int:
+    """How long a fake may be in the column; every fake of a key rule fits in 64."""
+    return 64 if column.width is None else min(column.width, 64)
 
 
 def _check_type(column: Column, rule: Rule) -> None:

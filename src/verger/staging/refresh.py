@@ -27,10 +27,10 @@ from verger.config.staging import Staging
 from verger.errors import BusyError, VergerError
 from verger.notify import StagingEvent, make_notifier
 from verger.staging.catalog import read_tables
-from verger.staging.databases import RefreshError, Server, refuse_production, snapshot
+from verger.staging.databases import RefreshError, Server, refuse_production
 from verger.staging.fakes import Faker
-from verger.staging.mask import mask_database
-from verger.staging.plan import make_plan
+from verger.staging.mask import Masked, build_masked
+from verger.staging.plan import Plan, make_plan
 from verger.staging.scan import scan_database
 from verger.state import actor
 from verger.state.base import Store
@@ -181,7 +181,10 @@ def _refresh(
         "Swapped %s in as %s; the old copy is %s.", new, server.live, server.previous
     )
     outcome.seconds = time.monotonic() - started
-    outcome.restart = _restart(restart)
+    try:
+        outcome.restart = restart() if restart is not None else ""
+    except VergerError as exc:
+        raise _restart_failed(loaded, store, server, outcome, exc) from exc
     store.update_refresh(
         refresh_id,
         status="succeeded",
@@ -192,6 +195,36 @@ def _refresh(
     )
     _notify(loaded, outcome, "refresh_succeeded", _summary(outcome))
     return outcome
+
+
+class RestartError(RefreshError):
+    """The masked copy is in place, but staging's release did not restart on it."""
+
+
+def _restart_failed(
+    loaded: Loaded, store: Store, server: Server, outcome: Outcome, exc: VergerError
+) -> RestartError:
+    """Recorded and reported as a failure: staging's app may not serve the new copy."""
+    reason = (
+        f"the masked copy is in place as {server.live}, but restarting staging "
+        f"failed: {exc.message}"
+    )
+    store.update_refresh(
+        outcome.refresh_id,
+        status="restart_failed",
+        finished_at=time.time(),
+        leaks=0,
+        database=server.live,
+        detail=reason,
+    )
+    log.error("Refresh #%s: %s", outcome.refresh_id, reason)
+    _notify(loaded, outcome, "refresh_failed", reason)
+    environment = section_of(loaded).environment or "staging"
+    return RestartError(
+        reason,
+        f"{exc.hint}; once it is fixed, run 'verger deploy {environment}' to start "
+        "staging on the new copy (the refresh need not run again)",
+    )
 
 
 def _build(
@@ -206,37 +239,24 @@ def _build(
 ) -> None:
     server.create(outcome.database)
     url = server.url(outcome.database)
-    outcome.source = _load(loaded, store, section, url, use_snapshot, progress)
-    store.update_refresh(outcome.refresh_id, source=outcome.source)
-    log.info("Loaded %s into %s.", outcome.source, outcome.database)
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        tables = read_tables(conn)
-    if not tables:
-        raise RefreshError(
-            f"the copy loaded from {outcome.source} holds no tables",
-            "check that the source names production's database; staging keeps "
-            "its old copy",
-        )
-    plan = make_plan(tables, section)
-    for key in plan.unknown:
-        log.warning("staging rule for %s names no column in the copy.", key)
-        outcome.notes.append(f"{key} is in the config but not in the database")
-
-    try:
-        masked = mask_database(url, plan, faker, lambda d, t: progress("Masking", d, t))
-    except psycopg.errors.UniqueViolation as exc:
-        raise RefreshError(
-            f"masking broke a unique constraint: {str(exc).strip().splitlines()[0]}",
-            "the column holds values that differ only in case or spacing, or that "
-            "are already fakes (example.com addresses, 555-01xx numbers); mask it "
-            "with hash, then refresh again",
-        ) from exc
-    except psycopg.Error as exc:
-        raise RefreshError(
-            f"masking failed: {str(exc).strip().splitlines()[0]}",
-            "check the staging server's log, then refresh again",
-        ) from exc
+    with _source(
+        loaded, store, section, server, outcome, use_snapshot, progress
+    ) as got:
+        outcome.source = got.label
+        tables = read_tables(got.conn)
+        if not tables:
+            raise RefreshError(
+                f"{outcome.source} holds no tables",
+                "check that the source names production's database; staging keeps "
+                "its old copy",
+            )
+        plan = make_plan(tables, section)
+        for key in plan.unknown:
+            log.warning("staging rule for %s names no column in the copy.", key)
+            outcome.notes.append(f"{key} is in the config but not in the database")
+        store.update_refresh(outcome.refresh_id, source=outcome.source)
+        log.info("Copying %s into %s, masked.", outcome.source, outcome.database)
+        masked = _mask(got, url, plan, faker, progress)
     outcome.rows_masked = masked.rows
     store.update_refresh(outcome.refresh_id, rows_masked=masked.rows)
 
@@ -262,51 +282,108 @@ def _build(
     )
 
 
+def _mask(got: Got, url: str, plan: Plan, faker: Faker, progress: Progress) -> Masked:
+    try:
+        return build_masked(
+            got.conn,
+            got.dsn,
+            got.snapshot,
+            url,
+            plan,
+            faker,
+            lambda d, t: progress("Masking", d, t),
+        )
+    except psycopg.Error as exc:
+        raise RefreshError(
+            f"masking failed: {str(exc).strip().splitlines()[0]}",
+            "check the staging server's log, then refresh again",
+        ) from exc
+
+
+@dataclass
+class Got:
+    """Where the rows come from: an open transaction, and the schema's source."""
+
+    conn: psycopg.Connection[tuple[object, ...]]
+    dsn: str
+    label: str
+    snapshot: str | None = None
+
+
 class LeakError(RefreshError):
     """Production values were found in the masked copy."""
 
 
-def _load(
+@contextmanager
+def _source(
     loaded: Loaded,
     store: Store,
     section: Staging,
-    url: str,
+    server: Server,
+    outcome: Outcome,
     use_snapshot: bool,
     progress: Progress,
-) -> str:
+) -> Iterator[Got]:
+    """The newest verified backup restored beside staging, else production's snapshot."""
     backup = loaded.config.backup
     if not use_snapshot and backup is not None and backup.database == section.source:
         verified = store.backups(section.source, "verified")
         if verified:
-            return _from_backup(loaded, verified[0], url, progress)
+            with _restored(loaded, verified[0], server, outcome, progress) as got:
+                yield got
+            return
         log.info("No verified backup of %s; taking a snapshot.", section.source)
-    progress("Snapshot of production", 0, 0)
-    snapshot(loaded.config.databases[section.source], url)
-    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    return f"snapshot of {section.source} at {at}"
+    with _snapshot(loaded.config.databases[section.source], section.source) as got:
+        progress("Snapshot of production", 0, 0)
+        yield got
 
 
-def _from_backup(loaded: Loaded, row: Any, url: str, progress: Progress) -> str:
+@contextmanager
+def _snapshot(dsn: str, name: str) -> Iterator[Got]:
+    """One read-only transaction on production, its snapshot exported for pg_dump."""
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise RefreshError(
+            f"cannot reach production for a snapshot: {str(exc).strip()}",
+            "check the production URL under databases:",
+        ) from exc
+    with conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        yield Got(
+            conn, dsn, f"snapshot of {name} at {at}", str(row[0]) if row else None
+        )
+        conn.rollback()
+
+
+@contextmanager
+def _restored(
+    loaded: Loaded, row: Any, server: Server, outcome: Outcome, progress: Progress
+) -> Iterator[Got]:
+    """The backup restored into a database beside the copy, dropped once copied."""
     from verger.backup import make_context, make_engine, restore
     from verger.backup.engines import RestorePoint
 
-    engine = make_engine(make_context(loaded))
-    restore(
-        engine,
-        RestorePoint(label=row.label),
-        url,
-        lambda d, t: progress("Restoring the backup", d, t),
-    )
-    return f"verified backup #{row.id} ({row.label})"
-
-
-def _restart(restart: Restart | None) -> str:
-    if restart is None:
-        return ""
+    scratch = f"{outcome.database}_source"
+    server.create(scratch)
     try:
-        return restart()
-    except VergerError as exc:
-        return f"the new copy is in place, but restarting staging failed: {exc.message}"
+        engine = make_engine(make_context(loaded))
+        restore(
+            engine,
+            RestorePoint(label=row.label),
+            server.url(scratch),
+            lambda d, t: progress("Restoring the backup", d, t),
+        )
+        with psycopg.connect(server.url(scratch)) as conn:
+            yield Got(
+                conn, server.url(scratch), f"verified backup #{row.id} ({row.label})"
+            )
+            conn.rollback()
+    finally:
+        server.drop(scratch)
 
 
 def _fail(

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from verger.staging.catalog import TEXT_TYPES, Table
 from verger.staging.fakes import Faker, normal_email, normal_text
-from verger.staging.mask import SHORTEST
+from verger.staging.hunt import SHORTEST
 
 Progress = Callable[[int, int], None]
 SCANNED_TYPES = (*TEXT_TYPES, "json", "jsonb", "USER-DEFINED", "ARRAY")
