@@ -57,3 +57,8 @@ def test_a_release_whose_group_is_empty_is_dead(tmp_path: Path) -> None:
     )
     assert _wait_for(lambda: not process.alive(handle))
     assert process.members(handle) == []
+
+
+def test_no_recorded_pid_is_never_alive() -> None:
+    """A handle with pid 0 (nothing recorded) is dead, though kernel threads are in group 0."""
+    assert not process.alive(process.Handle(0, ""))

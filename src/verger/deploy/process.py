@@ -64,7 +64,8 @@ def alive(handle: Handle | None, *, group: bool = True) -> bool:
     still holds nor left running by a stop. ``group=False`` asks about the
     recorded process alone.
     """
-    if handle is None:
+    # Kernel threads have group 0: no pid recorded is never a live group.
+    if handle is None or handle.pid <= 0:
         return False
     _reap(handle.pid)
     if start_time(handle.pid) == handle.started:
