@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from web_support import ERRORS, RATE, TOKEN, board_for, live_release
 
 from verger.monitor.rules import Evaluator, parse, tiers
-from verger.web import COOKIE, NO_DATA, Board, make_app
+from verger.web import NO_DATA, Board, cookie_name, make_app
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Check = Callable[[TestClient[Any, Any], Board], Awaitable[None]]
@@ -44,7 +44,7 @@ def test_without_the_token_the_api_and_page_say_how_to_get_the_url(
         assert "verger dashboard" in await page.text()
         wrong = await client.get("/?token=wrong", allow_redirects=False)
         assert wrong.status == 401
-        assert COOKIE not in wrong.cookies
+        assert "Set-Cookie" not in wrong.headers
         static = await client.get("/static/dashboard.js")
         assert static.status == 401
 
@@ -54,15 +54,17 @@ def test_without_the_token_the_api_and_page_say_how_to_get_the_url(
 def test_the_token_in_the_url_becomes_a_strict_cookie_and_leaves_the_url(
     tmp_path: Path,
 ) -> None:
-    """?token= sets an HttpOnly SameSite=Strict cookie, redirects to /, and the cookie lets in."""
+    """?token= sets a strict 12 h session cookie named by port, not the token, and it lets in."""
 
     async def check(client: TestClient[Any, Any], board: Board) -> None:
         answer = await client.get(f"/?token={TOKEN}", allow_redirects=False)
         assert answer.status == 303
         assert answer.headers["Location"] == "/"
         cookie = answer.headers["Set-Cookie"]
-        assert f"{COOKIE}={TOKEN}" in cookie
-        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert cookie.startswith(f"{cookie_name(client.server.port or 0)}=")
+        assert TOKEN not in cookie
+        for part in ("HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"):
+            assert part in cookie, part
         page = await client.get("/")
         assert page.status == 200
         assert "/static/dashboard.js" in await page.text()
