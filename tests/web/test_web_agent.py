@@ -189,7 +189,7 @@ def test_a_port_another_program_serves_gets_no_url_until_the_agent_takes_it(
         assert f"does not listen on 127.0.0.1:{project.board}" in done.stderr
         assert "token" not in done.stdout + done.stderr
         status = json.loads(project.run("--json", "status").stdout)
-        assert "is taken" in status["agent"]["dashboard_problem"]
+        assert "is taken" in status["dashboard_problem"]
         checks = json.loads(project.run("--json", "check", check=False).stdout)
         port = next(c for c in checks if c["name"] == "dashboard.port")
         assert port["status"] == "fail" and "is taken" in port["message"]

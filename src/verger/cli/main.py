@@ -531,13 +531,11 @@ def status(c: Ctx, environment: str | None) -> None:
             c.loaded, store, environment, info is not None, router_problems=problems
         )
     )
-    agent = {
-        "running": info is not None,
-        "pid": info["pid"] if info else None,
-        "dashboard_problem": dashboard,
-    }
+    agent = {"running": info is not None, "pid": info["pid"] if info else None}
     if c.out.json_mode:
-        c.out.result({"agent": agent, "environments": records})
+        c.out.result(
+            {"agent": agent, "environments": records, "dashboard_problem": dashboard}
+        )
         return
     c.out.say(f"Agent: running (pid {agent['pid']})" if info else "Agent: not running")
     if dashboard is not None:
