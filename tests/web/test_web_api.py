@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from web_support import ERRORS, RATE, TOKEN, board_for, live_release
 
 from verger.monitor.rules import Evaluator, parse, tiers
-from verger.web import NO_DATA, Board, cookie_name, make_app
+from verger.web import COOKIE, NO_DATA, Board, cookie_name, make_app
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Check = Callable[[TestClient[Any, Any], Board], Awaitable[None]]
@@ -60,8 +60,12 @@ def test_the_token_in_the_url_becomes_a_strict_cookie_and_leaves_the_url(
         answer = await client.get(f"/?token={TOKEN}", allow_redirects=False)
         assert answer.status == 303
         assert answer.headers["Location"] == "/"
-        cookie = answer.headers["Set-Cookie"]
-        assert cookie.startswith(f"{cookie_name(client.server.port or 0)}=")
+        name = cookie_name(client.server.port or 0)
+        cookies = answer.headers.getall("Set-Cookie")
+        cookie = next(c for c in cookies if c.startswith(f"{name}="))
+        # The unnamed cookie of older versions, which held the token, is dropped.
+        dropped = next(c for c in cookies if c.startswith(f"{COOKIE}="))
+        assert "Max-Age=0" in dropped
         assert TOKEN not in cookie
         for part in ("HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"):
             assert part in cookie, part

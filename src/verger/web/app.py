@@ -160,6 +160,8 @@ def _login(request: web.Request, token: str) -> web.Response:
         samesite="Strict",
         path="/",
     )
+    # Older versions kept the token itself in this cookie: make the browser drop it.
+    response.del_cookie(COOKIE, path="/")
     return response
 
 
