@@ -99,7 +99,8 @@ def test_the_agent_serves_the_dashboard_at_the_url_verger_dashboard_prints(
 ) -> None:
     """'verger dashboard' prints a URL that opens the page and the API, live data in it."""
     stopped = project.run("dashboard", check=False)
-    assert stopped.returncode != 0
+    # As every command that needs the agent: exit code 3.
+    assert stopped.returncode == 3
     assert "the agent is not running" in stopped.stderr
     assert "verger up" in stopped.stderr
 
@@ -151,21 +152,62 @@ def test_verger_dashboard_without_a_dashboard_section_says_how_to_add_one(
     assert "Traceback" not in done.stderr
 
 
-def test_verger_dashboard_says_when_the_agent_cannot_serve_it(
+@contextlib.contextmanager
+def _squatter(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Another program serving HTTP on ``port``: it listens and answers."""
+    squatter = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert _wait(lambda: _answers(port), 10), "http.server did not start"
+        yield squatter
+    finally:
+        squatter.kill()
+        squatter.wait(10)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+            return True
+    except (OSError, urllib.error.HTTPError):
+        return False
+
+
+def test_a_port_another_program_serves_gets_no_url_until_the_agent_takes_it(
     project: _Project,
 ) -> None:
-    """With the dashboard's port taken, the agent runs on and 'verger dashboard' says why."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", project.board))
-        project.run("up")
+    """With http.server on the port, up warns, dashboard refuses; freed, the agent listens."""
+    with _squatter(project.board):
+        up = project.run("up")
+        assert f"port {project.board} is taken by another program" in up.stderr
+        assert "the agent tries again by itself" in up.stderr
         done = project.run("dashboard", check=False)
-        assert done.returncode != 0
-        assert f"does not answer on 127.0.0.1:{project.board}" in done.stderr
-        assert "agent.log" in done.stderr
+        assert done.returncode == 1
+        assert f"does not listen on 127.0.0.1:{project.board}" in done.stderr
+        assert "token" not in done.stdout + done.stderr
         status = json.loads(project.run("--json", "status").stdout)
-        assert status
-        log = (project.root / ".verger" / "agent.log").read_text()
-        assert "The dashboard cannot listen on" in log
+        assert "is taken" in status["dashboard_problem"]
+        checks = json.loads(project.run("--json", "check", check=False).stdout)
+        port = next(c for c in checks if c["name"] == "dashboard.port")
+        assert port["status"] == "fail" and "is taken" in port["message"]
+
+    # Freed, the port is the agent's at its next try (every 15 s).
+    assert _wait(lambda: project.run("dashboard", check=False).returncode == 0, 40)
+    printed = json.loads(project.run("--json", "dashboard").stdout)
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(printed["url"], timeout=10) as page:
+        assert "/static/dashboard.js" in page.read().decode()
+    log = (project.root / ".verger" / "agent.log").read_text()
+    assert "The dashboard cannot listen on" in log
+    assert f"The dashboard listens on 127.0.0.1:{project.board} now" in log
+    assert project.run("up").stderr.count("dashboard") == 0
+    checks = json.loads(project.run("--json", "check", check=False).stdout)
+    port = next(c for c in checks if c["name"] == "dashboard.port")
+    assert port["status"] == "ok" and "verger's agent" in port["message"]
 
 
 def test_dashboard_listen_must_not_share_a_port(tmp_path: Path) -> None:

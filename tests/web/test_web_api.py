@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from web_support import ERRORS, RATE, TOKEN, board_for, live_release
 
 from verger.monitor.rules import Evaluator, parse, tiers
-from verger.web import COOKIE, NO_DATA, Board, make_app
+from verger.web import COOKIE, NO_DATA, Board, cookie_name, make_app
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Check = Callable[[TestClient[Any, Any], Board], Awaitable[None]]
@@ -44,7 +44,7 @@ def test_without_the_token_the_api_and_page_say_how_to_get_the_url(
         assert "verger dashboard" in await page.text()
         wrong = await client.get("/?token=wrong", allow_redirects=False)
         assert wrong.status == 401
-        assert COOKIE not in wrong.cookies
+        assert "Set-Cookie" not in wrong.headers
         static = await client.get("/static/dashboard.js")
         assert static.status == 401
 
@@ -54,15 +54,21 @@ def test_without_the_token_the_api_and_page_say_how_to_get_the_url(
 def test_the_token_in_the_url_becomes_a_strict_cookie_and_leaves_the_url(
     tmp_path: Path,
 ) -> None:
-    """?token= sets an HttpOnly SameSite=Strict cookie, redirects to /, and the cookie lets in."""
+    """?token= sets a strict 12 h session cookie named by port, not the token, and it lets in."""
 
     async def check(client: TestClient[Any, Any], board: Board) -> None:
         answer = await client.get(f"/?token={TOKEN}", allow_redirects=False)
         assert answer.status == 303
         assert answer.headers["Location"] == "/"
-        cookie = answer.headers["Set-Cookie"]
-        assert f"{COOKIE}={TOKEN}" in cookie
-        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        name = cookie_name(client.server.port or 0)
+        cookies = answer.headers.getall("Set-Cookie")
+        cookie = next(c for c in cookies if c.startswith(f"{name}="))
+        # The unnamed cookie of older versions, which held the token, is dropped.
+        dropped = next(c for c in cookies if c.startswith(f"{COOKIE}="))
+        assert "Max-Age=0" in dropped
+        assert TOKEN not in cookie
+        for part in ("HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"):
+            assert part in cookie, part
         page = await client.get("/")
         assert page.status == 200
         assert "/static/dashboard.js" in await page.text()
@@ -222,3 +228,72 @@ def _firing(rule: str, severity: str) -> dict[str, Any]:
         "keep_firing_since": None,
         "value": 6.0,
     }
+
+
+def _labelled(rule: str, severity: str, environment: str | None) -> dict[str, Any]:
+    alert = _firing(rule, severity)
+    labels = json.loads(alert["labels"])
+    labels.pop("environment")
+    if environment is not None:
+        labels["environment"] = environment
+    return {
+        **alert,
+        "fingerprint": f"fp-{rule}-{environment}",
+        "labels": json.dumps(labels),
+    }
+
+
+def test_tiles_take_their_colour_from_their_own_number_and_environment(
+    tmp_path: Path,
+) -> None:
+    """A burn alert colours neither error rate nor uptime; alerts count the shown environment."""
+
+    async def check(client: TestClient[Any, Any], board: Board) -> None:
+        board.state.save_alert_states(
+            [
+                _labelled("slo_burn_fast", "critical", "production"),
+                _labelled("error_rate_high", "high", "staging"),
+                _labelled("error_rate_critical", "critical", None),
+                _labelled("cpu_high", "high", None),
+            ],
+            [],
+        )
+        production = await (await client.get("/api/v1/summary", headers=AUTH)).json()
+        tiles = production["tiles"]
+        # 2% errors, but no error-rate rule fires about production.
+        assert tiles["error_rate"]["status"] == "ok"
+        # 98% over 30 days is under the 99.9% target: high, from the number.
+        assert tiles["uptime"]["status"] == "high"
+        assert tiles["cpu"]["status"] == "high"
+        assert production["alerts"]["firing"] == 3
+        assert production["alerts"]["status"] == "critical"
+
+        answer = await client.get("/api/v1/summary?environment=staging", headers=AUTH)
+        staging = await answer.json()
+        # Its own rule about staging; the unlabelled one is about no environment.
+        assert staging["tiles"]["error_rate"]["status"] == "high"
+        assert staging["tiles"]["uptime"]["status"] == "unknown"
+        assert staging["alerts"]["firing"] == 3
+        assert staging["alerts"]["by_severity"]["high"] == 2
+
+    _serve(tmp_path, check)
+
+
+def test_without_monitoring_the_summary_says_so_and_claims_nothing(
+    tmp_path: Path,
+) -> None:
+    """With no metric store, alerts are unknown (not 'none firing') and every tile unknown."""
+
+    async def main() -> None:
+        with board_for(tmp_path, seeded=False) as (board, _):
+            off = Board(board.config, board.state)
+            async with TestClient(TestServer(make_app(off, TOKEN))) as client:
+                summary = await (
+                    await client.get("/api/v1/summary", headers=AUTH)
+                ).json()
+        assert summary["monitoring"] is False
+        assert summary["alerts"]["status"] == "unknown"
+        assert summary["alerts"]["text"] == "monitoring is off"
+        assert {tile["status"] for tile in summary["tiles"].values()} == {"unknown"}
+
+    asyncio.run(main())

@@ -130,6 +130,7 @@ def test_dashboard_shows_the_api_numbers_and_loads_nothing_from_elsewhere(
     assert _wait(
         lambda: browser.execute_script("return document.body.dataset.refreshes")
     )
+    assert not browser.find_element("id", "monitoring-off").is_displayed()
 
     summary = _api(served, "/api/v1/summary")
     for name, tile in summary["tiles"].items():
@@ -210,3 +211,26 @@ def _firing(rule: str, severity: str) -> dict[str, Any]:
         "keep_firing_since": None,
         "value": 0.93,
     }
+
+
+def test_without_monitoring_the_page_says_so_and_greys_the_tiles(
+    browser: Any, tmp_path: Path
+) -> None:
+    """Without a metric store a banner says monitoring is off; no tile is green; ?range= holds."""
+    write_project(tmp_path)
+    server = Served(tmp_path, monitoring=False)
+    try:
+        browser.get(f"{server.origin}/?token={TOKEN}&range=6h")
+        assert browser.current_url == f"{server.origin}/?range=6h"
+        assert _wait(
+            lambda: browser.execute_script("return document.body.dataset.refreshes")
+        )
+        banner = browser.find_element("id", "monitoring-off")
+        assert banner.is_displayed()
+        assert banner.text.startswith("monitoring is off: add a monitor: section")
+        assert browser.find_element("id", "alerts-value").text == "no data"
+        for tile in browser.find_elements("css selector", ".tile"):
+            assert "status-ok" not in str(tile.get_attribute("class"))
+        assert browser.execute_script("return document.body.dataset.range") == "6h"
+    finally:
+        server.close()

@@ -117,8 +117,9 @@ class Served:
     the thread that made it.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, monitoring: bool = True) -> None:
         self.root = root
+        self.monitoring = monitoring
         self.loop = asyncio.new_event_loop()
         self.runner: web.AppRunner | None = None
         self.port = 0
@@ -133,7 +134,9 @@ class Served:
         loaded = load_config(str(self.root / "verger.yml"))
         self.state = open_store(loaded.config.state, loaded.root)
         self.metrics = open_metrics(loaded.config, loaded.root)
-        board = Board(loaded.config, self.state, lambda: self.metrics)
+        board = Board(
+            loaded.config, self.state, lambda: self.metrics if self.monitoring else None
+        )
 
         async def start() -> None:
             self.runner = web.AppRunner(make_app(board, TOKEN))

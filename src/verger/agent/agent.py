@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -38,6 +39,8 @@ log = logging.getLogger("verger.agent")
 
 SUPERVISE_EVERY = 0.25
 ROUTER_READY_TIMEOUT = 10.0
+# Seconds between tries to listen on a dashboard port another program holds.
+DASHBOARD_RETRY = 15.0
 
 
 @dataclass
@@ -85,6 +88,10 @@ class Agent:
     alert_sink: Any = None
     # The monitor's metric store while it runs, for the dashboard.
     metrics: Any = None
+    # The dashboard's runner while it listens; why it cannot, and when to retry.
+    dashboard: Any = None
+    dashboard_problem: str | None = None
+    dashboard_retry_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.files = AgentFiles(self.loaded.state_dir)
@@ -175,24 +182,55 @@ class Agent:
             )
             return None
 
-    async def start_dashboard(self) -> Any:
-        """The dashboard and its JSON API on ``dashboard.listen``, if it is set."""
+    async def start_dashboard(self) -> None:
+        """The dashboard and its JSON API on ``dashboard.listen``, if it is set.
+
+        When the port is taken the agent runs on without it and tries again
+        every ``DASHBOARD_RETRY`` seconds; ``dashboard_problem`` says why.
+        """
         section = self.config.dashboard
-        if section is None:
-            return None
+        if section is None or self.dashboard is not None:
+            return
         from verger.web import Board, ensure_token, start_dashboard
 
         board = Board(self.config, self.store, lambda: self.metrics)
+        self.dashboard_retry_at = time.monotonic() + DASHBOARD_RETRY
         try:
             token = ensure_token(self.files.state_dir)
-            return await start_dashboard(section.listen, board, token)
+            self.dashboard = await start_dashboard(section.listen, board, token)
         except OSError as exc:
-            log.error(
-                "The dashboard cannot listen on %s: %s; the agent runs without it.",
+            problem = _listen_problem(section.listen, exc)
+            # Said once per reason: the retries that follow change nothing.
+            say = log.error if problem != self.dashboard_problem else log.debug
+            say(
+                "The dashboard cannot listen on %s: %s; the agent runs without it "
+                "and tries again every %.0f s.",
                 section.listen,
-                exc,
+                problem,
+                DASHBOARD_RETRY,
             )
-            return None
+            self.dashboard_problem = problem
+            return
+        if self.dashboard_problem is not None:
+            log.info(
+                "The dashboard listens on %s now: its port is free.", section.listen
+            )
+        self.dashboard_problem = None
+
+    def dashboard_state(self) -> dict[str, Any]:
+        """Whether the dashboard listens, where, and if not, why: for the CLI."""
+        section = self.config.dashboard
+        return {
+            "configured": section is not None,
+            "listen": section.listen if section is not None else None,
+            "listening": self.dashboard is not None,
+            "problem": self.dashboard_problem,
+        }
+
+    async def _retry_dashboard(self) -> None:
+        waiting = self.dashboard is None and self.dashboard_problem is not None
+        if waiting and time.monotonic() >= self.dashboard_retry_at:
+            await self.start_dashboard()
 
     def take_lock(self) -> Any:
         """Hold the agent lock for this state folder, or refuse to start."""
@@ -432,6 +470,7 @@ class Agent:
                 await asyncio.wait_for(self.stopping.wait(), SUPERVISE_EVERY)
 
     async def _supervise_once(self) -> None:
+        await self._retry_dashboard()
         for name in self.routers:
             if not process.alive(self.router_handle(name)):
                 backoff = self.backoff.setdefault(f"router-{name}", Backoff())
@@ -601,6 +640,13 @@ def config_digest(path: Path) -> str:
         return ""
 
 
+def _listen_problem(listen: str, exc: OSError) -> str:
+    """Why a port cannot be listened on, in the words 'verger up' shows."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {split_listen(listen)[1]} is taken by another program"
+    return exc.strerror or str(exc)
+
+
 def _make_notifier(loaded: Loaded) -> Notifier:
     return make_notifier(loaded.config.notify)
 
@@ -618,6 +664,9 @@ async def serve(loaded: Loaded, stop_all_on_exit: bool = True) -> None:
     try:
         await agent.start()
         runner, port = await start_api(agent)
+        # Before agent.json: 'verger up' reads the dashboard's state right after.
+        monitoring = agent.start_monitor()
+        await agent.start_dashboard()
         agent.files.write_info(port, agent.token)
         log.info(
             "The agent is up (pid %d), answering on 127.0.0.1:%d.", os.getpid(), port
@@ -626,12 +675,10 @@ async def serve(loaded: Loaded, stop_all_on_exit: bool = True) -> None:
         scheduling = asyncio.create_task(
             run_scheduler(agent.loaded, agent.store, agent.stopping)
         )
-        monitoring = agent.start_monitor()
-        dashboard = await agent.start_dashboard()
         await agent.supervise()
         log.info("The agent is stopping.")
-        if dashboard is not None:
-            await dashboard.cleanup()
+        if agent.dashboard is not None:
+            await agent.dashboard.cleanup()
         await scheduling
         if monitoring is not None:
             await monitoring

@@ -72,7 +72,14 @@ async def _shutdown(request: web.Request) -> web.Response:
 
 
 async def _problems(request: web.Request) -> web.Response:
-    return web.json_response({"routers": _agent(request).router_problems})
+    agent = _agent(request)
+    return web.json_response(
+        {"routers": agent.router_problems, "dashboard": agent.dashboard_problem}
+    )
+
+
+async def _dashboard(request: web.Request) -> web.Response:
+    return web.json_response(_agent(request).dashboard_state())
 
 
 async def start_api(agent: Agent) -> tuple[web.AppRunner, int]:
@@ -84,6 +91,7 @@ async def start_api(agent: Agent) -> tuple[web.AppRunner, int]:
     app.router.add_get("/v1/deploys/{deploy_id}/events", _events)
     app.router.add_post("/v1/shutdown", _shutdown)
     app.router.add_get("/v1/problems", _problems)
+    app.router.add_get("/v1/dashboard", _dashboard)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -103,6 +103,15 @@ class AgentClient:
         routers = self.call("GET", "/v1/problems").get("routers") or {}
         return {str(name): str(problem) for name, problem in routers.items()}
 
+    def dashboard_problem(self) -> str | None:
+        """Why the running agent's dashboard does not listen, or None when it does."""
+        problem = self.call("GET", "/v1/problems").get("dashboard")
+        return None if problem is None else str(problem)
+
+    def dashboard(self) -> dict[str, Any]:
+        """The running agent's dashboard: configured, listen, listening, problem."""
+        return self.call("GET", "/v1/dashboard")
+
     def follow(self, deploy_id: int) -> Iterator[dict[str, Any]]:
         """Yield a deploy's events as they happen, until its result."""
         after = 0

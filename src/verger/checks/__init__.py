@@ -9,6 +9,7 @@ from verger.checks import (  # noqa: F401  (registers)
     alerting,
     app,
     backup,
+    dashboard,
     host,
     monitor,
     network,

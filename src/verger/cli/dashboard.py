@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 from verger.agent.client import AgentClient
 from verger.cli.main import Ctx, cli, pass_ctx
 from verger.config.types import split_listen
@@ -13,15 +11,7 @@ RESTART = "'verger down --keep-serving' then 'verger up'"
 
 
 class DashboardError(VergerError):
-    """The dashboard is not configured, or no agent serves it."""
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2.0):
-            return True
-    except OSError:
-        return False
+    """The dashboard is not configured, or the agent does not serve it."""
 
 
 @cli.command()
@@ -36,21 +26,41 @@ def dashboard(c: Ctx) -> None:
             f"there is no dashboard in {c.loaded.path.name}",
             f"add 'dashboard: {{listen: 127.0.0.1:9300}}' to it, then run {RESTART}",
         )
-    if AgentClient(c.loaded).info() is None:
-        raise DashboardError(
-            "the agent is not running, so nothing serves the dashboard",
-            "start it with 'verger up'",
-        )
-    host, port = split_listen(section.listen)
+    # The agent says whether it listens: a port that answers may be another
+    # program's, which must not be handed the token.
+    state = AgentClient(c.loaded).dashboard()
+    _refuse_unless_listening(c, state, section.listen)
+    host, port = split_listen(str(state["listen"]))
     # A wildcard address is reached on loopback from this host.
     reach = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     token = read_token(c.loaded.state_dir)
-    if token is None or not _answers(reach, port):
+    if token is None:
         raise DashboardError(
-            f"the agent runs but the dashboard does not answer on {section.listen}",
-            f"the agent log ({c.loaded.state_dir / 'agent.log'}) says why; "
-            f"after a change to dashboard: run {RESTART}",
+            f"there is no dashboard token in {c.loaded.state_dir}",
+            f"run {RESTART}: the agent makes one",
         )
     address = f"[{reach}]" if ":" in reach else reach
     url = f"http://{address}:{port}/?token={token}"
-    c.out.result({"url": url, "listen": section.listen, "token": token}, url)
+    c.out.result({"url": url, "listen": state["listen"], "token": token}, url)
+
+
+def _refuse_unless_listening(c: Ctx, state: dict[str, object], listen: str) -> None:
+    """One error line when the running agent's dashboard is not the configured one."""
+    log = c.loaded.state_dir / "agent.log"
+    if not state.get("configured"):
+        raise DashboardError(
+            "the agent started before the dashboard: section was added",
+            f"run {RESTART}",
+        )
+    if not state.get("listening"):
+        raise DashboardError(
+            f"the dashboard does not listen on {state['listen']}: {state['problem']}",
+            "free the port (the agent tries again by itself), or change "
+            f"dashboard.listen and run {RESTART}; {log} says more",
+        )
+    if state["listen"] != listen:
+        raise DashboardError(
+            f"the agent serves the dashboard on {state['listen']}, "
+            f"not on {listen} as {c.loaded.path.name} says",
+            f"run {RESTART} to move it",
+        )

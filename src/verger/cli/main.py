@@ -135,9 +135,26 @@ def up(c: Ctx) -> None:
     problems = client.router_problems()
     if problems:
         raise _router_problems(info, problems)
+    dashboard = client.dashboard_problem()
+    if dashboard is not None:
+        # The releases are served all the same: a line to act on, not a failure.
+        c.out.warn(_dashboard_problem(dashboard))
     c.out.result(
-        {"pid": info["pid"], "port": info["port"], "already": info["already"]},
+        {
+            "pid": info["pid"],
+            "port": info["port"],
+            "already": info["already"],
+            "dashboard_problem": dashboard,
+        },
         f"The agent is {word} (pid {info['pid']}).",
+    )
+
+
+def _dashboard_problem(problem: str) -> str:
+    return (
+        f"the dashboard cannot listen: {problem}; free the port (the agent tries "
+        "again by itself) or change dashboard.listen and run 'verger down "
+        "--keep-serving' then 'verger up'"
     )
 
 
@@ -504,9 +521,11 @@ def status(c: Ctx, environment: str | None) -> None:
     client = AgentClient(c.loaded)
     info = client.info()
     problems: dict[str, str] = {}
+    dashboard: str | None = None
     if info is not None:
         with contextlib.suppress(VergerError):
             problems = client.router_problems()
+            dashboard = client.dashboard_problem()
     records = asyncio.run(
         environment_status(
             c.loaded, store, environment, info is not None, router_problems=problems
@@ -514,9 +533,13 @@ def status(c: Ctx, environment: str | None) -> None:
     )
     agent = {"running": info is not None, "pid": info["pid"] if info else None}
     if c.out.json_mode:
-        c.out.result({"agent": agent, "environments": records})
+        c.out.result(
+            {"agent": agent, "environments": records, "dashboard_problem": dashboard}
+        )
         return
     c.out.say(f"Agent: running (pid {agent['pid']})" if info else "Agent: not running")
+    if dashboard is not None:
+        c.out.warn(_dashboard_problem(dashboard))
     c.out.table(
         "Environments",
         ["environment", "listen", "router", "live", "warm", "last deploy"],

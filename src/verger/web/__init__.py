@@ -6,6 +6,7 @@
 
 from verger.web.app import (
     COOKIE,
+    cookie_name,
     ensure_token,
     make_app,
     read_token,
@@ -21,6 +22,7 @@ __all__ = [
     "NO_DATA",
     "RANGES",
     "Board",
+    "cookie_name",
     "ensure_token",
     "make_app",
     "read_token",

@@ -1,34 +1,47 @@
 """The dashboard's HTTP side: the page, its files, the JSON API, and the token at the door.
 
-The page takes the token once, as ``/?token=...``: it is kept in an
-HttpOnly, SameSite=Strict cookie and the browser is sent to the bare URL,
-so that the token leaves the address bar and the history. The API takes
-that cookie or ``Authorization: Bearer TOKEN``. Everything the page needs is
-in ``static/``; a Content-Security-Policy lets the browser load nothing from
+The page takes the token once, as ``/?token=...``, and trades it for a
+session cookie: an expiry and an HMAC of it keyed by the token, so the token
+itself never reaches the browser's cookie jar (cookies are not separated by
+port: every service on the same host name receives them). The session
+outlives an agent restart, as the token does, and ends after ``SESSION``
+seconds. The browser is sent to the bare URL, so that the token leaves the
+address bar and the history. The API takes that cookie or
+``Authorization: Bearer TOKEN``. Everything the page needs is in
+``static/``; a Content-Security-Policy lets the browser load nothing from
 anywhere else.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from verger.config.types import split_listen
 from verger.web.board import Board
 from verger.web.metrics import METRICS, RANGES
 
 log = logging.getLogger("verger.web")
+# aiohttp's own complaints about requests, kept apart from the agent's others.
+server_log = logging.getLogger("verger.web.server")
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "verger_dashboard"
+SESSION = 12 * 3600
 TOKEN_FILE = "dashboard.token"
 HINT = "run 'verger dashboard' on the agent's host: it prints the URL with the token"
+# The query parameters the token's redirect keeps: the page's own view.
+KEPT = ("environment", "range")
 POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -70,44 +83,156 @@ def _same(given: str | None, token: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
+def cookie_name(port: int) -> str:
+    """The session cookie of the dashboard on ``port``: two dashboards keep theirs."""
+    return f"{COOKIE}_{port}"
+
+
+def _port(request: web.Request) -> int:
+    """The port this request came in on, as the listening socket says (not Host)."""
+    sockname = (
+        request.transport.get_extra_info("sockname") if request.transport else None
+    )
+    return int(sockname[1]) if sockname else 0
+
+
+def _signature(token: str, expires: int) -> str:
+    message = f"dashboard-session:{expires}".encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def new_session(token: str, now: float | None = None) -> str:
+    """A session value for the cookie: its expiry and an HMAC of it, not the token."""
+    expires = int(time.time() if now is None else now) + SESSION
+    return f"{expires}.{_signature(token, expires)}"
+
+
+def valid_session(value: str | None, token: str, now: float | None = None) -> bool:
+    """Whether a cookie's session was made with ``token`` and has not expired."""
+    if value is None:
+        return False
+    expires_text, _, signature = value.partition(".")
+    if not expires_text.isdigit():
+        return False
+    expires = int(expires_text)
+    if expires < (time.time() if now is None else now):
+        return False
+    return hmac.compare_digest(signature.encode(), _signature(token, expires).encode())
+
+
+def _bearer(request: web.Request) -> str | None:
+    """The token of ``Authorization: Bearer TOKEN``, the scheme in any case."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
+def _answer(request: web.Request, status: int, message: str, hint: str) -> web.Response:
+    """An error as JSON for the API, as a line of text for anything else."""
+    if request.path.startswith("/api/"):
+        return web.json_response({"error": message, "hint": hint}, status=status)
+    return web.Response(status=status, text=f"{message}\n")
+
+
 def _refused(request: web.Request) -> web.Response:
     message = "missing or wrong dashboard token"
     if request.path.startswith("/api/"):
-        return web.json_response({"error": message, "hint": HINT}, status=401)
+        return _answer(request, 401, message, HINT)
     page = (STATIC / "refused.html").read_text()
     return web.Response(
         status=401, text=page, content_type="text/html", charset="utf-8"
     )
 
 
+def _login(request: web.Request, token: str) -> web.Response:
+    """Trade a right ``?token=`` for the session cookie, back to the page at ``/``.
+
+    The redirect goes to ``/`` whatever the path was (``//host/`` would be
+    another site), with only the page's own parameters kept.
+    """
+    kept = {name: request.query[name] for name in KEPT if name in request.query}
+    location = "/" + (f"?{urlencode(kept)}" if kept else "")
+    response = web.Response(status=303, headers={"Location": location})
+    response.set_cookie(
+        cookie_name(_port(request)),
+        new_session(token),
+        max_age=SESSION,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+    )
+    # Older versions kept the token itself in this cookie: make the browser drop it.
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
 @web.middleware
 async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Let in the cookie or the bearer token; trade ``?token=`` for the cookie."""
+    """Let in the session cookie or the bearer token; trade ``?token=`` for the cookie.
+
+    A ``?token=`` is a fresh login: a wrong one is refused even beside a
+    valid cookie, so that a bad link never looks as if it worked.
+    """
     token = request.app[TOKEN]
     offered = request.query.get("token")
     if offered is not None and not request.path.startswith("/api/"):
         if not _same(offered, token):
             return _refused(request)
-        response = web.Response(status=303, headers={"Location": request.path})
-        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
-        return response
-    bearer = request.headers.get("Authorization", "")
-    bearer_token = bearer[7:] if bearer.startswith("Bearer ") else None
-    if not (_same(request.cookies.get(COOKIE), token) or _same(bearer_token, token)):
+        return _login(request, token)
+    cookie = request.cookies.get(cookie_name(_port(request)))
+    if not (valid_session(cookie, token) or _same(_bearer(request), token)):
         return _refused(request)
     response = await handler(request)
     assert isinstance(response, web.StreamResponse)
     return response
 
 
+def _http_error(request: web.Request, error: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (no route, wrong method) in the dashboard's words."""
+    status = error.status
+    # The static folder has no listing: a bare /static/ is a page that is not there.
+    if status == 403 and request.path.startswith("/static"):
+        status = 404
+    if status == 404:
+        return _answer(request, 404, f"no page {request.path}", "open / instead")
+    if status == 405:
+        return _answer(request, 405, f"{request.method} is not allowed here", "use GET")
+    return _answer(request, status, error.reason, "open / instead")
+
+
 @web.middleware
 async def _headers(request: web.Request, handler: Any) -> web.StreamResponse:
-    response: web.StreamResponse = await handler(request)
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        response = _http_error(request, error)
     response.headers["Content-Security-Policy"] = POLICY
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+class _ShortClientErrors(logging.Filter):
+    """aiohttp's log of a malformed request as one line: no traceback, no request line.
+
+    The request line may hold ``?token=``; the agent log must not.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            code = error.code
+            record.msg = "The dashboard refused a malformed request (HTTP %s, %s)."
+            record.args = (code, type(error).__name__)
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+server_log.addFilter(_ShortClientErrors())
 
 
 def _bad(message: str, hint: str) -> web.Response:
@@ -180,7 +305,7 @@ def make_app(board: Board, token: str) -> web.Application:
 
 async def start_dashboard(listen: str, board: Board, token: str) -> web.AppRunner:
     """Serve the dashboard on ``listen`` until the runner is cleaned up."""
-    runner = web.AppRunner(make_app(board, token), access_log=None)
+    runner = web.AppRunner(make_app(board, token), access_log=None, logger=server_log)
     await runner.setup()
     host, port = split_listen(listen)
     try:

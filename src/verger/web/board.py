@@ -74,7 +74,7 @@ class Board:
         at = time.time() if now is None else now
         # The state store is read on the loop (its connection is the loop's);
         # the metric store, which may read 30 days, in a thread.
-        firing = self._firing()
+        firing = [a for a in self._firing() if _about(a, environment, True)]
         store = self.metrics()
         tiles = await asyncio.to_thread(self._tiles, store, environment, at, firing)
         return {
@@ -83,7 +83,7 @@ class Board:
             "environments": self.environments(),
             "monitoring": store is not None,
             "tiles": tiles,
-            "alerts": _alert_counts(firing),
+            "alerts": _alert_counts(firing, store is not None),
             "backup": self.backup(),
         }
 
@@ -114,7 +114,9 @@ class Board:
             "value": value,
             "unit": metric.unit,
             "text": show(value, metric.unit, _DIGITS.get(metric.name)),
-            "status": _status(metric.rules, environment, firing, value),
+            "status": _status(
+                metric.rules, environment, firing, value, metric.per_environment
+            ),
         }
 
     def _uptime(
@@ -126,10 +128,11 @@ class Board:
     ) -> dict[str, Any]:
         target = (self.config.monitor or SourcesSection()).slo.availability
         value = readings.uptime(environment, at) if readings else None
-        rules = ("slo_burn_fast", "slo_burn_slow", "slo_budget_burn", "api_down")
-        status = _status(rules, environment, firing, value)
-        if status == "ok" and value is not None and value < target:
-            status = "high"
+        # Its own number against its own target: a burn alert says how fast the
+        # budget goes, not that the 30 days fall short; the alerts tile shows it.
+        status = "high" if value is not None and value < target else "ok"
+        if value is None:
+            status = "unknown"
         return {
             "title": "Uptime (30d)",
             "value": value,
@@ -264,18 +267,29 @@ def _chart(
     }
 
 
+def _about(alert: dict[str, Any], environment: str, unlabelled: bool) -> bool:
+    """Whether an alert is about ``environment``; ``unlabelled``: or about none."""
+    named = alert["labels"].get("environment")
+    return named == environment or (named is None and unlabelled)
+
+
 def _status(
     rules: tuple[str, ...],
     environment: str,
     firing: list[dict[str, Any]],
     value: float | None,
+    per_environment: bool = True,
 ) -> str:
-    """The worst tier of the tile's rules firing for the environment, else ok or unknown."""
+    """The worst tier of the tile's own rules firing about its number, else ok or unknown.
+
+    A tile of one environment takes only alerts labelled with it; a host-wide
+    tile (CPU, the database) also those with no environment.
+    """
     tiers = [
         a["labels"].get("severity", "high")
         for a in firing
         if a["rule"].split("{")[0] in rules
-        and a["labels"].get("environment", environment) == environment
+        and _about(a, environment, not per_environment)
     ]
     for severity in SEVERITIES:
         if severity in tiers:
@@ -283,16 +297,27 @@ def _status(
     return "unknown" if value is None else "ok"
 
 
-def _alert_counts(firing: list[dict[str, Any]]) -> dict[str, Any]:
+def _alert_counts(firing: list[dict[str, Any]], monitoring: bool) -> dict[str, Any]:
+    """The alerts firing about the shown environment, and the tile's colour.
+
+    Without monitoring nothing evaluates the rules: "none firing" would be a
+    claim nobody checked, so the tile is unknown.
+    """
     by_tier = {str(s): 0 for s in SEVERITIES}
     for alert in firing:
         tier = alert["labels"].get("severity", "high")
         by_tier[tier] = by_tier.get(tier, 0) + 1
     parts = [f"{n} {tier}" for tier, n in by_tier.items() if n]
+    worst = next((str(s) for s in SEVERITIES if by_tier.get(str(s))), "ok")
+    if not monitoring:
+        text, status = "monitoring is off", "unknown"
+    else:
+        text, status = (", ".join(parts) if parts else "none firing"), worst
     return {
         "firing": len(firing),
         "by_severity": by_tier,
-        "text": ", ".join(parts) if parts else "none firing",
+        "text": text,
+        "status": status,
     }
 
 

@@ -69,12 +69,8 @@ METRICS: dict[str, Metric] = {
             "ratio",
             error_ratio,
             True,
-            (
-                "error_rate_critical",
-                "error_rate_high",
-                "slo_burn_fast",
-                "slo_burn_slow",
-            ),
+            # Rules on the error ratio itself; burn rates go to the alerts tile.
+            ("error_rate_critical", "error_rate_high"),
         ),
         Metric(
             "throughput",

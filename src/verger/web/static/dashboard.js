@@ -10,7 +10,14 @@ const REFRESH_MS = 5000;
 const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 300;
 const HEIGHT = 90;
-const view = { range: "1h", environment: null, refreshes: 0 };
+const RANGES = ["1h", "6h", "24h", "7d", "30d"];
+// The view a link asked for (?environment=&range=), else production over 1h.
+const asked = new URLSearchParams(window.location.search);
+const view = {
+  range: RANGES.includes(asked.get("range")) ? asked.get("range") : "1h",
+  environment: asked.get("environment"),
+  refreshes: 0,
+};
 
 async function get(path) {
   const response = await fetch(path, { credentials: "same-origin", cache: "no-store" });
@@ -123,10 +130,13 @@ function showSummary(summary) {
   select.value = summary.environment;
   for (const [name, tile] of Object.entries(summary.tiles)) showTile(name, tile);
   const alerts = summary.alerts;
-  document.getElementById("alerts-value").textContent = String(alerts.firing);
+  const count = document.getElementById("alerts-value");
+  count.textContent = summary.monitoring ? String(alerts.firing) : "no data";
+  count.classList.toggle("unknown", !summary.monitoring);
   document.getElementById("alerts-note").textContent = alerts.text;
-  const worst = ["critical", "high", "medium"].find((s) => alerts.by_severity[s] > 0);
-  document.getElementById("alerts").className = `tile status-${worst || "ok"}`;
+  document.getElementById("alerts").className = `tile status-${alerts.status}`;
+  // Without monitoring every number is unknown and no rule runs: say so once.
+  document.getElementById("monitoring-off").hidden = summary.monitoring;
   document.getElementById("backup-text").textContent = summary.backup.text;
   document.getElementById("backup").className =
     `tile status-${summary.backup.verified ? "ok" : "medium"}`;
@@ -214,6 +224,7 @@ function start() {
   const charts = document.getElementById("charts");
   for (const metric of CHARTS) charts.append(chartTile(metric));
   for (const button of document.querySelectorAll("#ranges button")) {
+    button.classList.toggle("chosen", button.dataset.range === view.range);
     button.addEventListener("click", () => {
       view.range = button.dataset.range;
       for (const other of document.querySelectorAll("#ranges button")) {
