@@ -166,3 +166,19 @@ def test_a_gauges_rollups_keep_only_last_values(tmp_path: Path) -> None:
     assert series.buckets.firsts == series.values
     assert set(series.buckets.resets) == {0.0}
     store.close()
+
+
+def test_samples_written_late_read_in_time_order_from_rollups(tmp_path: Path) -> None:
+    """A sample written after its span was packed joins the rollups in time order."""
+    store = MetricStore(tmp_path / "metrics.db")
+    _record(store, 13 * 3600, {"2xx": lambda i: float(i)})
+    at = T0 + 3600
+    store.write([("late_total", {}, at, 2.0), ("late_total", {}, T0 + 13 * 3600, 3.0)])
+    store.compact(T0 + 13 * 3600)
+    # Its span is packed already: this one goes to a block of its own.
+    store.write([("late_total", {}, at - 3000, 1.0)])
+    store.compact(T0 + 13 * 3600)
+    (series,) = store.select("late_total", [], T0, T0 + 13 * 3600)
+    assert series.times == sorted(series.times) and len(series.times) == 3
+    assert series.values == [1.0, 2.0, 3.0]
+    store.close()

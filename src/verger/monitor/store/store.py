@@ -22,6 +22,7 @@ a bucket's last values only.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import re
@@ -366,40 +367,38 @@ class MetricStore:
         return [t for t, _ in pairs], [v for _, v in pairs]
 
     def _rollups(self, sid: int, start: float, end: float) -> Series:
-        rows: list[tuple[float, float, float, float]] = []
-        for ends, columns in self._blocks(sid, ROLLUP, start, end):
-            last = columns[4]
+        ends: list[float] = []
+        last: list[float] = []
+        firsts: list[float] = []
+        resets: list[float] = []
+        for times, columns in self._blocks(sid, ROLLUP, start, end):
+            low = bisect.bisect_left(times, start)
+            high = bisect.bisect_right(times, end)
+            ends += times[low:high]
+            last += columns[4][low:high]
             # A gauge's block, or one packed before they were kept: last values.
-            first = columns[5] if len(columns) > 5 else last
-            resets = columns[6] if len(columns) > 6 else [0.0] * len(ends)
-            rows.extend(
-                row
-                for row in zip(ends, last, first, resets, strict=True)
-                if start <= row[0] <= end
-            )
+            firsts += columns[5][low:high] if len(columns) > 5 else columns[4][low:high]
+            resets += columns[6][low:high] if len(columns) > 6 else [0.0] * (high - low)
         head = self._db.execute(
             "SELECT t, v FROM head WHERE series_id = ? AND t >= ? AND t <= ? ORDER BY t",
             (sid, start - ROLLUP, end),
         ).fetchall()
         if head:
             values = [v for _, v in head]
-            ends, *_, last, first, resets = _rollup([t for t, _ in head], values)
+            columns = _rollup([t for t, _ in head], values)
             if not _counts(values):
-                first, resets = last, [0.0] * len(ends)
+                columns[6], columns[7] = columns[5], [0.0] * len(columns[0])
+            low = bisect.bisect_left(columns[0], start)
             # The bucket still filling ends now, not in the future.
-            rows.extend(
-                (min(e, end), v, f, r)
-                for e, v, f, r in zip(ends, last, first, resets, strict=True)
-                if start <= e
-            )
-        rows.sort()
-        return Series(
-            "",
-            {},
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            Buckets([r[2] for r in rows], [r[3] for r in rows]),
-        )
+            ends += [min(e, end) for e in columns[0][low:]]
+            last += columns[5][low:]
+            firsts += columns[6][low:]
+            resets += columns[7][low:]
+        if any(b < a for a, b in itertools.pairwise(ends)):
+            # Samples written late were packed into a block of their own.
+            rows = sorted(zip(ends, last, firsts, resets, strict=True))
+            ends, last, firsts, resets = (list(c) for c in zip(*rows, strict=True))
+        return Series("", {}, ends, last, Buckets(firsts, resets))
 
     def _decode(self, block_id: int) -> tuple[list[float], list[list[float]]]:
         cached = self._decoded.get(block_id)
