@@ -8,8 +8,9 @@ window's edges the way Prometheus does; binary operators match series on
 all labels but the name.
 
 As in Prometheus, a series' first sample is where its counting starts: a
-counter first seen at 6 adds nothing for those 6, and one first seen at 0
-(verger's router counts every class from 0) adds all it counts afterwards.
+counter first seen at 6 does not count those 6 (a series is not assumed to
+start from 0, so that an exported rule means the same), while one first
+seen at 0, as verger's router reports every class, counts all that follows.
 Windows over six hours read five-minute rollups; there a counter's increase
 is rebuilt from each bucket's first value, last value and resets, so it is
 the increase of the raw samples, give or take the bucket at each edge of

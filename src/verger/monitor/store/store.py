@@ -16,8 +16,10 @@ of errors just after it appeared) would show no increase at all. A block
 whose samples fall more often than one in ten is a gauge (a counter only
 falls when its process restarts): its buckets keep neither, since a rate of
 a gauge means nothing, and it costs what it did before. The price: a
-counter restarting more often than every ten samples reads from rollups as
-a bucket's last values only.
+counter restarting more often than every ten samples is read from rollups
+as each bucket's last value, so what it counted inside a bucket before a
+restart is lost; keeping both columns for every block would remove that for
+about 6% more bytes.
 """
 
 from __future__ import annotations
