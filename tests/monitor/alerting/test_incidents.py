@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from alerting_fakes import (
     step,
 )
 
+from verger.config.alerting import AlertingSection
 from verger.state import Store, open_store
 
 VERGER = [sys.executable, "-m", "verger"]
@@ -117,6 +119,53 @@ def test_incident_survives_a_restart(any_store: Store) -> None:
             await step(again, [resolved(down, T0 + 120)], T0 + 120)
             [row] = any_store.incidents()
             assert row.status == "resolved" and row.resolved_at == T0 + 120
+
+    asyncio.run(main())
+
+
+def test_critical_alerts_open_incidents_with_no_receivers(
+    any_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no receivers, each critical group opens an incident; the log says no one was told."""
+
+    async def main() -> None:
+        d = dispatcher(any_store, AlertingSection.model_validate({}))
+        firing = [
+            alert(name, "critical", environment="staging")
+            for name in ("error_rate_critical", "latency_critical")
+        ]
+        firing += [
+            alert("api_down", "critical", probe=probe) for probe in ("a", "b")
+        ] + [alert("cpu_high", "high")]
+        with caplog.at_level(logging.WARNING, "verger.monitor.alerting"):
+            await step(d, firing, T0 + 60)
+            await step(d, firing, T0 + 70)
+        rows = any_store.incidents()
+        assert sorted((row.title, row.alerts) for row in rows) == [
+            ("api_down (environment=production)", 2),
+            ("error_rate_critical (environment=staging)", 1),
+            ("latency_critical (environment=staging)", 1),
+        ]
+        assert {row.status for row in rows} == {"detected"}
+        told = [
+            r.getMessage() for r in caplog.records if "No one was told" in r.message
+        ]
+        assert len(told) == 4, told
+        assert any(
+            m.startswith("No one was told of 2 alerts (api_down): no route with a "
+                         "receiver takes them (incident #")
+            for m in told
+        ), told  # fmt: skip
+        assert any(m.startswith("No one was told of cpu_high:") for m in told), told
+
+        await step(d, [resolved(a, T0 + 200) for a in firing], T0 + 200)
+        assert {row.status for row in any_store.incidents()} == {"resolved"}
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "verger.monitor.alerting"):
+            await step(d, firing[:1], T0 + 900)
+            await step(d, firing[:1], T0 + 910)
+        assert len(any_store.incidents()) == 4
+        assert sum("No one was told" in r.message for r in caplog.records) == 1
 
     asyncio.run(main())
 

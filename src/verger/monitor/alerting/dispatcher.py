@@ -7,6 +7,12 @@ that it is looked at every ``group_interval`` and sends again only when
 its firing alerts changed, some were resolved, or ``repeat_interval``
 passed. Silenced, inhibited and maintenance-muted alerts are left out.
 
+A route with no receiver (no ``receivers:`` configured at all, or a route
+that names none) still holds its alerts in a group, so that a critical
+alert opens its incident, the record time to detect is measured from; the
+group sends nothing and logs, once per alert that joins it firing, that
+no one was told.
+
 Every delivery is recorded in the state store's notification log before
 the group moves on, and the decision to send is taken against that log, so
 a dispatcher started again on the same store sends nothing already
@@ -55,6 +61,8 @@ class Group:
     sending: bool = False
     adopted: bool = False
     """Rebuilt from the notification log after a restart, not routed to now."""
+    untold: set[str] = field(default_factory=set)
+    """Firing alerts of a group without a receiver already logged as told to no one."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,6 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._adopted = False
         self._delivered: dict[str, list[tuple[Row, dict[str, Any]]]] = {}
-        self._unrouted: set[str] = set()
 
     # -- what the evaluator calls ------------------------------------------
 
@@ -215,12 +222,9 @@ class Dispatcher:
         )
 
     def _place(self, alert: Alert, now: float) -> None:
-        """Put the alert in the group of each route that takes it."""
+        """Put the alert in the group of each route that takes it, receiver or not."""
         nodes = self.tree.route(alert.labels)
         for node in nodes:
-            if node.receiver is None:
-                self._warn_unrouted(alert)
-                continue
             key = node.group_key(alert.labels)
             group = self.groups.get(key)
             if group is None:
@@ -232,15 +236,9 @@ class Dispatcher:
                 self.groups[key] = group
                 log.debug("New alert group %s for receiver %s", key, node.receiver)
             group.alerts[alert.fingerprint] = alert
-
-    def _warn_unrouted(self, alert: Alert) -> None:
-        if alert.name not in self._unrouted:
-            self._unrouted.add(alert.name)
-            log.warning(
-                "Alert %s matches no route with a receiver; nobody is told of it. "
-                "Add a receiver under monitor.receivers",
-                alert.name,
-            )
+            if alert.state is AlertState.RESOLVED:
+                # Firing again after this, it is news no one was told of either.
+                group.untold.discard(alert.fingerprint)
 
     # -- muting ------------------------------------------------------------
 
@@ -292,8 +290,7 @@ class Dispatcher:
 
     def _first_group(self, alert: Alert) -> str | None:
         """The group an alert's incident belongs to: that of its first route."""
-        node = self.tree.route(alert.labels)[0]
-        return node.group_key(alert.labels) if node.receiver is not None else None
+        return self.tree.route(alert.labels)[0].group_key(alert.labels)
 
     def _title(self, group: Group) -> str:
         name = group.labels.get("alertname") or next(
@@ -311,7 +308,9 @@ class Dispatcher:
         for group in list(self.groups.values()):
             if group.sending or now < group.next_flush:
                 continue
-            if group.alerts:
+            if group.alerts and group.node.receiver is None:
+                self._tell_no_one(group, now)
+            elif group.alerts:
                 self._flush(group, now)
             else:
                 # Emptied at least one group interval ago: an alert that fires again
@@ -319,6 +318,28 @@ class Dispatcher:
                 # and waited for its interval, so flapping cannot storm.
                 del self.groups[group.key]
         await asyncio.sleep(0)
+
+    def _tell_no_one(self, group: Group, now: float) -> None:
+        """Log the firing alerts no receiver takes, once each; forget cleared ones."""
+        for fp, alert in list(group.alerts.items()):
+            if alert.state is AlertState.RESOLVED:
+                del group.alerts[fp]
+        new = [
+            alert
+            for fp, alert in group.alerts.items()
+            if fp not in group.untold and fp not in self.muted
+        ]
+        if new:
+            incident = self.incidents.id_for(group.key)
+            log.warning(
+                "No one was told of %s: no route with a receiver takes %s%s. "
+                "Add a receiver under monitor.receivers",
+                _names([alert.name for alert in new]),
+                "it" if len(new) == 1 else "them",
+                f" (incident #{incident} is open)" if incident else "",
+            )
+            group.untold.update(alert.fingerprint for alert in new)
+        group.next_flush = now + group.node.group_interval
 
     def _flush(self, group: Group, now: float) -> None:
         assert group.node.receiver is not None
@@ -431,7 +452,8 @@ class Dispatcher:
         return self._logged[(key, receiver)]
 
     def _was_sent(self, key: str, node: RouteNode) -> bool:
-        assert node.receiver is not None
+        if node.receiver is None:
+            return False
         logged = self._logged_entry(key, node.receiver)
         return bool(logged and logged.firing)
 

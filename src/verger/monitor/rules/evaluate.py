@@ -6,6 +6,15 @@ five minutes up to the instant; a range selector takes the samples with
 ``t - range <= sample <= t``; ``rate`` and ``increase`` extrapolate to the
 window's edges the way Prometheus does; binary operators match series on
 all labels but the name.
+
+As in Prometheus, a series' first sample is where its counting starts: a
+counter first seen at 6 does not count those 6 (a series is not assumed to
+start from 0, so that an exported rule means the same), while one first
+seen at 0, as verger's router reports every class, counts all that follows.
+Windows over six hours read five-minute rollups; there a counter's increase
+is rebuilt from each bucket's first value, last value and resets, so it is
+the increase of the raw samples, give or take the bucket at each edge of
+the window, and an exported rule over the same samples gives the same.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from verger.monitor.rules.expr import (
     Number,
     Selector,
 )
-from verger.monitor.store import MetricStore, Series
+from verger.monitor.store import ROLLUP, MetricStore, Series
 
 LOOKBACK = 300.0
 
@@ -93,7 +102,7 @@ class Evaluator:
 
     def _range(self, node: Selector, t: float) -> list[Series]:
         window = node.range or 0.0
-        # Long windows read rollups: a rate needs only each bucket's last value.
+        # Long windows read rollups, which keep what a rate needs of each bucket.
         return self.store.select(
             node.name, node.matchers, t - window, t, rollup=window > 6 * 3600
         )
@@ -246,7 +255,7 @@ def _extrapolated(
     s: Series, start: float, end: float, per_second: bool
 ) -> float | None:
     """Prometheus's extrapolated increase (or rate) of a counter over a window."""
-    times, values = s.times, s.values
+    times, values = (s.times, s.values) if s.buckets is None else _counted(s, start)
     if len(times) < 2:
         return None
     result = values[-1] - values[0]
@@ -271,6 +280,30 @@ def _extrapolated(
     if per_second:
         factor /= end - start
     return result * factor
+
+
+def _counted(s: Series, start: float) -> tuple[list[float], list[float]]:
+    """A counter read from rollups as points whose increase is the raw samples'.
+
+    The first bucket wholly inside the window adds its first value at its
+    opening, so that a rise inside it counts; each point after that carries
+    the resets seen so far, between buckets and inside them, so the points
+    never drop and their last minus their first is the whole increase.
+    """
+    assert s.buckets is not None
+    firsts, resets = s.buckets.firsts, s.buckets.resets
+    opened = math.ceil(s.times[0] / ROLLUP) * ROLLUP - ROLLUP
+    times, values = [s.times[0]], [s.values[0]]
+    if opened >= start:
+        times, values = [opened, s.times[0]], [firsts[0], s.values[0] + resets[0]]
+    carried = values[-1] - s.values[0]
+    for i in range(1, len(s.times)):
+        if firsts[i] < s.values[i - 1]:
+            carried += s.values[i - 1]
+        carried += resets[i]
+        times.append(s.times[i])
+        values.append(s.values[i] + carried)
+    return times, values
 
 
 def _quantiles(q: float, vector: Vector) -> Vector:

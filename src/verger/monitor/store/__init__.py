@@ -3,10 +3,19 @@
 from verger.monitor.store.store import (
     BLOCK,
     ROLLUP,
+    Buckets,
     Matcher,
     MetricStore,
     Series,
     StoreError,
 )
 
-__all__ = ["BLOCK", "ROLLUP", "Matcher", "MetricStore", "Series", "StoreError"]
+__all__ = [
+    "BLOCK",
+    "ROLLUP",
+    "Buckets",
+    "Matcher",
+    "MetricStore",
+    "Series",
+    "StoreError",
+]

@@ -2,19 +2,35 @@
 
 New samples go to a head table (so that a restart loses nothing); once a
 six-hour span has passed, each series' samples of that span are packed into
-one raw block and one five-minute rollup block (min, max, sum, count, last). Raw
-blocks are kept for ``retention``, rollups for ``rollup_retention``. A range
-query reads raw blocks for short spans and rollups for long ones, so that 30
-days of one series is 8,640 points rather than 259,200.
+one raw block and one five-minute rollup block. Raw blocks are kept for
+``retention``, rollups for ``rollup_retention``. A range query reads raw
+blocks for short spans and rollups for long ones, so that 30 days of one
+series is 8,640 points rather than 259,200.
+
+A rollup bucket keeps min, max, sum, count and last for charts, and the
+first value and the sum of the values just before each drop (a counter's
+resets) so that a counter's increase over rollups is the increase of its raw
+samples: last - first + resets inside each bucket. Without them a bucket is
+one point, and a series whose whole rise fits in its first bucket (a burst
+of errors just after it appeared) would show no increase at all. A block
+whose samples fall more often than one in ten is a gauge (a counter only
+falls when its process restarts): its buckets keep neither, since a rate of
+a gauge means nothing, and it costs what it did before. The price: a
+counter restarting more often than every ten samples is read from rollups
+as each bucket's last value, so what it counted inside a bucket before a
+restart is lost; keeping both columns for every block would remove that for
+about 6% more bytes.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +44,8 @@ BLOCK = 6 * 3600.0
 ROLLUP = 300.0
 # Spans longer than this are read from rollups unless raw samples are asked for.
 RAW_SPAN = 6 * 3600.0
+# Samples falling more often than this share of the time are a gauge's.
+GAUGE_FALLS = 0.1
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS series (
@@ -86,13 +104,31 @@ def _regex(pattern: str) -> re.Pattern[str]:
 
 
 @dataclass
+class Buckets:
+    """What a counter's increase needs from each rollup bucket besides its last value.
+
+    ``firsts`` is the bucket's first sample and ``resets`` the sum of the
+    values just before each drop inside it, so that the bucket's increase is
+    ``last - first + resets``.
+    """
+
+    firsts: list[float] = field(default_factory=list)
+    resets: list[float] = field(default_factory=list)
+
+
+@dataclass
 class Series:
-    """One series' samples in a time range, oldest first."""
+    """One series' samples in a time range, oldest first.
+
+    Read from rollups, a sample is a bucket's last value at the bucket's end
+    and ``buckets`` holds the rest of what a rate needs; read raw it is None.
+    """
 
     name: str
     labels: dict[str, str]
     times: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
+    buckets: Buckets | None = None
 
 
 def _key(labels: Labels) -> str:
@@ -100,21 +136,31 @@ def _key(labels: Labels) -> str:
 
 
 def _rollup(times: Sequence[float], values: Sequence[float]) -> list[list[float]]:
-    """Five-minute buckets as columns: end time, min, max, sum, count, last."""
+    """Five-minute buckets of time-ordered samples as columns.
+
+    The columns are: end time, min, max, sum, count, last, first, resets.
+    """
     buckets: dict[float, list[float]] = {}
     for t, v in zip(times, values, strict=True):
         end = (t // ROLLUP + 1) * ROLLUP
         b = buckets.get(end)
         if b is None:
-            buckets[end] = [v, v, v, 1.0, v, t]
-        else:
-            b[0], b[1] = min(b[0], v), max(b[1], v)
-            b[2] += v
-            b[3] += 1
-            if t >= b[5]:
-                b[4], b[5] = v, t
+            buckets[end] = [v, v, v, 1.0, v, v, 0.0]
+            continue
+        b[0], b[1] = min(b[0], v), max(b[1], v)
+        b[2] += v
+        b[3] += 1
+        if v < b[4]:
+            b[6] += b[4]
+        b[4] = v
     ends = sorted(buckets)
-    return [ends, *([buckets[e][i] for e in ends] for i in range(5))]
+    return [ends, *([buckets[e][i] for e in ends] for i in range(7))]
+
+
+def _counts(values: Sequence[float]) -> bool:
+    """Whether time-ordered samples read as a counter's: they rarely fall."""
+    falls = sum(1 for a, b in itertools.pairwise(values) if b < a)
+    return falls <= GAUGE_FALLS * len(values)
 
 
 class MetricStore:
@@ -231,12 +277,13 @@ class MetricStore:
             blocks.append(
                 (sid, 0.0, start, times[-1], len(times), codec.encode(times, [values]))
             )
-            ends, low, high, total, count, last = _rollup(times, values)
+            ends, low, high, total, count, last, first, resets = _rollup(times, values)
             # Seven significant digits are plenty for a chart's min, max and
-            # mean, and pack far smaller; ``last`` stays exact for rates.
+            # mean, and pack far smaller; what rates read stays exact.
             approx = [
                 [float(f"{v:.7g}") for v in column] for column in (low, high, total)
             ]
+            counting = [first, resets] if _counts(values) else []
             blocks.append(
                 (
                     sid,
@@ -244,7 +291,7 @@ class MetricStore:
                     start,
                     ends[-1],
                     len(ends),
-                    codec.encode(ends, [*approx, count, last]),
+                    codec.encode(ends, [*approx, count, last, *counting]),
                 )
             )
         self._db.executemany(
@@ -278,7 +325,8 @@ class MetricStore:
         """Samples with ``start <= t <= end`` of every matching series that has any.
 
         With rollups (the default for spans over six hours) a sample is the
-        last value of each five-minute bucket.
+        last value of each five-minute bucket, at the bucket's end, and the
+        series' ``buckets`` hold each bucket's first value and resets.
         """
         use_rollup = end - start > RAW_SPAN if rollup is None else rollup
         with self._lock:
@@ -286,36 +334,73 @@ class MetricStore:
             for sid, series_name, labels in self.matching(name, matchers):
                 if self._last.get(sid, float("inf")) < start:
                     continue
-                times, values = self._samples(sid, start, end, use_rollup)
-                if times:
-                    out.append(Series(series_name, dict(labels), times, values))
+                if use_rollup:
+                    series = self._rollups(sid, start, end)
+                else:
+                    series = Series(series_name, {}, *self._raw(sid, start, end))
+                if series.times:
+                    series.name, series.labels = series_name, dict(labels)
+                    out.append(series)
             return out
 
-    def _samples(
-        self, sid: int, start: float, end: float, rollup: bool
-    ) -> tuple[list[float], list[float]]:
-        pairs: list[tuple[float, float]] = []
-        resolution = ROLLUP if rollup else 0.0
+    def _blocks(
+        self, sid: int, resolution: float, start: float, end: float
+    ) -> Iterator[tuple[list[float], list[list[float]]]]:
         for (block_id,) in self._db.execute(
             "SELECT id FROM blocks WHERE series_id = ? AND resolution = ? "
             "AND end >= ? AND start <= ? ORDER BY start, id",
             (sid, resolution, start, end),
         ).fetchall():
-            times, columns = self._decode(block_id)
-            values = columns[4] if rollup else columns[0]
+            yield self._decode(block_id)
+
+    def _raw(
+        self, sid: int, start: float, end: float
+    ) -> tuple[list[float], list[float]]:
+        pairs: list[tuple[float, float]] = []
+        for times, (values,) in self._blocks(sid, 0.0, start, end):
             pairs.extend(
                 (t, v) for t, v in zip(times, values, strict=True) if start <= t <= end
             )
-        head = self._db.execute(
+        pairs += self._db.execute(
             "SELECT t, v FROM head WHERE series_id = ? AND t >= ? AND t <= ? ORDER BY t",
-            (sid, start if not rollup else start - ROLLUP, end),
+            (sid, start, end),
         ).fetchall()
-        if rollup and head:
-            ends, _, _, _, _, last = _rollup([t for t, _ in head], [v for _, v in head])
-            head = [(min(e, end), v) for e, v in zip(ends, last, strict=True)]
-        pairs.extend((t, v) for t, v in head if start <= t <= end)
         pairs.sort()
         return [t for t, _ in pairs], [v for _, v in pairs]
+
+    def _rollups(self, sid: int, start: float, end: float) -> Series:
+        ends: list[float] = []
+        last: list[float] = []
+        firsts: list[float] = []
+        resets: list[float] = []
+        for times, columns in self._blocks(sid, ROLLUP, start, end):
+            low = bisect.bisect_left(times, start)
+            high = bisect.bisect_right(times, end)
+            ends += times[low:high]
+            last += columns[4][low:high]
+            # A gauge's block, or one packed before they were kept: last values.
+            firsts += columns[5][low:high] if len(columns) > 5 else columns[4][low:high]
+            resets += columns[6][low:high] if len(columns) > 6 else [0.0] * (high - low)
+        head = self._db.execute(
+            "SELECT t, v FROM head WHERE series_id = ? AND t >= ? AND t <= ? ORDER BY t",
+            (sid, start - ROLLUP, end),
+        ).fetchall()
+        if head:
+            values = [v for _, v in head]
+            columns = _rollup([t for t, _ in head], values)
+            if not _counts(values):
+                columns[6], columns[7] = columns[5], [0.0] * len(columns[0])
+            low = bisect.bisect_left(columns[0], start)
+            # The bucket still filling ends now, not in the future.
+            ends += [min(e, end) for e in columns[0][low:]]
+            last += columns[5][low:]
+            firsts += columns[6][low:]
+            resets += columns[7][low:]
+        if any(b < a for a, b in itertools.pairwise(ends)):
+            # Samples written late were packed into a block of their own.
+            rows = sorted(zip(ends, last, firsts, resets, strict=True))
+            ends, last, firsts, resets = (list(c) for c in zip(*rows, strict=True))
+        return Series("", {}, ends, last, Buckets(firsts, resets))
 
     def _decode(self, block_id: int) -> tuple[list[float], list[list[float]]]:
         cached = self._decoded.get(block_id)
