@@ -160,11 +160,23 @@ def test_same_salt_gives_the_same_copy_every_night(site):
     assert site.sql(query, site.staging_url) == first
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
-def test_refused_when_the_target_is_production(site, host):
-    """A staging URL naming production's server and database is refused before any change."""
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "127.0.0.1:5432",
+        "localhost:5432",
+        "127.0.0.1:05432",
+        "127.0.0.1:5432,127.0.0.1:5432",
+        "db.invalid:5432",
+    ],
+)
+def test_refused_when_the_target_is_production(site, spelling):
+    """A staging URL reaching production's server and database is refused before any
+    change, however the server is spelled: the servers are asked who they are."""
     loaded = site.loaded()
-    same = site.production_url.replace("127.0.0.1", host)
+    same = site.production_url.replace("127.0.0.1:5432", spelling)
+    if spelling.startswith("db.invalid"):
+        same += "?hostaddr=127.0.0.1"
     from verger.config import load_config
 
     loaded = load_config(site.write_config(staging_url=same))
@@ -449,3 +461,14 @@ def test_tabs_newlines_and_backslashes_survive_the_stream(site):
     assert re.fullmatch(r"line one\n\tmail u[0-9a-f]{16}@example\.\w+ \\ done", note)
     assert label == "a\tb\\c\nd"
     assert rows[1:] == [("\\N", "\\N"), (None, None)]
+
+
+def test_refused_when_a_refresh_would_rename_production():
+    """Production named like the copy a refresh keeps (<staging>_previous) on the same
+    server is refused: the next swap would drop it."""
+    from verger.staging.databases import refuse_production
+
+    server = "postgresql://postgres@localhost:5432/"
+    with pytest.raises(RefreshError, match="renames or drops"):
+        refuse_production(server + "church_stg", server + "church_stg_previous", {})
+    refuse_production(server + "church_stg", server + "church_prod", {})

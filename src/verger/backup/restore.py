@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from verger.backup.cluster import ScratchCluster, clean_stale
 from verger.backup.engines.base import (
@@ -247,7 +248,31 @@ def _reached(cluster: ScratchCluster) -> float | None:
 
 
 def same_database(a: str, b: str) -> bool:
-    """Whether two URLs name the same database on the same server."""
+    """Whether two URLs name the same database on the same server.
+
+    The URLs are compared first; where they differ, each server is asked who
+    it is, so that another spelling of one server (a port written 05432, a
+    host name that resolves to the same address, ``hostaddr=``, a list of
+    hosts) is still known for the same one. A server that cannot be reached
+    is judged on its URL alone: nothing can be written to it either.
+    """
+    if _spelled_alike(a, b):
+        return True
+    one, two = _server_of(a), _server_of(b)
+    return one is not None and one == two
+
+
+def same_server(a: str, b: str) -> bool:
+    """Whether two URLs reach the same PostgreSQL server, whatever their databases."""
+    one, two = _server_of(a), _server_of(b)
+    if one is None or two is None:
+        return _spelled_alike(
+            make_conninfo(a, dbname="postgres"), make_conninfo(b, dbname="postgres")
+        )
+    return one[:2] == two[:2]
+
+
+def _spelled_alike(a: str, b: str) -> bool:
     one, two = conninfo_to_dict(a), conninfo_to_dict(b)
     keys = ("host", "port", "dbname")
     normal = {"localhost": "127.0.0.1", None: "127.0.0.1", "": "127.0.0.1"}
@@ -262,6 +287,39 @@ def same_database(a: str, b: str) -> bool:
     left[1] = left[1] or "5432"
     right[1] = right[1] or "5432"
     return [str(x) for x in left] == [str(x) for x in right]
+
+
+def _server_of(dsn: str) -> tuple[str, str, str] | None:
+    """The server's own identity and the database name, or None if unreachable.
+
+    The identity is the cluster's system identifier where the role may read
+    it, else the postmaster's start time and port, which two servers do not
+    share. A database that does not exist yet is looked for through the
+    server's maintenance database.
+    """
+    name = str(conninfo_to_dict(dsn).get("dbname") or "postgres")
+    for where in (dsn, make_conninfo(dsn, dbname="postgres")):
+        try:
+            with psycopg.connect(where, connect_timeout=5, autocommit=True) as conn:
+                return (*_identity(conn), name)
+        except psycopg.Error:
+            continue
+    return None
+
+
+def _identity(conn: psycopg.Connection[tuple[Any, ...]]) -> tuple[str, str]:
+    try:
+        row = conn.execute(
+            "select system_identifier::text from pg_control_system()"
+        ).fetchone()
+        if row is not None:
+            return "system", str(row[0])
+    except psycopg.Error:
+        pass
+    row = conn.execute(
+        "select pg_postmaster_start_time()::text || ' ' || current_setting('port')"
+    ).fetchone()
+    return "postmaster", str(row[0] if row else "")
 
 
 def _into_database(

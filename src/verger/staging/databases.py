@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from verger.backup.restore import same_database
+from verger.backup.restore import same_database, same_server
 from verger.backup.system import pg_program
 from verger.errors import VergerError
 
@@ -53,6 +53,7 @@ def refuse_production(target: str, source: str, others: dict[str, str]) -> None:
             "point databases for staging.target at a database of its own, on "
             "another server or under another name",
         )
+    _refuse_managed_names(target, source)
     for name, url in others.items():
         if same_database(target, url):
             raise RefreshError(
@@ -60,6 +61,20 @@ def refuse_production(target: str, source: str, others: dict[str, str]) -> None:
                 "name), which a refresh would replace",
                 "give staging.target a database of its own",
             )
+
+
+def _refuse_managed_names(target: str, source: str) -> None:
+    """Refuse a production database that a refresh's renames and drops would reach."""
+    live, production = name_of(target), name_of(source)
+    managed = production == f"{live}_previous" or (
+        production.startswith(f"{live}_refresh_")
+    )
+    if managed and same_server(target, source):
+        raise RefreshError(
+            f"the production database {production} has a name that a refresh of "
+            f"{live} renames or drops, on the same server",
+            "give staging.target another name, or put it on another server",
+        )
 
 
 class Server:
