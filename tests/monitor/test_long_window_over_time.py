@@ -1,10 +1,9 @@
-"""The ``*_over_time`` functions over long windows, read from rollups, agree with the raw samples."""
+"""*_over_time over long windows, read from rollups, agree with the raw samples."""
 
 from __future__ import annotations
 
 import math
 import random
-from pathlib import Path
 
 import pytest
 
