@@ -15,6 +15,9 @@ Windows over six hours read five-minute rollups; there a counter's increase
 is rebuilt from each bucket's first value, last value and resets, so it is
 the increase of the raw samples, give or take the bucket at each edge of
 the window, and an exported rule over the same samples gives the same.
+The ``*_over_time`` functions there take the min, max, sum and count of
+each bucket wholly inside the window and read the part-covered buckets at
+its edges raw, so they give what the raw samples give.
 """
 
 from __future__ import annotations
@@ -148,7 +151,8 @@ class Evaluator:
         end: float,
         name: str,
     ) -> Vector:
-        if end - start > ROLLUP_WINDOW:
+        rolled = all(s.buckets is not None for s in series)
+        if end - start > ROLLUP_WINDOW and rolled:
             summaries = self._from_rollups(selector, series, start, end)
         else:
             summaries = _summaries(series)
