@@ -23,6 +23,7 @@ from alerting_fakes import (
 )
 
 from verger.config.alerting import AlertingSection
+from verger.monitor.alert import AlertState
 from verger.state import Store, open_store
 
 VERGER = [sys.executable, "-m", "verger"]
@@ -166,6 +167,54 @@ def test_critical_alerts_open_incidents_with_no_receivers(
             await step(d, firing[:1], T0 + 910)
         assert len(any_store.incidents()) == 4
         assert sum("No one was told" in r.message for r in caplog.records) == 1
+
+    asyncio.run(main())
+
+
+def test_incidents_that_cleared_while_no_agent_ran_resolve_at_start(
+    any_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Started again, the dispatcher resolves open incidents whose alerts no longer fire."""
+
+    async def main() -> None:
+        quiet = AlertingSection.model_validate({})
+        before = dispatcher(any_store, quiet)
+        cleared = alert("api_down", "critical", probe="a")
+        still = alert("error_rate_critical", "critical", environment="staging")
+        again = alert("latency_critical", "critical", environment="canary")
+        await step(before, [cleared, still, again], T0 + 60)
+        await step(before, [cleared, still, again], T0 + 70)
+        assert {row.status for row in any_store.incidents()} == {"detected"}
+        assert await before.drain(1.0)
+
+        # The agent comes back after the first cleared; the third is pending
+        # again, as an evaluator started over finds it.
+        pending = alert("latency_critical", "critical", AlertState.PENDING, T0 + 900,
+                        environment="canary")  # fmt: skip
+        after = dispatcher(any_store, quiet)
+        with caplog.at_level(logging.INFO, "verger.monitor.alerting"):
+            await step(after, [still, pending], T0 + 900)
+        status = {row.title: row.status for row in any_store.incidents()}
+        assert status == {
+            "api_down (environment=production)": "resolved",
+            "error_rate_critical (environment=staging)": "detected",
+            "latency_critical (environment=canary)": "detected",
+        }
+        [row] = [r for r in any_store.incidents() if r.status == "resolved"]
+        assert row.resolved_at == T0 + 900 and row.resolved_by == "verger"
+        notes = [note.text for note in any_store.incident_notes(row.id)]
+        assert notes[-1] == "every critical alert cleared while no agent ran"
+        assert any(
+            r.getMessage().startswith(f"Incident #{row.id} resolved: every critical")
+            for r in caplog.records
+        )
+
+        # The pending one never fires again: its incident resolves when it goes.
+        await step(after, [still], T0 + 960)
+        status = {row.title: row.status for row in any_store.incidents()}
+        assert status["latency_critical (environment=canary)"] == "resolved"
+        assert status["error_rate_critical (environment=staging)"] == "detected"
+        assert len(any_store.incidents()) == 3
 
     asyncio.run(main())
 

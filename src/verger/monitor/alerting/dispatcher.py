@@ -17,6 +17,9 @@ Every delivery is recorded in the state store's notification log before
 the group moves on, and the decision to send is taken against that log, so
 a dispatcher started again on the same store sends nothing already
 delivered, and sends the resolved notice for what was delivered as firing.
+Started again, it also resolves each open incident whose group has no
+critical alert firing or pending at its first evaluation, whatever its
+route: those alerts cleared while no agent ran.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ log = logging.getLogger("verger.monitor.alerting")
 
 LOG_KEEP = 30 * 86400.0
 """How long the log keeps a group that has nothing firing: a month of history."""
+OPEN_MAX = 10_000
+"""More open incidents than any team has, read back at start."""
 
 
 @dataclass
@@ -117,6 +122,8 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._adopted = False
         self._delivered: dict[str, list[tuple[Row, dict[str, Any]]]] = {}
+        self._unconfirmed: set[str] = set()
+        """Groups with an incident left open by the last agent, none firing yet."""
 
     # -- what the evaluator calls ------------------------------------------
 
@@ -134,9 +141,14 @@ class Dispatcher:
                 self._place(alert, now)
         if not self._adopted:
             self._load_delivered(current, now)
+            self._unconfirmed = {
+                str(row.group_key)
+                for row in self.store.incidents(limit=OPEN_MAX, open_only=True)
+            }
             self._adopted = True
         self._resolve_delivered(current, now)
         self.incidents.track(self._incident_view(), now)
+        self._resolve_unconfirmed(current, now)
         await self.flush(now)
 
     def _current(self, alerts: Sequence[Alert], now: float) -> dict[str, Alert]:
@@ -188,6 +200,32 @@ class Dispatcher:
                 "alert" if count == 1 else "alerts",
                 "is" if count == 1 else "are",
             )
+
+    def _resolve_unconfirmed(self, current: Mapping[str, Alert], now: float) -> None:
+        """Resolve each incident left open whose group has no critical alert now.
+
+        Its alerts cleared while no agent ran. A group without a receiver
+        wrote nothing to the notification log to resolve it from, and one
+        whose receiver is gone is not rebuilt from it; a group firing again
+        keeps its incident, and one whose alert is pending again waits.
+        """
+        if not self._unconfirmed:
+            return
+        firing, pending = set(), set()
+        for alert in current.values():
+            if alert.severity == "critical" and alert.state is AlertState.FIRING:
+                firing.add(self._first_group(alert))
+            elif alert.severity == "critical" and alert.state is AlertState.PENDING:
+                pending.add(self._first_group(alert))
+        for group in self.groups.values():
+            if group.adopted and self._group_firing(group):
+                firing.add(group.key)
+        for key in sorted(self._unconfirmed):
+            if key in pending and key not in firing:
+                continue
+            self._unconfirmed.discard(key)
+            if key not in firing:
+                self.incidents.resolve_cleared(key, now)
 
     def _place_orphan(self, row: Row, alert: Alert, now: float) -> int:
         key, receiver = str(row.group_key), str(row.receiver)

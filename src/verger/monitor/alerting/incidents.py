@@ -124,21 +124,35 @@ class Incidents:
     def _resolve(
         self, incident_id: int, key: str, critical: Sequence[Alert], now: float
     ) -> None:
+        resolved = max((alert.resolved_at or now for alert in critical), default=now)
+        self._close(incident_id, key, resolved, "every critical alert cleared")
+
+    def resolve_cleared(self, key: str, now: float) -> None:
+        """Resolve the group's open incident, its alerts having cleared unseen.
+
+        They stopped firing while no agent was running, so when is unknown:
+        the incident is resolved at ``now``, when the agent found out.
+        """
+        row = self.store.open_incident(key)
+        if row is not None:
+            self._close(
+                int(row.id), key, now, "every critical alert cleared while no agent ran"
+            )
+
+    def _close(self, incident_id: int, key: str, resolved: float, why: str) -> None:
         self._ids.pop(key, None)
         row = self.store.incident(incident_id)
         if row is None or row.status == "resolved":
             return
-        resolved = max((alert.resolved_at or now for alert in critical), default=now)
         self.store.update_incident(
             incident_id, status="resolved", resolved_at=resolved, resolved_by=AGENT
         )
-        self.store.add_incident_note(
-            incident_id, "resolved", "every critical alert cleared", AGENT, resolved
-        )
+        self.store.add_incident_note(incident_id, "resolved", why, AGENT, resolved)
         self.store.audit(AGENT, "incident_resolved", None, incident=incident_id)
         log.info(
-            "Incident #%d resolved: every critical alert cleared, %.0fs after detection",
+            "Incident #%d resolved: %s, %.0fs after detection",
             incident_id,
+            why,
             resolved - float(row.detected_at),
         )
 

@@ -15,6 +15,9 @@ Windows over six hours read five-minute rollups; there a counter's increase
 is rebuilt from each bucket's first value, last value and resets, so it is
 the increase of the raw samples, give or take the bucket at each edge of
 the window, and an exported rule over the same samples gives the same.
+The ``*_over_time`` functions there take the min, max, sum and count of
+each bucket wholly inside the window and read the part-covered buckets at
+its edges raw, so they give what the raw samples give.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ from verger.monitor.rules.expr import (
 from verger.monitor.store import ROLLUP, MetricStore, Series
 
 LOOKBACK = 300.0
+# Range selectors over longer windows than this read five-minute rollups.
+ROLLUP_WINDOW = 6 * 3600.0
+
+_SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,7 @@ class Evaluator:
         window = node.range or 0.0
         # Long windows read rollups, which keep what a rate needs of each bucket.
         return self.store.select(
-            node.name, node.matchers, t - window, t, rollup=window > 6 * 3600
+            node.name, node.matchers, t - window, t, rollup=window > ROLLUP_WINDOW
         )
 
     def _call(self, node: Call, t: float) -> Value:
@@ -127,17 +134,75 @@ class Evaluator:
             return _absent(selector, bool(series))
         window = selector.range or 0.0
         over = _OVER_TIME.get(name)
+        if over is not None:
+            return self._over_time(selector, series, t - window, t, name)
         out = []
         for s in series:
-            labels = {k: v for k, v in s.labels.items()}
-            if over is not None:
-                value: float | None = over(s.values)
-                if name == "last_over_time":
-                    labels = {"__name__": s.name, **labels}
-            else:
-                value = _extrapolated(s, t - window, t, name == "rate")
+            value = _extrapolated(s, t - window, t, name == "rate")
             if value is not None:
-                out.append(Sample(labels, value))
+                out.append(Sample(dict(s.labels), value))
+        return out
+
+    def _over_time(
+        self,
+        selector: Selector,
+        series: list[Series],
+        start: float,
+        end: float,
+        name: str,
+    ) -> Vector:
+        rolled = all(s.buckets is not None for s in series)
+        if end - start > ROLLUP_WINDOW and rolled:
+            summaries = self._from_rollups(selector, series, start, end)
+        else:
+            summaries = _summaries(series)
+        keep_name = name == "last_over_time"
+        out = []
+        for s, summary in summaries.values():
+            labels = {"__name__": s.name, **s.labels} if keep_name else dict(s.labels)
+            out.append(Sample(labels, _OVER_TIME[name](summary)))
+        return out
+
+    def _from_rollups(
+        self, selector: Selector, series: list[Series], start: float, end: float
+    ) -> dict[_SeriesKey, tuple[Series, _Summary]]:
+        """Each series' summary over the window from whole buckets and raw edges.
+
+        The buckets wholly inside the window give their min, max, sum and
+        count; the samples of the part-covered buckets at each edge are read
+        raw (a few minutes at most), so the summary is the raw samples'. Past
+        raw retention the samples at the window's opening are gone and only
+        its whole buckets count.
+        """
+        opened = math.ceil(start / ROLLUP) * ROLLUP
+        # The bucket ending last before ``end`` may still be filling in the head.
+        closed = math.floor(end / ROLLUP) * ROLLUP - ROLLUP
+        if closed < opened:
+            return _summaries(
+                self.store.select(
+                    selector.name, selector.matchers, start, end, rollup=False
+                )
+            )
+        opening = self.store.select(
+            selector.name, selector.matchers, start, opened, rollup=False
+        )
+        closing = self.store.select(
+            selector.name, selector.matchers, closed, end, rollup=False
+        )
+        parts: dict[_SeriesKey, list[_Summary | None]] = {}
+        found: dict[_SeriesKey, Series] = {}
+        for s in opening:
+            values = [v for t, v in zip(s.times, s.values, strict=True) if t < opened]
+            _add(parts, found, s, _Summary.of(values))
+        for s in series:
+            _add(parts, found, s, _Summary.of_buckets(s, opened + ROLLUP, closed))
+        for s in closing:
+            _add(parts, found, s, _Summary.of(s.values))
+        out = {}
+        for key, summaries in parts.items():
+            merged = _Summary.merge(summaries)
+            if merged is not None:
+                out[key] = (found[key], merged)
         return out
 
     def _vector(self, node: Node, t: float) -> Vector:
@@ -354,12 +419,83 @@ def _bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return lower + (upper - lower) * ((rank - below) / count)
 
 
-_OVER_TIME: dict[str, Callable[[list[float]], float | None]] = {
-    "avg_over_time": lambda v: sum(v) / len(v),
-    "min_over_time": min,
-    "max_over_time": max,
-    "last_over_time": lambda v: v[-1],
-    "count_over_time": lambda v: float(len(v)),
+@dataclass(frozen=True)
+class _Summary:
+    """What the ``*_over_time`` functions need of a series' samples in a window."""
+
+    low: float
+    high: float
+    total: float
+    count: float
+    last: float
+
+    @staticmethod
+    def of(values: list[float]) -> _Summary | None:
+        if not values:
+            return None
+        return _Summary(
+            min(values), max(values), sum(values), float(len(values)), values[-1]
+        )
+
+    @staticmethod
+    def of_buckets(s: Series, first: float, last: float) -> _Summary | None:
+        """The summary of the rollup buckets ending from ``first`` to ``last``."""
+        b = s.buckets
+        assert b is not None
+        inside = [i for i, t in enumerate(s.times) if first <= t <= last]
+        if not inside:
+            return None
+        return _Summary(
+            min(b.lows[i] for i in inside),
+            max(b.highs[i] for i in inside),
+            math.fsum(b.sums[i] for i in inside),
+            sum(b.counts[i] for i in inside),
+            s.values[inside[-1]],
+        )
+
+    @staticmethod
+    def merge(parts: list[_Summary | None]) -> _Summary | None:
+        """One summary of the summaries of consecutive spans, oldest first."""
+        found = [p for p in parts if p is not None]
+        if not found:
+            return None
+        return _Summary(
+            min(p.low for p in found),
+            max(p.high for p in found),
+            math.fsum(p.total for p in found),
+            sum(p.count for p in found),
+            found[-1].last,
+        )
+
+
+def _summaries(series: list[Series]) -> dict[_SeriesKey, tuple[Series, _Summary]]:
+    """Each series' summary of the raw samples it holds."""
+    out = {}
+    for s in series:
+        summary = _Summary.of(s.values)
+        if summary is not None:
+            out[(s.name, _key(s.labels))] = (s, summary)
+    return out
+
+
+def _add(
+    parts: dict[_SeriesKey, list[_Summary | None]],
+    found: dict[_SeriesKey, Series],
+    s: Series,
+    summary: _Summary | None,
+) -> None:
+    key = (s.name, _key(s.labels))
+    parts.setdefault(key, []).append(summary)
+    found.setdefault(key, s)
+
+
+_OVER_TIME: dict[str, Callable[[_Summary], float]] = {
+    "avg_over_time": lambda s: s.total / s.count,
+    "min_over_time": lambda s: s.low,
+    "max_over_time": lambda s: s.high,
+    "sum_over_time": lambda s: s.total,
+    "last_over_time": lambda s: s.last,
+    "count_over_time": lambda s: s.count,
 }
 
 _AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {

@@ -22,6 +22,7 @@ FUNCTIONS = {
     "avg_over_time": "range",
     "min_over_time": "range",
     "max_over_time": "range",
+    "sum_over_time": "range",
     "last_over_time": "range",
     "count_over_time": "range",
     "absent": "instant",

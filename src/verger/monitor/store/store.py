@@ -7,7 +7,8 @@ one raw block and one five-minute rollup block. Raw blocks are kept for
 blocks for short spans and rollups for long ones, so that 30 days of one
 series is 8,640 points rather than 259,200.
 
-A rollup bucket keeps min, max, sum, count and last for charts, and the
+A rollup bucket keeps min, max, sum, count and last for charts and the
+``*_over_time`` functions (min and max exactly, being samples), and the
 first value and the sum of the values just before each drop (a counter's
 resets) so that a counter's increase over rollups is the increase of its raw
 samples: last - first + resets inside each bucket. Without them a bucket is
@@ -105,15 +106,21 @@ def _regex(pattern: str) -> re.Pattern[str]:
 
 @dataclass
 class Buckets:
-    """What a counter's increase needs from each rollup bucket besides its last value.
+    """What each rollup bucket holds besides its last value.
 
     ``firsts`` is the bucket's first sample and ``resets`` the sum of the
     values just before each drop inside it, so that the bucket's increase is
-    ``last - first + resets``.
+    ``last - first + resets``; ``lows``, ``highs``, ``sums`` and ``counts``
+    are its samples' min, max, sum and number, for the ``*_over_time``
+    functions.
     """
 
     firsts: list[float] = field(default_factory=list)
     resets: list[float] = field(default_factory=list)
+    lows: list[float] = field(default_factory=list)
+    highs: list[float] = field(default_factory=list)
+    sums: list[float] = field(default_factory=list)
+    counts: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -155,6 +162,12 @@ def _rollup(times: Sequence[float], values: Sequence[float]) -> list[list[float]
         b[4] = v
     ends = sorted(buckets)
     return [ends, *([buckets[e][i] for e in ends] for i in range(7))]
+
+
+def _decimal(total: float) -> float:
+    """A sum as the decimal of six places it is within rounding, or as it is."""
+    rounded = round(total, 6)
+    return rounded if abs(rounded - total) <= 1e-12 * abs(total) else total
 
 
 def _counts(values: Sequence[float]) -> bool:
@@ -278,11 +291,9 @@ class MetricStore:
                 (sid, 0.0, start, times[-1], len(times), codec.encode(times, [values]))
             )
             ends, low, high, total, count, last, first, resets = _rollup(times, values)
-            # Seven significant digits are plenty for a chart's min, max and
-            # mean, and pack far smaller; what rates read stays exact.
-            approx = [
-                [float(f"{v:.7g}") for v in column] for column in (low, high, total)
-            ]
+            # Min and max are samples, so they pack as well as the samples do;
+            # a sum of decimals is rounded back to the decimal it is.
+            sums = [_decimal(v) for v in total]
             counting = [first, resets] if _counts(values) else []
             blocks.append(
                 (
@@ -291,7 +302,7 @@ class MetricStore:
                     start,
                     ends[-1],
                     len(ends),
-                    codec.encode(ends, [*approx, count, last, *counting]),
+                    codec.encode(ends, [low, high, sums, count, last, *counting]),
                 )
             )
         self._db.executemany(
@@ -369,38 +380,54 @@ class MetricStore:
         return [t for t, _ in pairs], [v for _, v in pairs]
 
     def _rollups(self, sid: int, start: float, end: float) -> Series:
-        ends: list[float] = []
-        last: list[float] = []
-        firsts: list[float] = []
-        resets: list[float] = []
-        for times, columns in self._blocks(sid, ROLLUP, start, end):
+        # Columns: end, last, first, resets, min, max, sum, count.
+        columns: list[list[float]] = [[] for _ in range(8)]
+        for times, stored in self._blocks(sid, ROLLUP, start, end):
             low = bisect.bisect_left(times, start)
             high = bisect.bisect_right(times, end)
-            ends += times[low:high]
-            last += columns[4][low:high]
+            last = stored[4][low:high]
             # A gauge's block, or one packed before they were kept: last values.
-            firsts += columns[5][low:high] if len(columns) > 5 else columns[4][low:high]
-            resets += columns[6][low:high] if len(columns) > 6 else [0.0] * (high - low)
+            firsts = stored[5][low:high] if len(stored) > 5 else last
+            resets = stored[6][low:high] if len(stored) > 6 else [0.0] * len(last)
+            for column, part in zip(
+                columns,
+                [times[low:high], last, firsts, resets]
+                + [c[low:high] for c in stored[:4]],
+                strict=True,
+            ):
+                column += part
+        self._head_rollups(sid, start, end, columns)
+        if any(b < a for a, b in itertools.pairwise(columns[0])):
+            # Samples written late were packed into a block of their own.
+            rows = sorted(zip(*columns, strict=True))
+            columns = [list(c) for c in zip(*rows, strict=True)]
+        ends, last, firsts, resets, lows, highs, sums, counts = columns
+        return Series(
+            "", {}, ends, last, Buckets(firsts, resets, lows, highs, sums, counts)
+        )
+
+    def _head_rollups(
+        self, sid: int, start: float, end: float, columns: list[list[float]]
+    ) -> None:
+        """Add the head's samples to ``columns`` as the buckets they will pack into."""
         head = self._db.execute(
             "SELECT t, v FROM head WHERE series_id = ? AND t >= ? AND t <= ? ORDER BY t",
             (sid, start - ROLLUP, end),
         ).fetchall()
-        if head:
-            values = [v for _, v in head]
-            columns = _rollup([t for t, _ in head], values)
-            if not _counts(values):
-                columns[6], columns[7] = columns[5], [0.0] * len(columns[0])
-            low = bisect.bisect_left(columns[0], start)
-            # The bucket still filling ends now, not in the future.
-            ends += [min(e, end) for e in columns[0][low:]]
-            last += columns[5][low:]
-            firsts += columns[6][low:]
-            resets += columns[7][low:]
-        if any(b < a for a, b in itertools.pairwise(ends)):
-            # Samples written late were packed into a block of their own.
-            rows = sorted(zip(ends, last, firsts, resets, strict=True))
-            ends, last, firsts, resets = (list(c) for c in zip(*rows, strict=True))
-        return Series("", {}, ends, last, Buckets(firsts, resets))
+        if not head:
+            return
+        values = [v for _, v in head]
+        ends, low, high, total, count, last, first, resets = _rollup(
+            [t for t, _ in head], values
+        )
+        if not _counts(values):
+            first, resets = last, [0.0] * len(ends)
+        i = bisect.bisect_left(ends, start)
+        # The bucket still filling ends now, not in the future.
+        parts = [[min(e, end) for e in ends[i:]]]
+        parts += [c[i:] for c in (last, first, resets, low, high, total, count)]
+        for column, part in zip(columns, parts, strict=True):
+            column += part
 
     def _decode(self, block_id: int) -> tuple[list[float], list[list[float]]]:
         cached = self._decoded.get(block_id)
