@@ -155,3 +155,21 @@ def test_webhooks_hear_of_success_and_failure(site, receiver):
     assert events == [("refresh_succeeded", 1), ("refresh_failed", 2)]
     assert "members.nickname" in receiver.received[1]["reason"]
     assert "no leak" in receiver.received[0]["text"]
+
+
+def test_classify_proposes_name_for_a_column_called_name_in_a_table_of_people(site):
+    """members.name and contact_name are proposed as name; churches.name stays kept."""
+    site.sql(
+        "ALTER TABLE members ADD COLUMN name text, ADD COLUMN contact_name text;"
+        " UPDATE members SET name = 'Olivia Quartermaine', contact_name = 'Ann Lee';"
+        " CREATE TABLE venues (id int PRIMARY KEY, name text);"
+        " INSERT INTO venues VALUES (1, 'Main hall')"
+    )
+    site.keep.remove("churches.name")
+    done = verger(site.write_config(), "--json", "staging", "classify")
+
+    assert done.returncode == 0, done.stderr
+    rules = {p["column"]: p["rule"] for p in json.loads(done.stdout)}
+    assert rules["members.name"] == "name"
+    assert rules["members.contact_name"] == "name"
+    assert rules["venues.name"] == "keep"
