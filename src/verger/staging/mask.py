@@ -18,6 +18,7 @@ import datetime
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from psycopg.copy import QueuedLibpqWriter
 
 from verger.config.staging import Rule
 from verger.staging.catalog import Column
+from verger.staging.children import die_with_parent
 from verger.staging.databases import RefreshError, dump_schema, restore_section
 from verger.staging.fakes import Faker, MaskError
 from verger.staging.hunt import Hunt, hunter
@@ -297,7 +299,9 @@ class Worker:
         context = multiprocessing.get_context("fork")
         self.answers, sender = context.Pipe(duplex=False)
         self.process = context.Process(
-            target=_work, args=(origin, target, share, faker, sender), daemon=True
+            target=_work,
+            args=(os.getpid(), origin, target, share, faker, sender),
+            daemon=True,
         )
         self.process.start()
         sender.close()
@@ -341,12 +345,14 @@ def collect(
 
 
 def _work(
+    parent: int,
     origin: Origin,
     target: str,
     share: list[tuple[Source, TablePlan, str]],
     faker: Faker,
     sender: multiprocessing.connection.Connection,
 ) -> None:
+    die_with_parent(parent)
     seen: set[int] = set()
     rows: dict[str, int] = {}
     try:
