@@ -99,3 +99,22 @@ def test_production_values_inside_a_kept_column_fail_the_refresh(site, kept):
 
     assert site.sql("SELECT note FROM marker", site.staging_url) == [("old copy",)]
     assert store.refreshes(site.staging)[0].status == "failed"
+
+
+def test_a_one_word_name_is_replaced_only_where_written_as_a_name(site):
+    """A first name column's 'Grace' is replaced in text; the word 'grace' is left."""
+    site.sql(
+        "ALTER TABLE members ADD COLUMN first_name text;"
+        " UPDATE members SET first_name = 'Grace' WHERE id = 7;"
+        " INSERT INTO messages (member_id, to_phone, body)"
+        " VALUES (7, '+14155550000', 'By the grace of God, GRACE and Grace came.')"
+    )
+    site.mask["members.first_name"] = "name"
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    fake = site.sql("SELECT first_name FROM members WHERE id = 7", site.staging_url)
+    body = site.sql(
+        "SELECT body FROM messages WHERE body LIKE 'By the grace%'", site.staging_url
+    )
+    assert body == [(f"By the grace of God, {fake[0][0]} and {fake[0][0]} came.",)]

@@ -90,7 +90,7 @@ class Known:
             first, last = end - size + 1, end + 1
             if starts is not None:
                 first, last = starts[first], starts[end] + 1
-            if _bounded(text, first, last):
+            if _bounded(text, first, last) and _written(text, first, kind, value):
                 spans.append(Found(first, last, kind, value))
         return _longest(spans)
 
@@ -104,6 +104,17 @@ def _folded(text: str) -> tuple[str, list[int] | None]:
     for index, char in enumerate(text):
         starts.extend([index] * len(char.casefold()))
     return folded, starts
+
+
+def _written(text: str, first: int, kind: str, value: str) -> bool:
+    """Whether a match stands for the value: a one-word name only when capitalized.
+
+    A first or last name on its own (Will, Grace, Mark) is often a common
+    word too; written in lower case it is taken for the word, not the person.
+    """
+    if kind != "name" or len(value.split()) > 1:
+        return True
+    return not text[first].islower()
 
 
 def _bounded(text: str, first: int, last: int) -> bool:
