@@ -155,3 +155,133 @@ def test_webhooks_hear_of_success_and_failure(site, receiver):
     assert events == [("refresh_succeeded", 1), ("refresh_failed", 2)]
     assert "members.nickname" in receiver.received[1]["reason"]
     assert "no leak" in receiver.received[0]["text"]
+
+
+def test_classify_proposes_name_for_a_column_called_name_in_a_table_of_people(site):
+    """members.name and contact_name are proposed as name; churches.name stays kept."""
+    site.sql(
+        "ALTER TABLE members ADD COLUMN name text, ADD COLUMN contact_name text;"
+        " UPDATE members SET name = 'Olivia Quartermaine', contact_name = 'Ann Lee';"
+        " CREATE TABLE venues (id int PRIMARY KEY, name text);"
+        " INSERT INTO venues VALUES (1, 'Main hall')"
+    )
+    site.keep.remove("churches.name")
+    done = verger(site.write_config(), "--json", "staging", "classify")
+
+    assert done.returncode == 0, done.stderr
+    rules = {p["column"]: p["rule"] for p in json.loads(done.stdout)}
+    assert rules["members.name"] == "name"
+    assert rules["members.contact_name"] == "name"
+    assert rules["venues.name"] == "keep"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _forked(pid: int) -> list[int]:
+    """The refresh's forked Python children (not its psql readers)."""
+    return [
+        c
+        for c in _children(pid)
+        if "python" in Path(f"/proc/{c}/comm").read_text(errors="replace")
+    ]
+
+
+def test_a_refresh_killed_with_sigkill_takes_its_forked_children_with_it(site):
+    """kill -9 of the refresh alone: its children end, production's session closes, next runs."""
+    site.sql(
+        "INSERT INTO messages (member_id, to_phone, body) SELECT 1 + g % 300,"
+        " '+14155551001', 'mail m' || g || '@mail.example now'"
+        " FROM generate_series(1, 60000) g"
+    )
+    config = site.write_config()
+    process = subprocess.Popen(
+        [*VERGER, "-c", str(config), "staging", "refresh", "--snapshot"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    everyone: list[int] = []
+    try:
+        _wait_for_loaded_copy(site.folder / ".verger" / "state.db", process)
+        deadline = time.monotonic() + 30
+        while not _forked(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        forked = _forked(process.pid)
+        everyone = forked + _children(process.pid)
+        assert forked, "the refresh forked no hunting process"
+        process.kill()
+        process.wait()
+
+        deadline = time.monotonic() + 5
+        while any(_running(c) for c in everyone) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [c for c in everyone if _running(c)]
+        idle = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state LIKE 'idle in%%'"
+        deadline = time.monotonic() + 5
+        while site.sql(idle.replace("%s", f"'{site.production}'")) != [(0,)]:
+            assert time.monotonic() < deadline, "a production session stayed open"
+            time.sleep(0.05)
+    finally:
+        for pid in everyone:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    site.sql("DELETE FROM messages WHERE id > 400")
+    done = verger(config, "--json", "staging", "refresh", "--snapshot")
+    assert done.returncode == 0, done.stderr
+    assert site.sql("SELECT count(*) FROM members", site.staging_url) == [(300,)]
+
+
+HOLD = """
+import fcntl, json, sys, time
+handle = open(sys.argv[1], "a+")
+fcntl.flock(handle, fcntl.LOCK_EX)
+handle.truncate(0)
+handle.write(json.dumps({"job": "staging refresh", "pid": int(sys.argv[2]), "since": 0}))
+handle.flush()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_lock_left_held_after_its_refresh_died_is_taken_back(site):
+    """A process holding the lock of a refresh whose pid is dead is ended; the refresh runs."""
+    folder = site.folder / ".verger" / "staging" / site.staging
+    folder.mkdir(parents=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder / "job.lock"), str(gone.pid)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+
+        outcome = refresh(site.loaded(), site.store(), use_snapshot=True)
+
+        assert holder.wait(timeout=5) == -signal.SIGKILL
+        assert outcome.rows_masked > 300
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()

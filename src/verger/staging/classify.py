@@ -25,7 +25,8 @@ NAMES: list[tuple[str, str]] = [
         "phone",
     ),
     (
-        r"(^|_)(first|last|full|given|family|middle|sur|nick|display|user)_?name$",
+        r"(^|_)(first|last|full|given|family|middle|sur|nick|display|user|contact"
+        r"|person|member|customer|owner|legal|preferred|maiden|account)_?name$",
         "name",
     ),
     (r"(^|_)(address|street|city|zip|postcode|postal)", "text"),
@@ -33,6 +34,17 @@ NAMES: list[tuple[str, str]] = [
     (r"birth|dob", "date_noise"),
     (r"password|token|secret|ip_?addr|ssn|passport|iban|card", "hash"),
 ]
+
+
+# A column called plainly "name" holds a person's in a table of people: one
+# named for them, or one with their emails or phone numbers beside it.
+PLAIN_NAME = re.compile(r"^(name|names|fullname|displayname)$")
+PEOPLE = re.compile(
+    r"(^|_)(member|user|people|person|customer|client|contact|employee|staff"
+    r"|student|patient|subscriber|volunteer|account|profile|guest|author|owner"
+    r"|recipient|attendee|parent|donor|lead|player|driver|tenant)s?$"
+)
+PERSONAL = re.compile(r"e_?mail|phone|mobile|birth")
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,7 @@ def classify(
                 )
                 if every or not known:
                     sample = _sample(conn, table, column)
-                    proposals.append(propose(column, sample, region))
+                    proposals.append(propose(column, sample, region, table))
     return proposals
 
 
@@ -73,11 +85,17 @@ def _sample(
     return [str(row[0]) for row in conn.execute(query).fetchall()]
 
 
-def propose(column: Column, sample: list[str], region: str) -> Proposal:
-    """One column's rule, from its name, its keys and a sample of its values."""
+def propose(
+    column: Column, sample: list[str], region: str, table: Table | None = None
+) -> Proposal:
+    """One column's rule, from its name, its table, its keys and a sample of its values."""
     if column.key:
         return Proposal(column.key_name, "keep", "part of a primary or foreign key")
     lowered = column.name.lower()
+    if table is not None and _names_people(column, table):
+        return Proposal(
+            column.key_name, "name", f"it names the people in {table.key_name}"
+        )
     for pattern, rule in NAMES:
         if re.search(pattern, lowered) and _fits(rule, column):
             return Proposal(column.key_name, rule, f"its name looks like {rule}")
@@ -86,6 +104,15 @@ def propose(column: Column, sample: list[str], region: str) -> Proposal:
     return Proposal(
         column.key_name, "keep", "nothing in its name or values looks personal"
     )
+
+
+def _names_people(column: Column, table: Table) -> bool:
+    """A text column called plainly "name" in a table of people."""
+    if column.type not in TEXT_TYPES or not PLAIN_NAME.match(column.name.lower()):
+        return False
+    if PEOPLE.search(table.name.lower()):
+        return True
+    return any(PERSONAL.search(c.name.lower()) for c in table.columns)
 
 
 def _fits(rule: str, column: Column) -> bool:

@@ -23,9 +23,15 @@ from dataclasses import dataclass
 import phonenumbers
 
 from verger.errors import VergerError
+from verger.staging.known import Known, replaced
 
-EMAIL = re.compile(
-    r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+# Local parts and domains in any script (josé1@outlook.com, 李雷.1@yahoo.co.uk).
+EMAIL = re.compile(r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}")
+# What a fake email looks like, so the scan can tell one only partly replaced.
+FAKE_EMAIL = re.compile(r"u[0-9a-f]{7,}@example\.(?:com|net|org)")
+# Dates and times look like phone numbers to PHONE; they are left as written.
+DATE_SHAPE = re.compile(
+    r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}"
 )
 # A run of digits with the separators people write between them; phonenumbers decides.
 PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d ().\-]{5,17}\d(?!\w)")
@@ -189,6 +195,8 @@ class Faker:
         self._numbers: dict[str, int] = {}
         self._elsewhere: dict[int, set[int]] = {}
         self._in_text: dict[str, tuple[str, int | None]] = {}
+        # Production's names, emails and numbers, filled before any row is masked.
+        self.known = Known()
 
     def digest(self, kind: str, value: str) -> bytes:
         """HMAC-SHA256 (RFC 2104) of ``kind:value``, from pads hashed once."""
@@ -384,7 +392,11 @@ class Faker:
         whole: bool = False,
         seen: set[int] | None = None,
     ) -> str:
-        """Emails and phone numbers in ``value`` replaced, or all of it if ``whole``.
+        """Emails, phone numbers and production's names in ``value`` replaced.
+
+        All of it if ``whole``. A production name (or email, or number, in any
+        format) gets the fake its own column gets; any other phone-looking
+        run of digits, a fake of its own.
 
         With ``seen``, what ``embedded`` would give of ``value`` is added to
         it on the way, so the text is searched once for both.
@@ -396,16 +408,28 @@ class Faker:
                 seen.update(self.embedded(value))
             return _fit(self._lorem(value), width)
         found: set[int] = set() if seen is None else seen
-        replaced = EMAIL.sub(lambda m: self._email_in_text(m, found), value)
+        masked = EMAIL.sub(lambda m: self._email_in_text(m, found), value)
+        masked = self._known_in_text(masked)
         if not SEVEN_DIGITS.search(value):
-            return _fit(replaced, width)
-        if replaced is not value and seen is not None:
+            return _fit(masked, width)
+        if masked is not value and seen is not None:
             # An email may hide a number from the search of what is left:
             # embedded searches the original, so this does too.
             found.update(self._phones_in(value))
-        if SEVEN_DIGITS.search(replaced):
-            replaced = PHONE.sub(lambda m: self._phone_in_text(m, found), replaced)
-        return _fit(replaced, width)
+        if SEVEN_DIGITS.search(masked):
+            masked = PHONE.sub(lambda m: self._phone_in_text(m, found), masked)
+        return _fit(masked, width)
+
+    def _known_in_text(self, value: str) -> str:
+        """Production names (and emails the pattern missed) with their columns' fakes."""
+        found = self.known.find(value)
+        if not found:
+            return value
+        fakes = (
+            self.name(span.value) if span.kind == "name" else self.email(span.value)
+            for span in found
+        )
+        return replaced(value, found, fakes)
 
     def _email_in_text(self, match: re.Match[str], seen: set[int]) -> str:
         real = match.group(0)
@@ -416,14 +440,54 @@ class Faker:
         candidate = match.group(0)
         known = self._in_text.get(candidate)
         if known is None:
-            found = self.e164(candidate)
-            fake = candidate if found is None else self.phone(candidate)
-            known = (fake, None if found is None else self.fingerprint("p", found))
+            known = self._new_in_text(candidate)
             if len(self._in_text) < CACHED:
                 self._in_text[candidate] = known
         if known[1] is not None:
             seen.add(known[1])
         return known[0]
+
+    def _new_in_text(self, candidate: str) -> tuple[str, int | None]:
+        """A number written in text: its production number's fake, else one of its own."""
+        if DATE_SHAPE.fullmatch(candidate):
+            return candidate, None
+        real = self.known.phone(candidate) or self._e164_any(candidate)
+        if real is None:
+            return self._digits(candidate), None
+        fake = self._numbers.get(real)
+        if fake is None:
+            fake = self._number(real, False, "")
+        return self._shape(fake, candidate), self.fingerprint("p", real)
+
+    def _e164_any(self, value: str) -> str | None:
+        """The number in E.164 in the first region (configured, then seen) it is valid in."""
+        if value.lstrip().startswith("+"):
+            return self.e164(value)
+        regions = [self.region, *(r for r in self.known.regions if r != self.region)]
+        for region in regions:
+            try:
+                parsed = phonenumbers.parse(value, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(parsed):
+                return phonenumbers.format_number(
+                    parsed, phonenumbers.PhoneNumberFormat.E164
+                )
+        return None
+
+    def _digits(self, value: str) -> str:
+        """Phone-looking digits no plan knows: other digits, the same separators."""
+        digits = NON_DIGITS.sub("", value)
+        if not 7 <= len(digits) <= 15:
+            return value
+        digest = self.digest("digits", digits)
+        fake = iter(
+            str(int.from_bytes(digest, "big")).zfill(len(digits))[-len(digits) :]
+        )
+        written = [next(fake) if char.isdigit() else char for char in value]
+        if digits[0] == "0":
+            written[value.index("0")] = "0"
+        return "".join(written)
 
     def _lorem(self, value: str) -> str:
         digest = self.digest("text", value)

@@ -10,11 +10,13 @@ fingerprints' key with the process that runs the scan.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from verger.config.staging import Rule
+from verger.staging.children import die_with_parent
 from verger.staging.databases import RefreshError
 from verger.staging.fakes import Faker, normal_email, normal_text
 from verger.staging.plan import HIDING
@@ -36,7 +38,9 @@ class Hunt:
         context = multiprocessing.get_context("fork")
         self._answers, sender = context.Pipe(duplex=False)
         self._process = context.Process(
-            target=_hunt, args=(origin, faker, reads, sender), daemon=True
+            target=_hunt,
+            args=(os.getpid(), origin, faker, reads, sender),
+            daemon=True,
         )
         self._process.start()
         sender.close()
@@ -62,11 +66,13 @@ class Hunt:
 
 
 def _hunt(
+    parent: int,
     origin: Origin,
     faker: Faker,
     reads: list[tuple[str, list[Rule]]],
     sender: Connection,
 ) -> None:
+    die_with_parent(parent)
     seen: set[int] = set()
     try:
         for query, rules in reads:

@@ -18,7 +18,9 @@ import datetime
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from psycopg.copy import QueuedLibpqWriter
 
 from verger.config.staging import Rule
 from verger.staging.catalog import Column
+from verger.staging.children import die_with_parent
 from verger.staging.databases import RefreshError, dump_schema, restore_section
 from verger.staging.fakes import Faker, MaskError
 from verger.staging.hunt import Hunt, hunter
@@ -158,6 +161,7 @@ def load_masked(
     tables = [_source(row) for row in source.execute(TABLES).fetchall()]
     sizes = _estimate(source, [t for t in tables if t.key_name in plans])
     _settle(source)
+    _learn(source, plan, faker)
     if _overfull(plan, sum(sizes.values())):
         faker.overfull = True
         _load_split(
@@ -172,6 +176,47 @@ def load_masked(
     finally:
         hunt.stop()
     return masked
+
+
+def _learn(source: Connection, plan: Plan, faker: Faker) -> None:
+    """Production's distinct names, emails and numbers, to find them inside text.
+
+    Read before any row is masked (and before any process is forked), so a
+    name quoted in a message gets the fake its column gets, in every process.
+    """
+    started = time.monotonic()
+    for tp in plan.masked:
+        for column, rule in tp.masked:
+            if rule.rule not in ("name", "email", "phone"):
+                continue
+            query = sql.SQL(
+                "SELECT DISTINCT {}::text FROM {} WHERE {} IS NOT NULL"
+            ).format(
+                sql.Identifier(column.name),
+                sql.Identifier(tp.table.schema, tp.table.name),
+                sql.Identifier(column.name),
+            )
+            for (value,) in source.execute(query):
+                _remember(faker, rule.rule, str(value))
+    faker.known.finish()
+    log.info(
+        "Learnt production's names and emails (%s) and %s ways to write its numbers "
+        "in %.1fs.",
+        len(faker.known.automaton),
+        len(faker.known.phones),
+        time.monotonic() - started,
+    )
+
+
+def _remember(faker: Faker, kind: str, value: str) -> None:
+    if kind == "name":
+        faker.known.add("name", value)
+    elif kind == "email":
+        faker.known.add("email", value.strip())
+    else:
+        found = faker.e164(value)
+        if found is not None:
+            faker.known.add_phone(found)
 
 
 def _overfull(plan: Plan, rows: int) -> bool:
@@ -254,7 +299,9 @@ class Worker:
         context = multiprocessing.get_context("fork")
         self.answers, sender = context.Pipe(duplex=False)
         self.process = context.Process(
-            target=_work, args=(origin, target, share, faker, sender), daemon=True
+            target=_work,
+            args=(os.getpid(), origin, target, share, faker, sender),
+            daemon=True,
         )
         self.process.start()
         sender.close()
@@ -298,12 +345,14 @@ def collect(
 
 
 def _work(
+    parent: int,
     origin: Origin,
     target: str,
     share: list[tuple[Source, TablePlan, str]],
     faker: Faker,
     sender: multiprocessing.connection.Connection,
 ) -> None:
+    die_with_parent(parent)
     seen: set[int] = set()
     rows: dict[str, int] = {}
     try:

@@ -11,12 +11,14 @@ any step drops the new database.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -27,6 +29,7 @@ from verger.config.staging import Staging
 from verger.errors import BusyError, VergerError
 from verger.notify import StagingEvent, make_notifier
 from verger.staging.catalog import read_tables
+from verger.staging.children import alive, end_orphans
 from verger.staging.databases import RefreshError, Server, refuse_production
 from verger.staging.fakes import Faker
 from verger.staging.mask import Masked, build_masked
@@ -143,17 +146,41 @@ def refresh(
 
 @contextmanager
 def _lock(loaded: Loaded, server: Server) -> Iterator[None]:
-    """One refresh of a staging database at a time, across processes."""
+    """One refresh of a staging database at a time, across processes.
+
+    A lock still held after the refresh that took it died is held by what
+    that refresh forked: those are ended, and the lock taken.
+    """
+    folder = loaded.root / ".verger" / "staging" / server.live
+    with ExitStack() as held:
+        _take(held, folder, server)
+        yield
+
+
+def _take(held: ExitStack, folder: Path, server: Server) -> None:
+    for attempt in range(2):
+        try:
+            held.enter_context(exclusive(folder, "staging refresh"))
+            return
+        except BusyError as exc:
+            dead = _dead_holder(folder / "job.lock")
+            if attempt or dead is None:
+                raise BusyError(
+                    exc.message.replace("for this database", f"for {server.live}"),
+                    "wait for it to finish; 'verger staging status' shows it",
+                ) from None
+            for note in end_orphans(folder / "job.lock", dead):
+                log.info("Cleanup: %s.", note)
+            time.sleep(0.2)
+
+
+def _dead_holder(path: Path) -> int | None:
+    """The pid the lock names, when that process is gone."""
     try:
-        with exclusive(
-            loaded.root / ".verger" / "staging" / server.live, "staging refresh"
-        ):
-            yield
-    except BusyError as exc:
-        raise BusyError(
-            exc.message.replace("for this database", f"for {server.live}"),
-            "wait for it to finish; 'verger staging status' shows it",
-        ) from None
+        pid = int(json.loads(path.read_text() or "{}").get("pid", 0))
+    except (OSError, ValueError):
+        return None
+    return pid if pid and not alive(pid) else None
 
 
 def _refresh(

@@ -3,7 +3,9 @@
 Every text column of every table in the masked copy is streamed once and
 compared, by keyed fingerprint, with the set taken from the originals while
 they were masked: whole values of hidden columns, and every email and phone
-number written in production text, each normalized the same way. Canaries
+number written in production text, each normalized the same way; and
+production's names, emails and numbers written inside any text, in any case
+or format, with one Aho-Corasick pass per value (verger.staging.known). Canaries
 planted in production are looked for as plain substrings, case-insensitively.
 """
 
@@ -16,7 +18,16 @@ import psycopg
 from psycopg import sql
 
 from verger.staging.catalog import TEXT_TYPES, Table
-from verger.staging.fakes import Faker, normal_email, normal_text
+from verger.staging.fakes import (
+    DOMAINS,
+    EMAIL,
+    FAKE_EMAIL,
+    PHONE,
+    SEVEN_DIGITS,
+    Faker,
+    normal_email,
+    normal_text,
+)
 from verger.staging.hunt import SHORTEST
 
 Progress = Callable[[int, int], None]
@@ -95,6 +106,7 @@ def _check(
     result: Scan,
 ) -> None:
     text = normal_text(value)
+    before = result.count
     if len(text) >= SHORTEST and faker.fingerprint("v", text) in seen:
         result.add(where, "a production value")
     if "@" in value and faker.fingerprint("e", normal_email(value)) in seen:
@@ -102,6 +114,31 @@ def _check(
     for found in faker.embedded(value):
         if found in seen:
             result.add(where, "a production email or phone number")
+    if result.count == before:
+        embedded = _embedded(value, faker)
+        if embedded:
+            result.add(where, embedded)
     for canary in canaries:
         if canary in text or canary in value.casefold():
             result.add(where, f"the canary {canary!r}")
+
+
+def _embedded(value: str, faker: Faker) -> str | None:
+    """A production name, email or number written inside ``value``, in any form."""
+    for span in faker.known.find(value):
+        return f"the production {span.kind} {_hint(span.value)}"
+    if SEVEN_DIGITS.search(value):
+        for match in PHONE.finditer(value):
+            if faker.known.phone(match.group(0)):
+                return f"the production number {_hint(match.group(0))}"
+    if "@" in value:
+        for match in EMAIL.finditer(value):
+            written = match.group(0)
+            if written.lower().endswith(DOMAINS) and not FAKE_EMAIL.fullmatch(written):
+                return f"a partly masked email {_hint(written)}"
+    return None
+
+
+def _hint(value: str) -> str:
+    """Enough of a leaked value to find it, not enough to read it."""
+    return repr(value[:2] + "…")

@@ -1,0 +1,149 @@
+"""Production's names, emails and phone numbers, found inside any text at once.
+
+The masking replaces a production name written in a message with the fake
+its column got, and the leak scan reports any such value still written
+anywhere in the copy. Both search each text once with an Aho-Corasick
+automaton built from the distinct production values, so the cost does not
+grow with the number of names; phone numbers are compared by their digits,
+in national and international form.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import ahocorasick
+import phonenumbers
+
+# Shorter values (initials, "n/a") are too common to stand for anyone.
+SHORTEST = 4
+NON_DIGITS = re.compile(r"\D")
+# Where CJK and the scripts written without spaces begin: no word boundary there.
+UNSPACED = 0x2E80
+
+
+@dataclass(frozen=True)
+class Found:
+    """One production value written at ``start:end`` of a text."""
+
+    start: int
+    end: int
+    kind: str
+    value: str
+
+
+def key(value: str) -> str:
+    """A value as it is searched for: case folded, spaces collapsed."""
+    return " ".join(value.casefold().split())
+
+
+@dataclass
+class Known:
+    """The distinct production values of the masked name, email and phone columns."""
+
+    automaton: ahocorasick.Automaton = field(default_factory=ahocorasick.Automaton)
+    phones: dict[str, str] = field(default_factory=dict)
+    regions: list[str] = field(default_factory=list)
+    ready: bool = False
+
+    def add(self, kind: str, value: str) -> None:
+        """One production name or email, remembered under its folded form."""
+        folded = key(value)
+        # Two characters of a script without spaces are a whole name (李雷).
+        shortest = 2 if any(ord(c) >= UNSPACED for c in folded) else SHORTEST
+        if len(folded) >= shortest and folded not in self.automaton:
+            self.automaton.add_word(folded, (len(folded), kind, value))
+
+    def add_phone(self, e164: str) -> None:
+        """A production number, under every run of digits that writes it."""
+        parsed = phonenumbers.parse(e164)
+        national = str(parsed.national_number)
+        region = phonenumbers.region_code_for_number(parsed)
+        if region and region not in self.regions:
+            self.regions.append(region)
+        prefix = "1" if parsed.country_code == 1 else "0"
+        for digits in (e164[1:], national, prefix + national):
+            if len(digits) >= 7:
+                self.phones.setdefault(digits, e164)
+
+    def finish(self) -> None:
+        if len(self.automaton):
+            self.automaton.make_automaton()
+            self.ready = True
+
+    def phone(self, written: str) -> str | None:
+        """The production number (E.164) a written number is, whatever its format."""
+        digits = NON_DIGITS.sub("", written)
+        if digits.startswith("00"):
+            digits = digits[2:]
+        return self.phones.get(digits)
+
+    def find(self, text: str) -> list[Found]:
+        """Production names and emails in ``text``: longest first, never overlapping."""
+        if not self.ready or len(text) < 2:
+            return []
+        folded, starts = _folded(text)
+        spans = []
+        for end, (size, kind, value) in self.automaton.iter(folded):
+            first, last = end - size + 1, end + 1
+            if starts is not None:
+                first, last = starts[first], starts[end] + 1
+            if _bounded(text, first, last) and _written(text, first, kind, value):
+                spans.append(Found(first, last, kind, value))
+        return _longest(spans)
+
+
+def _folded(text: str) -> tuple[str, list[int] | None]:
+    """``text`` case folded, with where each folded character came from when sizes differ."""
+    folded = text.casefold()
+    if len(folded) == len(text):
+        return folded, None
+    starts: list[int] = []
+    for index, char in enumerate(text):
+        starts.extend([index] * len(char.casefold()))
+    return folded, starts
+
+
+def _written(text: str, first: int, kind: str, value: str) -> bool:
+    """Whether a match stands for the value: a one-word name only when capitalized.
+
+    A first or last name on its own (Will, Grace, Mark) is often a common
+    word too; written in lower case it is taken for the word, not the person.
+    """
+    if kind != "name" or len(value.split()) > 1:
+        return True
+    return not text[first].islower()
+
+
+def _bounded(text: str, first: int, last: int) -> bool:
+    """Whole words only, where the script puts spaces between words."""
+    before = text[first - 1] if first > 0 else " "
+    after = text[last] if last < len(text) else " "
+    return not (_spaced(before) and _spaced(text[first])) and not (
+        _spaced(after) and _spaced(text[last - 1])
+    )
+
+
+def _spaced(char: str) -> bool:
+    return char.isalnum() and ord(char) < UNSPACED
+
+
+def _longest(spans: Iterable[Found]) -> list[Found]:
+    chosen: list[Found] = []
+    for span in sorted(spans, key=lambda s: (s.start, s.start - s.end)):
+        if not chosen or span.start >= chosen[-1].end:
+            chosen.append(span)
+    return chosen
+
+
+def replaced(text: str, found: list[Found], fakes: Iterator[str]) -> str:
+    """``text`` with each found span replaced by the next fake, in order."""
+    parts = []
+    at = 0
+    for span, fake in zip(found, fakes, strict=True):
+        parts += [text[at : span.start], fake]
+        at = span.end
+    parts.append(text[at:])
+    return "".join(parts)

@@ -1,0 +1,120 @@
+"""Production names, emails and numbers written inside text: replaced, or reported."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from verger.staging import LeakError, refresh
+
+PEOPLE = """
+INSERT INTO members (id, church_id, full_name, phone, email) VALUES
+    (901, 1, 'Olivia Quartermaine', '+447911109523', 'olivia.q@mail.co.uk'),
+    (902, 2, '李雷', '+61412345678', '李雷.12162@yahoo.co.uk'),
+    (903, 3, 'José Pereira', '+14155557777', 'josé1@outlook.com');
+INSERT INTO messages (member_id, to_phone, body) VALUES
+    (901, '+447911109523', 'See you Sunday, OLIVIA quartermaine! Ring 07911 109523.'),
+    (902, '+61412345678', 'thanks, 李雷 Silva 12162, your mobile 0412 345 678'),
+    (902, '+61412345678', 'mail 李雷.12162@YAHOO.CO.UK or josé1@outlook.com'),
+    (903, '+14155557777', 'José Pereira asked on 2024-01-15 for 07700 900123 and order 4471 9921');
+"""
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"\D", "", text)
+
+
+def _bodies(site) -> str:
+    rows = site.sql(
+        "SELECT string_agg(body, ' | ') FROM messages WHERE member_id > 900",
+        site.staging_url,
+    )
+    return str(rows[0][0])
+
+
+def test_names_quoted_in_text_get_the_fake_their_column_got(site):
+    """A member's name in a message body becomes that member's fake name, in any case."""
+    site.sql(PEOPLE)
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    bodies = _bodies(site)
+    assert "quartermaine" not in bodies.casefold()
+    assert "李雷" not in bodies and "josé pereira" not in bodies.casefold()
+    fakes = dict(site.sql("SELECT id, full_name FROM members", site.staging_url))
+    assert f"Sunday, {fakes[901]}!" in bodies
+    assert f"thanks, {fakes[902]} Silva" in bodies
+    assert f"{fakes[903]} asked" in bodies
+
+
+def test_national_numbers_in_text_are_replaced_like_their_column(site):
+    """UK and Australian numbers written nationally in text get their column's fake."""
+    site.sql(PEOPLE)
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    bodies = _bodies(site)
+    found = _digits(bodies)
+    for real in ("07911109523", "7911109523", "0412345678", "412345678", "07700900123"):
+        assert real not in found, bodies
+    assert "4471 9921" not in bodies
+    phones = dict(site.sql("SELECT id, phone FROM members", site.staging_url))
+    assert _digits(phones[901])[-10:] in found
+    assert "on 2024-01-15 for" in bodies
+
+
+def test_unicode_emails_in_text_are_replaced_whole(site):
+    """An email with a non-ASCII local part is replaced from its first character."""
+    site.sql(PEOPLE)
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    bodies = _bodies(site)
+    emails = re.findall(r"[\w.+-]+@[\w.-]+", bodies)
+    assert len(emails) == 2
+    assert all(re.fullmatch(r"u[0-9a-f]{16}@example\.(com|net|org)", e) for e in emails)
+    assert "josé" not in bodies and "yahoo" not in bodies.lower()
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "Led by Olivia Quartermaine",
+        "ring 07911 109523 after six",
+        "write to OLIVIA.Q@MAIL.CO.UK",
+        "joséu52d0f1e2a3b4c5d6@example.com",
+    ],
+)
+def test_production_values_inside_a_kept_column_fail_the_refresh(site, kept):
+    """A name, a national number, an email or a half-masked email in a kept column is a leak."""
+    site.sql(PEOPLE)
+    site.sql("ALTER TABLE churches ADD COLUMN about text")
+    site.sql(f"UPDATE churches SET about = '{kept}' WHERE id = 2")
+    site.keep.append("churches.about")
+    store = site.store()
+
+    with pytest.raises(LeakError, match=r"churches\.about"):
+        refresh(site.loaded(), store, use_snapshot=True)
+
+    assert site.sql("SELECT note FROM marker", site.staging_url) == [("old copy",)]
+    assert store.refreshes(site.staging)[0].status == "failed"
+
+
+def test_a_one_word_name_is_replaced_only_where_written_as_a_name(site):
+    """A first name column's 'Grace' is replaced in text; the word 'grace' is left."""
+    site.sql(
+        "ALTER TABLE members ADD COLUMN first_name text;"
+        " UPDATE members SET first_name = 'Grace' WHERE id = 7;"
+        " INSERT INTO messages (member_id, to_phone, body)"
+        " VALUES (7, '+14155550000', 'By the grace of God, GRACE and Grace came.')"
+    )
+    site.mask["members.first_name"] = "name"
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    fake = site.sql("SELECT first_name FROM members WHERE id = 7", site.staging_url)
+    body = site.sql(
+        "SELECT body FROM messages WHERE body LIKE 'By the grace%'", site.staging_url
+    )
+    assert body == [(f"By the grace of God, {fake[0][0]} and {fake[0][0]} came.",)]
