@@ -152,7 +152,8 @@ def test_pending_alerts_are_not_sent(store: Store) -> None:
 
 
 def test_flapping_target_sends_no_storm(store: Store) -> None:
-    """A target flapping for an hour sends at most one notice per group interval."""
+    """A target flapping for an hour (with no keep_firing_for to damp it) sends at
+    most a firing and a resolved notice per group interval."""
 
     async def main() -> None:
         async with recording_server() as rec:
@@ -172,8 +173,42 @@ def test_flapping_target_sends_no_storm(store: Store) -> None:
                 evaluations += 1
             sent = len(rec.bodies("/email"))
             assert evaluations == 360
-            assert 1 <= sent <= 1 + 3600 // 300
+            assert 1 <= sent <= 2 * (1 + 3600 // 300)
             assert rec.bodies("/email")[0]["status"] == "firing"
+
+    asyncio.run(main())
+
+
+def test_an_alert_firing_again_after_its_resolved_notice_is_sent_at_once(
+    store: Store,
+) -> None:
+    """Once the receiver was told all is well, an alert that fires again is sent
+    after group_wait, not held back for the rest of the group interval."""
+
+    async def main() -> None:
+        async with recording_server(ok=202) as rec:
+            route = {"group_wait": "2s", "group_interval": "5m"}
+            d = dispatcher(store, section(rec, route=route))
+            base = alert("error_rate_critical", "critical", environment="production")
+            t = T0
+            while t <= T0 + 20:
+                await step(d, [base], t)
+                t += 1
+            while t <= T0 + 320:
+                await step(d, [resolved(base, T0 + 21)], t)
+                t += 1
+            actions = [b["event_action"] for b in rec.bodies("/page")]
+            assert actions == ["trigger", "resolve"]
+
+            again = alert(
+                "error_rate_critical", "critical", active_at=t, environment="production"
+            )
+            start = t
+            while t <= start + 10:
+                await step(d, [again], t)
+                t += 1
+            actions = [b["event_action"] for b in rec.bodies("/page")]
+            assert actions == ["trigger", "resolve", "trigger"]
 
     asyncio.run(main())
 

@@ -5,7 +5,10 @@ route and ``group_by`` values). A new group waits ``group_wait`` so that
 alerts from one cause arrive together, then sends one notification; after
 that it is looked at every ``group_interval`` and sends again only when
 its firing alerts changed, some were resolved, or ``repeat_interval``
-passed. Silenced, inhibited and maintenance-muted alerts are left out.
+passed. A group whose last notice left nothing firing is dropped, so that
+an alert firing again after "all is well" is news, sent after
+``group_wait``. Silenced, inhibited and maintenance-muted alerts are left
+out.
 
 A route with no receiver (no ``receivers:`` configured at all, or a route
 that names none) still holds its alerts in a group, so that a critical
@@ -351,9 +354,6 @@ class Dispatcher:
             elif group.alerts:
                 self._flush(group, now)
             else:
-                # Emptied at least one group interval ago: an alert that fires again
-                # after this starts a new group; one that fired sooner rejoined it
-                # and waited for its interval, so flapping cannot storm.
                 del self.groups[group.key]
         await asyncio.sleep(0)
 
@@ -482,6 +482,11 @@ class Dispatcher:
             alert = group.alerts.get(fp)
             if alert is not None and alert.state is AlertState.RESOLVED:
                 del group.alerts[fp]
+        if not record and not group.alerts and self.groups.get(group.key) is group:
+            # The receiver was last told that all is well: an alert that fires
+            # again is news for a new group, sent after group_wait, not held
+            # back for the rest of this group's interval.
+            del self.groups[group.key]
 
     def _logged_entry(self, key: str, receiver: str) -> Logged | None:
         if (key, receiver) not in self._logged:
