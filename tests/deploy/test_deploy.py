@@ -482,7 +482,8 @@ def test_agent_killed_in_the_watch_window_is_undone_by_the_next_deploy(
 
 
 def test_dead_app_process_is_restarted_on_its_port(project: Project) -> None:
-    """When the live release's process dies, the agent starts it again on the same port."""
+    """When the live release's process dies, the agent starts it again on the same
+    port, and the audit trail says so."""
     up(project)
     project.deploy("staging", project.source("v1"), "v1")
     live = project.json("status", "staging")["environments"][0]["live"]
@@ -495,6 +496,11 @@ def test_dead_app_process_is_restarted_on_its_port(project: Project) -> None:
         time.sleep(0.1)
     assert now["port"] == live["port"] and now["running"]
     assert project.get("staging")[0] == 200
+    restarted = [
+        a for a in project.json("audit", "staging") if a["action"] == "restarted"
+    ]
+    assert restarted and restarted[0]["detail"]["version"] == "v1"
+    assert restarted[0]["actor"] == "verger"
 
 
 def test_webhooks_announce_started_succeeded_and_rolled_back(project: Project) -> None:

@@ -454,6 +454,14 @@ class Agent:
                 release.port,
                 delay,
             )
+            self.store.audit(
+                "verger",
+                "restarted",
+                release.environment,
+                version=release.version,
+                pid=release.pid,
+                reason="the release's process ended",
+            )
         backoff.started = time.monotonic()
         self.slots.start(release, int(release.port), release.slot or "blue")
 
