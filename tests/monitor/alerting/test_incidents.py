@@ -376,3 +376,32 @@ def test_incident_commands_ack_note_resolve(project: Path) -> None:
     assert "api_down" in human.stdout and "1m" in human.stdout
     missing = run(project, "incident", "ack", "99")
     assert missing.returncode == 2 and "no incident #99" in missing.stderr
+
+
+def test_an_incident_resolved_by_hand_stays_resolved_across_a_restart(
+    store: Store,
+) -> None:
+    """An incident a person resolved while its alert still fires is not opened again
+    by a restarted agent; once the alert clears and fires anew, it is a new one."""
+
+    async def main() -> None:
+        async with recording_server(ok=202) as rec:
+            settings = section(rec, route={"group_wait": "0s"})
+            down = alert("api_down", "critical", fired_at=T0)
+            await step(dispatcher(store, settings), [down], T0)
+            [row] = store.incidents()
+            store.update_incident(
+                row.id, status="resolved", resolved_at=T0 + 30, resolved_by="alice"
+            )
+
+            again = dispatcher(store, settings)
+            await step(again, [down], T0 + 60)
+            await step(again, [down], T0 + 70)
+            assert [r.status for r in store.incidents()] == ["resolved"]
+
+            await step(again, [resolved(down, T0 + 80)], T0 + 80)
+            later = alert("api_down", "critical", active_at=T0 + 900, fired_at=T0 + 900)
+            await step(again, [later], T0 + 900)
+            assert len(store.incidents()) == 2
+
+    asyncio.run(main())

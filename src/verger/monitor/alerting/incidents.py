@@ -34,6 +34,8 @@ class Incidents:
         self.reopen = reopen
         self._ids: dict[str, int] = {}
         self._counts: dict[int, int] = {}
+        # Groups whose incident a person resolved while its alerts still fire.
+        self._by_hand: set[str] = set()
 
     def id_for(self, group_key: str) -> int | None:
         return self._ids.get(group_key)
@@ -49,6 +51,10 @@ class Incidents:
             if not critical:
                 continue
             firing = [alert for alert in critical if alert.state is AlertState.FIRING]
+            if key in self._by_hand:
+                if not firing:
+                    self._by_hand.discard(key)
+                continue
             incident_id = self._ids.get(key) or self._stored(key)
             if firing and incident_id is None:
                 self._open(key, title, dict(labels), firing, now)
@@ -75,6 +81,11 @@ class Incidents:
         started = min(alert.active_at for alert in firing)
         detected = min(alert.fired_at or now for alert in firing)
         latest = self.store.latest_incident(key)
+        if latest is not None and self._resolved_by_hand(latest, firing):
+            # Someone closed it while these alerts fired (an agent restarted
+            # since): they are not a new incident until they clear.
+            self._by_hand.add(key)
+            return
         if latest is not None and self._reopens(latest, now):
             self._reopen(latest, len(firing), now)
             return
@@ -98,6 +109,15 @@ class Incidents:
             len(firing),
             "alert" if len(firing) == 1 else "alerts",
             detected - started,
+        )
+
+    def _resolved_by_hand(self, row: Row, firing: Sequence[Alert]) -> bool:
+        fired = min(alert.fired_at or alert.active_at for alert in firing)
+        return bool(
+            row.status == "resolved"
+            and row.resolved_by not in (None, AGENT)
+            and row.resolved_at is not None
+            and float(row.resolved_at) >= fired
         )
 
     def _reopens(self, row: Row, now: float) -> bool:
