@@ -600,3 +600,95 @@ def test_a_restore_that_finds_a_damaged_backup_marks_it_unrestorable(
     again = verger(config, "restore", "--latest", "--target", str(workdir / "copy2"))
     assert again.returncode == 6
     assert "proved broken" in again.stderr, again.stderr
+
+
+def test_restore_latest_starts_from_the_newest_verified_backup_and_says_so(
+    workdir: Path, source: Source
+) -> None:
+    """'restore --latest' starts from the newest verified backup and names it,
+    replaying WAL past a newer unverified one; '--backup ID' starts from the one
+    named and warns that no restore has proved it."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", check=True)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    newer, older = _listed(config)
+    assert (older["status"], newer["status"]) == ("verified", "done")
+    source.sql("INSERT INTO churches (name) VALUES ('after both')")
+    _switch_wal(source)
+    done = verger(
+        config, "--json", "restore", "--latest", "--target", str(workdir / "a")
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["backup"] == older["label"]
+    assert f"verified backup #{older['id']}" in done.stderr
+    named = verger(
+        config,
+        "--json",
+        "restore",
+        "--latest",
+        "--backup",
+        str(newer["id"]),
+        "--target",
+        str(workdir / "b"),
+    )
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert json.loads(named.stdout)["backup"] == newer["label"]
+    assert "no restore has proved" in named.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--to-time", "yesterday"),
+        ("--latest", "--to-time", "2026-01-01 00:00:00+00"),
+        (),
+    ],
+)
+def test_restore_command_line_mistakes_exit_2(
+    workdir: Path, source: Source, args: tuple[str, ...]
+) -> None:
+    """A restore whose command line is wrong exits 2 with one line, touching nothing."""
+    config = backup_config(workdir, source)
+    done = verger(config, "restore", *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "hint:" in done.stderr
+
+
+def test_verify_with_nothing_left_to_verify_exits_0(
+    workdir: Path, source: Source
+) -> None:
+    """'backup verify' once every backup is verified says so in one line, exit 0."""
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    verger(config, "backup", "run", check=True)
+    done = verger(config, "backup", "verify")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nothing to verify" in done.stdout
+
+
+def test_a_missing_repository_is_named_and_never_answered_with_setup(
+    workdir: Path, source: Source
+) -> None:
+    """With the repository folder gone, 'backup list' warns that it is missing or
+    not mounted and still shows the catalog, other commands say the same without
+    suggesting setup, and nothing in the catalog is expired meanwhile."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    repo = workdir / "repo"
+    repo.rename(workdir / "elsewhere")
+    repo.mkdir()
+    try:
+        listed = verger(config, "backup", "list")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert "missing or not mounted" in listed.stderr
+        assert "done" in listed.stdout
+        verify = verger(config, "backup", "verify")
+        assert verify.returncode == 6
+        assert "missing or not mounted" in verify.stderr
+        assert "setup" not in verify.stderr
+    finally:
+        repo.rmdir()
+        (workdir / "elsewhere").rename(repo)
+    assert [row["status"] for row in _listed(config)] == ["done"]

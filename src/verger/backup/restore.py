@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Collection
@@ -21,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from verger.backup.cluster import ScratchCluster, clean_stale
+from verger.backup.cluster import ScratchCluster, clean_stale, free_port
 from verger.backup.engines.base import (
     Engine,
     EngineBackup,
@@ -289,8 +290,10 @@ def restore(
     cluster = TargetCluster(context.runner, context.scratch, folder.resolve())
     try:
         engine.restore(point, cluster, progress)
-        seconds = time.monotonic() - started
         reached = _reached(cluster)
+        cluster.stop()
+        finished = _finish_target(context.runner, cluster.data, not engine.pitr)
+        seconds = time.monotonic() - started
         cluster.record(finished=True)
     except BaseException:
         cluster.discard()
@@ -305,8 +308,74 @@ def restore(
         "latest": point.latest,
         "recovered_to": reached,
         "seconds": round(seconds, 1),
-        "start_with": f"{pg_program('pg_ctl')} -D {cluster.data} start",
+        **finished,
     }
+
+
+# Access rules for a restored pg_dump target, whose initdb trusted everyone.
+TARGET_HBA = """\
+# Written by verger restore: the scratch cluster trusted every connection.
+# TYPE  DATABASE     USER  ADDRESS       METHOD
+local   all          all                 peer
+host    all          all   127.0.0.1/32  scram-sha-256
+host    all          all   ::1/128       scram-sha-256
+local   replication  all                 peer
+host    replication  all   127.0.0.1/32  scram-sha-256
+host    replication  all   ::1/128       scram-sha-256
+"""
+# Settings a restore leaves in postgresql.auto.conf that only the scratch run needs.
+SCRATCH_ONLY = ("restore_command", "fsync", "hot_standby", "port")
+
+
+def _finish_target(runner: Runner, data: Path, logical: bool) -> dict[str, Any]:
+    """Make a restored folder safe to start as it is, and say how to start it.
+
+    The copy was recovered with fsync off (or made by initdb --no-sync), so
+    it is flushed to disk here; a logical restore's trust-everyone pg_hba.conf
+    is replaced; and a free port is written in, so that starting it does not
+    collide with the server it came from.
+    """
+    port = free_port()
+    auto = data / "postgresql.auto.conf"
+    kept = [
+        line
+        for line in _lines(auto)
+        if line.split("=", 1)[0].strip() not in SCRATCH_ONLY
+    ]
+    kept.append(f"port = '{port}'")
+    _write_as_owner(auto, "\n".join(kept) + "\n")
+    if logical:
+        _write_as_owner(data / "pg_hba.conf", TARGET_HBA)
+    runner.run(
+        [pg_program("initdb"), "--sync-only", "-D", str(data)],
+        what="initdb --sync-only",
+        timeout=3600,
+    )
+    command = f"{pg_program('pg_ctl')} -D {data} -o '-p {port}' -l {data}/log start"
+    if runner.user is not None:
+        command = f'su {runner.user.name} -c "{command}"'
+    facts: dict[str, Any] = {"port": port, "start_with": command}
+    if logical:
+        facts["access"] = (
+            "pg_hba.conf allows local connections by peer and host connections "
+            "by scram-sha-256 password"
+        )
+    return facts
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _write_as_owner(path: Path, text: str) -> None:
+    """Replace a file of the data folder, owned like the folder, private to it."""
+    owner = path.parent.stat()
+    path.write_text(text)
+    os.chown(path, owner.st_uid, owner.st_gid)
+    path.chmod(0o600)
 
 
 def _default_folder(root: Path, database: str) -> Path:

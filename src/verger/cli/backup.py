@@ -15,7 +15,7 @@ import click
 
 from verger.cli.main import Ctx, UsageError, _store, cli, pass_ctx
 from verger.config.types import format_duration
-from verger.errors import VergerError
+from verger.errors import RepositoryMissing, VergerError
 
 # What the progress bar says in each step of a job.
 PHASES = {
@@ -167,9 +167,17 @@ def backup_list(c: Ctx) -> None:
     engine = make_engine(context)
     store = _store(c)
     _tidy(c, context, store)
-    reconcile(engine, store)
     rows = store.backups(context.database)
-    gaps = find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
+    try:
+        reconcile(engine, store)
+        gaps = find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
+    except RepositoryMissing as exc:
+        if not rows:
+            raise
+        # The catalog is what is left to go by: show it, marked as unchecked.
+        c.out.warn(f"{exc.message}; {exc.hint}. The catalog below is unchecked.")
+        gaps = []
+    rows = store.backups(context.database)
     c.out.table(
         f"Backups of {context.database}",
         ["#", "label", "kind", "status", "taken", "took", "size", "detail"],
@@ -229,6 +237,13 @@ def backup_verify(c: Ctx, backup_id: int | None) -> None:
 
     with _job(c, "verification") as (engine, store, progress):
         reconcile(engine, store)
+        if backup_id is None and not store.backups(engine.context.database, "done"):
+            c.out.result(
+                {"id": None, "verified": None},
+                "There is nothing to verify: every backup is verified or proved "
+                "unrestorable (name one to verify it again: verger backup verify ID).",
+            )
+            return
         row = to_verify(store, engine.context.database, backup_id)
         verdict = verify_backup(engine, store, row, progress)
         gaps = find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
@@ -373,6 +388,8 @@ def restore(
             raise
     reached = when(done["recovered_to"]) if done["recovered_to"] else "the backup's end"
     human = f"Restored {done['backup']} into {done['target']}, recovered to {reached}"
+    if done.get("access"):
+        human += f". {done['access'][0].upper()}{done['access'][1:]}"
     if done.get("start_with"):
         human += f". Start it with: {done['start_with']}"
     c.out.result(done, human)

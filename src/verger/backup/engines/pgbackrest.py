@@ -53,7 +53,7 @@ from verger.backup.engines.base import (
 )
 from verger.backup.system import pg_program
 from verger.config.model import S3
-from verger.errors import BackupError
+from verger.errors import BackupError, RepositoryMissing
 
 log = logging.getLogger("verger.backup")
 
@@ -332,7 +332,7 @@ class PgBackRest(Engine):
         if undecryptable(detail):
             return self.passphrase_error()
         if code == 1:
-            return BackupError(
+            return self.missing_error() or BackupError(
                 f"the repository has no stanza {self.context.stanza} yet",
                 "run backup setup first",
             )
@@ -783,6 +783,29 @@ class PgBackRest(Engine):
             f"pgBackRest {command} failed: {reason[:300]}",
             hint,
             detail="\n".join(clean(line) for line in lines[-40:]),
+        )
+
+    def missing_error(self) -> RepositoryMissing | None:
+        """A local repository whose folder is gone or holds nothing: not a new one.
+
+        Setup would start an empty stanza there and hide that the real
+        repository is unmounted or deleted, so the error never suggests it.
+        """
+        path = self.context.repository_path()
+        if path is None:
+            return None
+        try:
+            empty = not path.is_dir() or not any(path.iterdir())
+        except OSError:
+            empty = True
+        if not empty and not (path / "backup" / self.context.stanza).exists():
+            empty = self.saved_facts() is not None
+        if not empty:
+            return None
+        return RepositoryMissing(
+            f"the repository at {path} is missing or not mounted",
+            "mount it, or restore the folder from a copy; until then no backup "
+            "can be listed, verified or restored",
         )
 
     def passphrase_error(self) -> BackupError:
