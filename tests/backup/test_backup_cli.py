@@ -692,3 +692,33 @@ def test_a_missing_repository_is_named_and_never_answered_with_setup(
         repo.rmdir()
         (workdir / "elsewhere").rename(repo)
     assert [row["status"] for row in _listed(config)] == ["done"]
+
+
+def _interrupt_after(delay: float) -> tuple[int, str]:
+    """Start 'verger --version', send SIGINT after ``delay`` seconds; (code, stderr)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verger", "--version"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    return process.returncode, err
+
+
+@pytest.mark.parametrize("delay", [0.08, 0.15, 0.2])
+def test_ctrl_c_while_the_command_loads_is_one_line_and_130(delay: float) -> None:
+    """SIGINT while verger's modules are still loading ends the command with
+    exit 130 and one line, never a traceback."""
+    for _ in range(5):
+        code, err = _interrupt_after(delay)
+        # On a loaded machine the signal may land in Python's own start-up
+        # (site, runpy), before any of verger's code runs: try again.
+        if "<frozen site>" not in err and "<frozen runpy>" not in err:
+            break
+    assert "Traceback" not in err, err
+    assert code in (0, 130), (code, err)
+    if code == 130:
+        assert len(err.strip().splitlines()) == 1, err
