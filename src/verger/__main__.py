@@ -1,5 +1,5 @@
 """``python -m verger``: the same as the ``verger`` command."""
 
-from verger.cli.main import main
+from verger.cli.entry import main
 
 main()

@@ -71,6 +71,10 @@ class BackupError(VergerError):
     exit_code = 6
 
 
+class RepositoryMissing(BackupError):
+    """The backup repository's folder is gone or empty: unmounted, or deleted."""
+
+
 class Interrupted(BackupError):
     """A backup job was stopped by a signal; nothing it was doing counts."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -43,7 +44,7 @@ def _switch_wal(source: Source) -> str:
 
 def _listed(config: Path) -> list[dict[str, object]]:
     done = verger(config, "--json", "backup", "list", check=True)
-    rows: list[dict[str, object]] = json.loads(done.stdout)
+    rows: list[dict[str, object]] = json.loads(done.stdout)["backups"]
     return rows
 
 
@@ -131,12 +132,13 @@ def test_restore_outside_the_range_names_the_range(
 
 
 def test_a_deleted_wal_segment_is_reported_as_a_gap(
-    workdir: Path, source: Source
+    workdir: Path, source: Source, recorder: Recorder
 ) -> None:
     """One WAL segment deleted from the middle of the archive is reported by
-    'backup verify' as a gap with the time range it breaks, and a restore to a
-    time inside it is refused, although the backup itself still restores."""
-    config = backup_config(workdir, source)
+    'backup verify', 'backup list', 'verger check' and 'backup watch' (with an
+    archiving_failed alert) as a gap with the time range it breaks, and
+    '--latest' is refused, although the backup itself still restores."""
+    config = backup_config(workdir, source, recorder)
     _ready(config, source)
     verger(config, "backup", "run", "--no-verify", check=True)
     names = []
@@ -153,11 +155,30 @@ def test_a_deleted_wal_segment_is_reported_as_a_gap(
     assert [gap["first"] for gap in result["gaps"]] == [names[1]]
     assert "no restore can reach" in done.stderr
 
+    listed = verger(config, "--json", "backup", "list", check=True)
+    assert [gap["first"] for gap in json.loads(listed.stdout)["gaps"]] == [names[1]]
+    assert "no restore can reach" in verger(config, "backup", "list").stderr
+    check = verger(config, "--json", "check")
+    found = [c for c in json.loads(check.stdout) if c["name"] == "backup.wal gaps"]
+    assert found and found[0]["status"] == "fail", check.stdout
+    assert names[1] in found[0]["message"] and check.returncode == 1
+    watched = verger(config, "--json", "backup", "watch")
+    assert watched.returncode == 6
+    assert "archiving_failed" in json.loads(watched.stdout)["sent"]
+    assert "archiving_failed" in recorder.events()
+
     latest = verger(config, "restore", "--latest", "--target", str(workdir / "copy"))
     assert latest.returncode == 6, latest.stdout + latest.stderr
     assert "--latest cannot reach now" in latest.stderr
     assert "--to-time" in latest.stderr and "Traceback" not in latest.stderr
     assert not (workdir / "copy").exists()
+
+    hinted = re.search(r"--to-time '([^']+)'", latest.stderr)
+    assert hinted, latest.stderr
+    done = verger(
+        config, "restore", "--to-time", hinted[1], "--target", str(workdir / "copy")
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_an_unset_passphrase_variable_is_refused_not_used(
@@ -479,3 +500,225 @@ def test_pg_dump_engine_backs_up_and_verifies_through_the_cli(
     refused = verger(config, "restore", "--to-time", "2026-01-01 00:00:00+00")
     assert refused.returncode == 6
     assert "point in time" in refused.stderr
+
+
+def test_a_drill_with_archiving_broken_counts_rpo_from_the_backup_not_the_lead(
+    workdir: Path, source: Source
+) -> None:
+    """When archiving fails, none of the drill's markers come back, and the RPO is
+    the incident minus the newest data the copy holds, longer than the lead, and
+    the drill says the copy holds none of its markers and misses its target."""
+    config = backup_config(workdir, source)
+    config.write_text(config.read_text().replace("rpo: 1m", "rpo: 5s"))
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    finished = float(_listed(config)[0]["finished_at"])  # type: ignore[arg-type]
+    source.sql("ALTER SYSTEM SET archive_command = '/bin/false'", database="postgres")
+    source.sql("SELECT pg_reload_conf()", database="postgres")
+    time.sleep(6)
+    done = verger(config, "--json", "dr", "drill", "--lead", "2s")
+    assert done.returncode == 6, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    report = json.loads(verger(config, "--json", "dr", "report", check=True).stdout)
+    assert result["rpo_seconds"] > 8, result
+    # pgBackRest records the backup's stop in whole seconds.
+    assert report[0]["incident_at"] - result["rpo_seconds"] >= finished - 2
+    assert "none of this drill's markers" in result["detail"]
+    assert result["passed"] is False and report[0]["status"] == "missed"
+
+
+def test_a_pg_dump_drill_counts_rpo_from_the_dump_and_says_why(
+    workdir: Path, source: Source
+) -> None:
+    """A pg_dump drill's RPO is the age of the dump it restored, not the lead,
+    and both the drill and 'dr report' say pg_dump has no point-in-time recovery."""
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    time.sleep(5)
+    done = verger(config, "--json", "dr", "drill", "--lead", "1s")
+    result = json.loads(done.stdout)
+    assert result["rpo_seconds"] > 6, result
+    assert "no point-in-time recovery" in result["detail"]
+    human = verger(config, "dr", "report", check=True)
+    assert (
+        "no point-in-time" in human.stdout.replace("\n", " ")
+        or "no point" in human.stdout
+    )
+    drill = verger(config, "dr", "drill", "--lead", "1s")
+    assert "pg_dump has no point-in-time recovery" in drill.stdout + drill.stderr
+
+
+def _flip_a_byte(workdir: Path) -> None:
+    """Damage the biggest file of the backups in the repository."""
+    files = sorted(
+        (p for p in (workdir / "repo" / "backup").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    data = bytearray(files[-1].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    files[-1].write_bytes(bytes(data))
+
+
+def test_a_verify_that_cannot_read_the_repository_condemns_nothing(
+    workdir: Path, source: Source
+) -> None:
+    """A verification that fails because the repository cannot be read leaves
+    the backup as it was, with the whole reason in its detail."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    (manifest,) = (workdir / "repo" / "backup").rglob("pg_data")
+    backups = manifest.parent
+    backups.chmod(0o000)
+    try:
+        done = verger(config, "--json", "backup", "verify")
+    finally:
+        backups.chmod(0o750)
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert json.loads(done.stdout)["verified"] is False
+    row = _listed(config)[0]
+    assert row["status"] == "done"
+    detail = str(row["verify_detail"])
+    assert "could not be verified" in detail and ":." not in detail, detail
+    assert "ermission denied" in detail or "unable to" in detail, detail
+
+
+def test_a_restore_that_finds_a_damaged_backup_marks_it_unrestorable(
+    workdir: Path, source: Source
+) -> None:
+    """When 'restore --latest' fails on the backup's content, the backup is
+    marked unrestorable, so the next restore does not choose it again."""
+    source.sql("CREATE TABLE filler AS SELECT g FROM generate_series(1, 200000) g")
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    _flip_a_byte(workdir)
+    done = verger(config, "restore", "--latest", "--target", str(workdir / "copy"))
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert [row["status"] for row in _listed(config)] == ["unrestorable"]
+    again = verger(config, "restore", "--latest", "--target", str(workdir / "copy2"))
+    assert again.returncode == 6
+    assert "proved broken" in again.stderr, again.stderr
+
+
+def test_restore_latest_starts_from_the_newest_verified_backup_and_says_so(
+    workdir: Path, source: Source
+) -> None:
+    """'restore --latest' starts from the newest verified backup and names it,
+    replaying WAL past a newer unverified one; '--backup ID' starts from the one
+    named and warns that no restore has proved it."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", check=True)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    newer, older = _listed(config)
+    assert (older["status"], newer["status"]) == ("verified", "done")
+    source.sql("INSERT INTO churches (name) VALUES ('after both')")
+    _switch_wal(source)
+    done = verger(
+        config, "--json", "restore", "--latest", "--target", str(workdir / "a")
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["backup"] == older["label"]
+    assert f"verified backup #{older['id']}" in done.stderr
+    named = verger(
+        config,
+        "--json",
+        "restore",
+        "--latest",
+        "--backup",
+        str(newer["id"]),
+        "--target",
+        str(workdir / "b"),
+    )
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert json.loads(named.stdout)["backup"] == newer["label"]
+    assert "no restore has proved" in named.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--to-time", "yesterday"),
+        ("--latest", "--to-time", "2026-01-01 00:00:00+00"),
+        (),
+    ],
+)
+def test_restore_command_line_mistakes_exit_2(
+    workdir: Path, source: Source, args: tuple[str, ...]
+) -> None:
+    """A restore whose command line is wrong exits 2 with one line, touching nothing."""
+    config = backup_config(workdir, source)
+    done = verger(config, "restore", *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "hint:" in done.stderr
+
+
+def test_verify_with_nothing_left_to_verify_exits_0(
+    workdir: Path, source: Source
+) -> None:
+    """'backup verify' once every backup is verified says so in one line, exit 0."""
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    verger(config, "backup", "run", check=True)
+    done = verger(config, "backup", "verify")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nothing to verify" in done.stdout
+
+
+def test_a_missing_repository_is_named_and_never_answered_with_setup(
+    workdir: Path, source: Source
+) -> None:
+    """With the repository folder gone, 'backup list' warns that it is missing or
+    not mounted and still shows the catalog, other commands say the same without
+    suggesting setup, and nothing in the catalog is expired meanwhile."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    repo = workdir / "repo"
+    repo.rename(workdir / "elsewhere")
+    repo.mkdir()
+    try:
+        listed = verger(config, "backup", "list")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert "missing or not mounted" in listed.stderr
+        assert "done" in listed.stdout
+        verify = verger(config, "backup", "verify")
+        assert verify.returncode == 6
+        assert "missing or not mounted" in verify.stderr
+        assert "setup" not in verify.stderr
+    finally:
+        repo.rmdir()
+        (workdir / "elsewhere").rename(repo)
+    assert [row["status"] for row in _listed(config)] == ["done"]
+
+
+def _interrupt_after(delay: float) -> tuple[int, str]:
+    """Start 'verger --version', send SIGINT after ``delay`` seconds; (code, stderr)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verger", "--version"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    return process.returncode, err
+
+
+@pytest.mark.parametrize("delay", [0.08, 0.15, 0.2])
+def test_ctrl_c_while_the_command_loads_is_one_line_and_130(delay: float) -> None:
+    """SIGINT while verger's modules are still loading ends the command with
+    exit 130 and one line, never a traceback."""
+    for _ in range(5):
+        code, err = _interrupt_after(delay)
+        # On a loaded machine the signal may land in Python's own start-up
+        # (site, runpy), before any of verger's code runs: try again.
+        if "<frozen site>" not in err and "<frozen runpy>" not in err:
+            break
+    assert "Traceback" not in err, err
+    assert code in (0, 130), (code, err)
+    if code == 130:
+        assert len(err.strip().splitlines()) == 1, err

@@ -572,3 +572,36 @@ def test_round_trip_through_s3(workdir: Path, source: Source, s3_server: Any) ->
         assert checksums(cluster.url("app")) == before
     assert engine.expire([]) == [taken.label]
     assert engine.backups() == []
+
+
+def test_a_restored_folder_starts_as_printed_and_trusts_no_one(
+    workdir: Path, source: Source
+) -> None:
+    """A pg_dump restore into a folder leaves peer and scram-sha-256 access, a
+    port of its own in postgresql.auto.conf, and a start command that works."""
+    import json
+    import shlex
+
+    from conftest import backup_config, verger
+
+    from verger.backup.system import pg_program
+
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    target = workdir / "restored"
+    done = verger(config, "--json", "restore", "--backup", "1", "--target", str(target))
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    hba = (target / "pg_hba.conf").read_text()
+    assert "trust" not in hba.replace("trusted", "") and "scram-sha-256" in hba
+    assert f"port = '{result['port']}'" in (target / "postgresql.auto.conf").read_text()
+    assert f"-p {result['port']}" in result["start_with"]
+    started = subprocess.run(
+        ["sh", "-c", result["start_with"]], capture_output=True, text=True, timeout=120
+    )
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+    finally:
+        stop = f"{pg_program('pg_ctl')} -D {shlex.quote(str(target))} -m fast -w stop"
+        postgres_runner().run(["sh", "-c", stop], check=False, timeout=60)

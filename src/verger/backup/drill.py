@@ -6,7 +6,9 @@ source were gone: it restores the newest backup plus every archived WAL
 segment into a fresh cluster. RTO is the time from the start of the restore
 until the copy accepts a write; RPO is the incident time minus the commit
 time of the newest marker the copy holds, that is, the writes a real
-incident would have lost.
+incident would have lost. When none of the drill's markers came back, RPO is
+counted from the newest data the copy does hold (its newest commit, or the
+backup's end), however long before the drill that was.
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
+
+import psycopg
 
 from verger.backup.cluster import ScratchCluster, clean_stale
-from verger.backup.engines.base import Engine, Progress, RestorePoint, no_progress
+from verger.backup.engines.base import (
+    Engine,
+    EngineBackup,
+    Progress,
+    RestorePoint,
+    no_progress,
+)
 from verger.backup.markers import (
     SCHEMA,
     MarkerWriter,
@@ -25,13 +36,15 @@ from verger.backup.markers import (
     prune,
 )
 from verger.backup.restore import reach, unusable
-from verger.backup.verify import _database
+from verger.backup.verify import _database, content_error, mark_unrestorable
 from verger.errors import Interrupted, VergerError
 from verger.state.base import Row, Store, actor
 
 log = logging.getLogger("verger.backup")
 
 KIND = "drill"
+
+Connection = psycopg.Connection[tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -46,15 +59,18 @@ class DrillResult:
     detail: str
     # When the copy accepted its first write: the end of the RTO.
     writable_at: float | None = None
+    # What the RPO figure means, when it is not simply the newest marker's age.
+    notes: tuple[str, ...] = ()
 
     def sentence(self) -> str:
         if self.rto is None or self.rpo is None:
             return f"Drill #{self.drill_id} failed: {self.detail}"
         verdict = "met both targets" if self.passed else "missed a target"
-        return (
+        text = (
             f"Drill #{self.drill_id} {verdict}: RTO {self.rto:.1f}s (target "
             f"{self.rto_target:g}s), RPO {self.rpo:.1f}s (target {self.rpo_target:g}s)"
         )
+        return ". ".join([text, *self.notes])
 
 
 def drill(
@@ -90,7 +106,9 @@ def drill(
     durable = _durable(engine, writer)
     skip = unusable(store, context.database)
     try:
-        result = _recover(engine, drill_id, (began, incident, durable), progress, skip)
+        result = _recover(
+            engine, store, drill_id, (began, incident, durable), progress, skip
+        )
     except VergerError as exc:
         store.update_drill(
             drill_id,
@@ -123,6 +141,7 @@ def _durable(engine: Engine, writer: MarkerWriter) -> float | None:
 
 def _recover(
     engine: Engine,
+    store: Store,
     drill_id: int,
     times: tuple[float, float, float | None],
     progress: Progress,
@@ -143,7 +162,12 @@ def _recover(
     point = RestorePoint(label=newest.label, latest=engine.pitr)
     with ScratchCluster(context.runner, context.scratch, "drill") as cluster:
         started = time.time()
-        engine.restore(point, cluster, progress)
+        try:
+            engine.restore(point, cluster, progress)
+        except VergerError as exc:
+            if content_error(exc):
+                mark_unrestorable(store, context.database, newest.label, exc.message)
+            raise
         database = _database(context.dsn)
         with cluster.connect(database) as conn:
             conn.autocommit = True
@@ -154,13 +178,16 @@ def _recover(
             )
             writable = time.time()
             recovered = newest_marker(conn, KIND, since=began)
+            held = _newest_held(conn, newest, engine.pitr)
     rto = writable - started
     if recovered is not None and durable is not None:
         recovered = min(recovered, durable)
-    # None of this drill's markers came back: everything since it began is lost.
-    rpo = max(0.0, incident - (began if recovered is None else recovered))
+    notes = _notes(engine.pitr, recovered, held)
+    # Without this drill's markers, everything after the copy's newest data is
+    # lost, however long before the drill that was.
+    rpo = max(0.0, incident - (held if recovered is None else recovered))
     passed = rto <= targets.rto and rpo <= targets.rpo
-    detail = _detail(rto, rpo, targets.rto, targets.rpo)
+    detail = "; ".join([_detail(rto, rpo, targets.rto, targets.rpo), *notes])
     return DrillResult(
         drill_id,
         passed,
@@ -171,7 +198,46 @@ def _recover(
         newest.label,
         detail,
         writable_at=writable,
+        notes=notes,
     )
+
+
+def _newest_held(conn: Connection, backup: EngineBackup, pitr: bool) -> float:
+    """The commit time of the newest data in the copy, as far as it can be told.
+
+    That is the newest marker of any kind, the last transaction WAL replay
+    applied, or the moment the backup's data is from (a dump's snapshot, a
+    physical backup's end), whichever is latest.
+    """
+    times = [backup.finished_at if pitr else backup.started_at]
+    row = conn.execute(
+        "SELECT extract(epoch FROM max(written_at)) FROM verger.markers"
+        " WHERE kind <> 'drill-write'"
+    ).fetchone()
+    if row is not None and row[0] is not None:
+        times.append(float(row[0]))
+    if pitr:
+        row = conn.execute(
+            "SELECT extract(epoch FROM pg_last_xact_replay_timestamp())"
+        ).fetchone()
+        if row is not None and row[0] is not None:
+            times.append(float(row[0]))
+    return max(times)
+
+
+def _notes(pitr: bool, recovered: float | None, held: float) -> tuple[str, ...]:
+    notes = []
+    if not pitr:
+        notes.append(
+            "pg_dump has no point-in-time recovery, so RPO is the age of the newest dump"
+        )
+    elif recovered is None:
+        at = time.strftime("%H:%M:%S UTC", time.gmtime(held))
+        notes.append(
+            "the copy holds none of this drill's markers (is WAL archived?);"
+            f" RPO counts from its newest data, at {at}"
+        )
+    return tuple(notes)
 
 
 def _detail(rto: float, rpo: float, rto_target: float, rpo_target: float) -> str:

@@ -243,3 +243,40 @@ def _allowed_age(engine: Engine) -> tuple[float, str]:
     cadence = slots.get_next(float) - first
     allowed = max(rpo, 2 * cadence)
     return allowed, f"two full backups' cadence ({format_duration(allowed)})"
+
+
+def gaps(engine: Engine) -> list[Finding]:
+    """Whether the WAL archive is whole from the oldest backup to the newest segment.
+
+    Listing the archive costs one engine call, cheap enough once a minute.
+    """
+    if not engine.pitr:
+        return []
+    from verger.backup.gaps import find_gaps
+    from verger.backup.restore import when
+
+    try:
+        found = find_gaps(engine.backups(), engine.wal())
+    except VergerError as exc:
+        # backup.repository fails and alerts for the same cause.
+        return [
+            Finding(
+                "backup.wal gaps",
+                "warn",
+                f"cannot list the WAL archive: {exc.message}",
+                exc.hint,
+            )
+        ]
+    if not found:
+        return [Finding("backup.wal gaps", "ok", "the WAL archive has no gap")]
+    return [
+        Finding(
+            "backup.wal gaps",
+            "fail",
+            gap.sentence(when),
+            "take a full backup now ('verger backup run --type full') so that "
+            "restores after the gap work again, and find out what deleted the WAL",
+            "archiving_failed",
+        )
+        for gap in found
+    ]

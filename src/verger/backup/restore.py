@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import os
 import shutil
 import time
 from collections.abc import Collection
@@ -20,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from verger.backup.cluster import ScratchCluster, clean_stale
+from verger.backup.cluster import ScratchCluster, clean_stale, free_port
 from verger.backup.engines.base import (
     Engine,
     EngineBackup,
@@ -30,7 +32,7 @@ from verger.backup.engines.base import (
     no_progress,
     step,
 )
-from verger.backup.gaps import find_gaps
+from verger.backup.gaps import Gap, find_gaps
 from verger.backup.system import Runner, pg_program
 from verger.errors import BackupError
 from verger.state import Store
@@ -99,18 +101,28 @@ def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
 
 
 def plan(
-    engine: Engine, latest: bool, to_time: float | None, skip: Collection[str] = ()
+    engine: Engine,
+    latest: bool,
+    to_time: float | None,
+    skip: Collection[str] = (),
+    verified: Collection[str] = (),
+    label: str | None = None,
 ) -> RestorePoint:
     """The restore point for ``--latest`` or ``--to-time``, refused if out of reach.
 
     Backups named in ``skip`` (those proved unrestorable) are never chosen.
+    With WAL, ``--latest`` starts from the newest backup in ``verified`` that
+    the archive continues without a gap (replay brings it to the same end);
+    ``label`` names the backup to start from instead.
     """
     span = reach(engine, skip)
+    if label is not None:
+        span = _only(span, label, skip)
     if to_time is None:
-        newest = max(span.backups, key=lambda b: b.finished_at)
-        if engine.pitr:
+        if engine.pitr and latest:
             _refuse_latest_across_a_gap(engine, span)
-        return RestorePoint(label=newest.label, latest=engine.pitr)
+        base = _base_for_latest(engine, span, verified)
+        return RestorePoint(label=base.label, latest=engine.pitr and latest)
     if not engine.pitr:
         raise BackupError(
             "the pg_dump engine keeps no WAL, so it cannot restore to a point in time",
@@ -126,26 +138,90 @@ def plan(
     for gap in find_gaps(span.backups, span.segments):
         start = gap.broken_from or 0.0
         end = gap.broken_until or float("inf")
-        if start <= to_time <= end:
+        # Archive times are whole seconds, later than the commits they hold:
+        # the second a segment before the gap was archived may still be reached.
+        if start < to_time <= end:
             raise BackupError(
                 f"cannot restore to {when(to_time)}: {gap.sentence(when)}",
                 "pick a time outside that range",
             )
     usable = [b for b in span.backups if b.finished_at <= to_time]
+    if not usable:
+        raise BackupError(
+            f"cannot restore to {when(to_time)}: backup {label} finished after it",
+            "pick a later time, or another backup",
+        )
     base = max(usable, key=lambda b: b.finished_at)
     return RestorePoint(label=base.label, time=to_time)
+
+
+def _only(span: Reach, label: str, skip: Collection[str]) -> Reach:
+    """The reach of one named backup: from its end to the end of the archive."""
+    chosen = [b for b in span.backups if b.label == label]
+    if not chosen:
+        why = "a restore proved it broken" if label in skip else "it is not listed"
+        raise BackupError(
+            f"cannot restore from backup {label}: {why}",
+            "see 'verger backup list' for the backups that can be restored",
+        )
+    return Reach(chosen[0].finished_at, span.latest, chosen, span.segments)
+
+
+def _base_for_latest(
+    engine: Engine, span: Reach, verified: Collection[str]
+) -> EngineBackup:
+    """The newest verified backup whose WAL reaches the archive's end, else the newest.
+
+    Without WAL a backup is its own restore point, so the newest one is taken.
+    """
+    newest = max(span.backups, key=lambda b: b.finished_at)
+    if not engine.pitr:
+        return newest
+    gaps = find_gaps(span.backups, span.segments)
+    proved = [
+        b
+        for b in span.backups
+        if b.label in verified and not any(_needs(b, gap) for gap in gaps)
+    ]
+    return max(proved, key=lambda b: b.finished_at) if proved else newest
+
+
+def _needs(backup: EngineBackup, gap: Gap) -> bool:
+    """Whether replay from ``backup`` to the archive's end must cross ``gap``."""
+    start = backup.wal_stop or backup.wal_start
+    return start is None or start[8:] <= gap.last[8:]
 
 
 def _refuse_latest_across_a_gap(engine: Engine, span: Reach) -> None:
     """--latest would stop at a gap no later backup heals, and look complete."""
     for gap in find_gaps(span.backups, span.segments):
         if gap.broken_until is None:
-            stop = when(gap.broken_from) if gap.broken_from else "the newest backup"
             raise BackupError(
                 f"--latest cannot reach now: {gap.sentence(when)}",
-                f"restore with --to-time '{stop}' to get everything up to the gap "
-                "(writes after it are not in the archive), and take a new backup",
+                _before_the_gap(engine, span, gap),
             )
+
+
+def _before_the_gap(engine: Engine, span: Reach, gap: Gap) -> str:
+    """A hint with a --to-time that recovery can reach: the newest commit before the gap.
+
+    Recovery to a time stops at the first commit after it, so the time must lie
+    before a commit the archive still holds; rounded down to the second, the
+    newest commit's own time does.
+    """
+    before = [s.name for s in span.segments if s.name[8:] < gap.first[8:]]
+    newest = getattr(engine, "last_commit", None)
+    commit = newest(before[::-1][:4]) if callable(newest) and before else None
+    stop = None if commit is None else math.ceil(commit) - 1
+    if stop is None or stop < span.earliest:
+        return (
+            "restore with --to-time at a time before the gap (see 'verger backup "
+            "list'), and take a new backup"
+        )
+    return (
+        f"restore with --to-time '{when(stop)}' to get everything up to the gap "
+        "(writes after it are not in the archive), and take a new backup"
+    )
 
 
 class TargetCluster(ScratchCluster):
@@ -214,8 +290,10 @@ def restore(
     cluster = TargetCluster(context.runner, context.scratch, folder.resolve())
     try:
         engine.restore(point, cluster, progress)
-        seconds = time.monotonic() - started
         reached = _reached(cluster)
+        cluster.stop()
+        finished = _finish_target(context.runner, cluster.data, not engine.pitr)
+        seconds = time.monotonic() - started
         cluster.record(finished=True)
     except BaseException:
         cluster.discard()
@@ -230,8 +308,74 @@ def restore(
         "latest": point.latest,
         "recovered_to": reached,
         "seconds": round(seconds, 1),
-        "start_with": f"{pg_program('pg_ctl')} -D {cluster.data} start",
+        **finished,
     }
+
+
+# Access rules for a restored pg_dump target, whose initdb trusted everyone.
+TARGET_HBA = """\
+# Written by verger restore: the scratch cluster trusted every connection.
+# TYPE  DATABASE     USER  ADDRESS       METHOD
+local   all          all                 peer
+host    all          all   127.0.0.1/32  scram-sha-256
+host    all          all   ::1/128       scram-sha-256
+local   replication  all                 peer
+host    replication  all   127.0.0.1/32  scram-sha-256
+host    replication  all   ::1/128       scram-sha-256
+"""
+# Settings a restore leaves in postgresql.auto.conf that only the scratch run needs.
+SCRATCH_ONLY = ("restore_command", "fsync", "hot_standby", "port")
+
+
+def _finish_target(runner: Runner, data: Path, logical: bool) -> dict[str, Any]:
+    """Make a restored folder safe to start as it is, and say how to start it.
+
+    The copy was recovered with fsync off (or made by initdb --no-sync), so
+    it is flushed to disk here; a logical restore's trust-everyone pg_hba.conf
+    is replaced; and a free port is written in, so that starting it does not
+    collide with the server it came from.
+    """
+    port = free_port()
+    auto = data / "postgresql.auto.conf"
+    kept = [
+        line
+        for line in _lines(auto)
+        if line.split("=", 1)[0].strip() not in SCRATCH_ONLY
+    ]
+    kept.append(f"port = '{port}'")
+    _write_as_owner(auto, "\n".join(kept) + "\n")
+    if logical:
+        _write_as_owner(data / "pg_hba.conf", TARGET_HBA)
+    runner.run(
+        [pg_program("initdb"), "--sync-only", "-D", str(data)],
+        what="initdb --sync-only",
+        timeout=3600,
+    )
+    command = f"{pg_program('pg_ctl')} -D {data} -o '-p {port}' -l {data}/log start"
+    if runner.user is not None:
+        command = f'su {runner.user.name} -c "{command}"'
+    facts: dict[str, Any] = {"port": port, "start_with": command}
+    if logical:
+        facts["access"] = (
+            "pg_hba.conf allows local connections by peer and host connections "
+            "by scram-sha-256 password"
+        )
+    return facts
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _write_as_owner(path: Path, text: str) -> None:
+    """Replace a file of the data folder, owned like the folder, private to it."""
+    owner = path.parent.stat()
+    path.write_text(text)
+    os.chown(path, owner.st_uid, owner.st_gid)
+    path.chmod(0o600)
 
 
 def _default_folder(root: Path, database: str) -> Path:

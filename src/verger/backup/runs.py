@@ -94,7 +94,17 @@ def reconcile(engine: Engine, store: Store) -> list[str]:
         )
         changes.append(f"Backup #{row.id} was interrupted and is marked failed.")
     held = {b.label: b for b in engine.backups()}
-    for row in store.backups(database, "done", "verified", "unrestorable"):
+    kept = store.backups(database, "done", "verified", "unrestorable")
+    if not held and kept:
+        # A repository that lists nothing while the catalog holds backups is
+        # more likely unmounted or replaced than emptied by retention.
+        log.warning(
+            "The repository lists no backup while the catalog holds %d; "
+            "they are left as they are",
+            len(kept),
+        )
+        return changes
+    for row in kept:
         if row.label not in held:
             store.update_backup(row.id, status="expired")
             changes.append(

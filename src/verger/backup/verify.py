@@ -29,6 +29,63 @@ from verger.state.base import Row, Store
 
 log = logging.getLogger("verger.backup")
 
+# Words in a failed restore's error that speak about the backup's own bytes.
+CONTENT = (
+    "checksum",
+    "corrupt",
+    "damaged",
+    "truncated",
+    "authentication check",
+    "not a verger backup",
+    "zst error",
+    "gz error",
+    "lz4 error",
+    "bz2 error",
+    "invalid page",
+    "invalid magic",
+    "row count",
+)
+# Words that put the blame on the surroundings: the same backup may restore
+# once the repository is readable, mounted or has room again.
+SURROUNDINGS = (
+    "permission denied",
+    "no such file",
+    "no space left",
+    "disk full",
+    "read-only file system",
+    "not mounted",
+    "passphrase",
+    "interrupted",
+    "timed out",
+    "connection refused",
+)
+
+
+def content_error(exc: VergerError) -> bool:
+    """Whether a failed restore is evidence about the backup, not about the place.
+
+    Only such a failure may mark a backup unrestorable; a repository that
+    cannot be read today says nothing about what it holds.
+    """
+    text = f"{exc.message}\n{exc.detail}".lower()
+    if any(word in text for word in SURROUNDINGS):
+        return False
+    return any(word in text for word in CONTENT)
+
+
+def mark_unrestorable(store: Store, database: str, label: str, why: str) -> None:
+    """Record that restoring ``label`` failed on its content, so it is not chosen."""
+    row = store.backup_by_label(database, label)
+    if row is None:
+        return
+    store.update_backup(
+        row.id,
+        status="unrestorable",
+        verified_at=time.time(),
+        verify_detail=f"Backup #{row.id} ({label}) did not restore: {why}.",
+    )
+    log.warning("Backup #%d (%s) is unrestorable: %s", row.id, label, why)
+
 
 @dataclass
 class Verdict:
@@ -38,12 +95,19 @@ class Verdict:
     seconds: float
     problems: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    # The restore failed for a reason outside the backup: nothing was proved.
+    unproved: bool = False
 
     def sentence(self) -> str:
         if self.verified:
             return (
                 f"Backup #{self.backup_id} ({self.label}) is verified: restored in "
                 f"{self.seconds:.1f}s, {'; '.join(self.checked)}."
+            )
+        if self.unproved:
+            return (
+                f"Backup #{self.backup_id} ({self.label}) could not be verified, "
+                f"which says nothing about its content: {'; '.join(self.problems)}."
             )
         return (
             f"Backup #{self.backup_id} ({self.label}) did not pass: "
@@ -73,17 +137,22 @@ def verify_backup(
         raise  # Stopped, not disproved: the backup stays as it was.
     except VergerError as exc:
         verdict.problems.append(f"the restore failed: {exc}")
+        verdict.unproved = not content_error(exc)
     finally:
         cluster.remove()
     verdict.verified = not verdict.problems
     verdict.seconds = verdict.seconds or time.monotonic() - started
-    store.update_backup(
-        row.id,
-        status="verified" if verdict.verified else "unrestorable",
-        verified_at=time.time(),
-        verify_seconds=verdict.seconds,
-        verify_detail=verdict.sentence(),
-    )
+    if verdict.unproved:
+        # Its status stays: only evidence about the backup itself may condemn it.
+        store.update_backup(row.id, verify_detail=verdict.sentence())
+    else:
+        store.update_backup(
+            row.id,
+            status="verified" if verdict.verified else "unrestorable",
+            verified_at=time.time(),
+            verify_seconds=verdict.seconds,
+            verify_detail=verdict.sentence(),
+        )
     log.info(verdict.sentence())
     return verdict
 

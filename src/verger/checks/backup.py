@@ -1,5 +1,5 @@
-"""The backup checks: archiving works, WAL keeps up, the repository answers,
-and a verified backup exists."""
+"""The backup checks: archiving works, WAL keeps up, the archive has no gap,
+the repository answers, and a verified backup exists."""
 
 from __future__ import annotations
 
@@ -23,7 +23,11 @@ def check_backup(context: Context) -> Iterator[Check]:
     except VergerError as exc:
         yield Check("backup", "fail", exc.message, exc.hint)
         return
-    findings = [*health.archiving(engine), health.repository(engine)]
+    findings = [
+        *health.archiving(engine),
+        *health.gaps(engine),
+        health.repository(engine),
+    ]
     try:
         store = open_store(loaded.config.state, loaded.root)
         findings.append(health.freshness(engine, store))

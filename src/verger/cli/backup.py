@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from verger.cli.main import Ctx, _store, cli, pass_ctx
+from verger.cli.main import Ctx, UsageError, _store, cli, pass_ctx
 from verger.config.types import format_duration
-from verger.errors import VergerError
+from verger.errors import RepositoryMissing, VergerError
 
 # What the progress bar says in each step of a job.
 PHASES = {
@@ -160,13 +160,23 @@ def backup_run(c: Ctx, kind: str | None, no_verify: bool) -> None:
 @backup.command("list")
 @pass_ctx
 def backup_list(c: Ctx) -> None:
-    """Backups in the catalog, newest first, with what proved them."""
-    from verger.backup import make_context, make_engine, reconcile
+    """Backups in the catalog, newest first, with what proved them, and WAL gaps."""
+    from verger.backup import find_gaps, make_context, make_engine, reconcile, when
 
     context = make_context(c.loaded)
+    engine = make_engine(context)
     store = _store(c)
     _tidy(c, context, store)
-    reconcile(make_engine(context), store)
+    rows = store.backups(context.database)
+    try:
+        reconcile(engine, store)
+        gaps = find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
+    except RepositoryMissing as exc:
+        if not rows:
+            raise
+        # The catalog is what is left to go by: show it, marked as unchecked.
+        c.out.warn(f"{exc.message}; {exc.hint}. The catalog below is unchecked.")
+        gaps = []
     rows = store.backups(context.database)
     c.out.table(
         f"Backups of {context.database}",
@@ -186,8 +196,13 @@ def backup_list(c: Ctx) -> None:
             ]
             for r in rows
         ],
-        data=[_backup_data(r) for r in rows],
+        data={
+            "backups": [_backup_data(r) for r in rows],
+            "gaps": [gap.__dict__ for gap in gaps],
+        },
     )
+    for gap in gaps:
+        c.out.warn(gap.sentence(when))
 
 
 def _backup_data(row: Any) -> dict[str, Any]:
@@ -222,6 +237,13 @@ def backup_verify(c: Ctx, backup_id: int | None) -> None:
 
     with _job(c, "verification") as (engine, store, progress):
         reconcile(engine, store)
+        if backup_id is None and not store.backups(engine.context.database, "done"):
+            c.out.result(
+                {"id": None, "verified": None},
+                "There is nothing to verify: every backup is verified or proved "
+                "unrestorable (name one to verify it again: verger backup verify ID).",
+            )
+            return
         row = to_verify(store, engine.context.database, backup_id)
         verdict = verify_backup(engine, store, row, progress)
         gaps = find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
@@ -260,6 +282,7 @@ def backup_watch(c: Ctx) -> None:
     _tidy(c, context, store)
     findings = [
         *health.archiving(engine),
+        *health.gaps(engine),
         health.repository(engine),
         health.freshness(engine, store),
     ]
@@ -317,35 +340,105 @@ def backup_expire(c: Ctx) -> None:
 @click.option("--latest", is_flag=True, help="Restore the newest backup and all WAL.")
 @click.option("--to-time", "to_time", metavar="TIME", help="Restore to this moment.")
 @click.option(
+    "--backup",
+    "backup_id",
+    type=int,
+    metavar="ID",
+    help="Start from this backup (see 'backup list'); alone: restore it to its end.",
+)
+@click.option(
     "--target",
     metavar="DIR|URL",
     help="A new data folder, or an empty database's postgresql:// URL "
     "(default: a folder under .verger/restores/).",
 )
 @pass_ctx
-def restore(c: Ctx, latest: bool, to_time: str | None, target: str | None) -> None:
+def restore(
+    c: Ctx,
+    latest: bool,
+    to_time: str | None,
+    backup_id: int | None,
+    target: str | None,
+) -> None:
     """Restore the database as it was at a time, or as late as the archive reaches."""
     from verger.backup import parse_time, plan, unusable, when
     from verger.backup import restore as run_restore
-    from verger.errors import BackupError
+    from verger.backup.verify import content_error, mark_unrestorable
 
-    if latest == (to_time is not None):
-        raise BackupError(
-            "say where to restore to: --latest or --to-time TIME (one of them)",
-            "for example: verger restore --to-time '2026-12-03 21:30:00+00:00'",
-        )
-    moment = parse_time(to_time) if to_time is not None else None
+    _require_one_point(latest, to_time, backup_id)
+    try:
+        moment = parse_time(to_time) if to_time is not None else None
+    except VergerError as exc:
+        raise UsageError(f"--to-time: {exc.message}", exc.hint) from None
     with _job(c, "restore") as (engine, store, progress):
-        point = plan(engine, latest, moment, unusable(store, engine.context.database))
+        database = engine.context.database
+        label = None if backup_id is None else _label_of(store, database, backup_id)
+        skip = unusable(store, database)
+        verified = _verified(store, engine)
+        point = plan(engine, latest, moment, skip, verified, label)
+        _say_choice(c, store, database, point.label, verified, skip)
         store.audit(
             "cli", "restore", None, backup=point.label, to_time=moment, target=target
         )
-        done = run_restore(engine, point, target, progress)
+        try:
+            done = run_restore(engine, point, target, progress)
+        except VergerError as exc:
+            if point.label and content_error(exc):
+                mark_unrestorable(store, database, point.label, str(exc))
+            raise
     reached = when(done["recovered_to"]) if done["recovered_to"] else "the backup's end"
     human = f"Restored {done['backup']} into {done['target']}, recovered to {reached}"
+    if done.get("access"):
+        human += f". {done['access'][0].upper()}{done['access'][1:]}"
     if done.get("start_with"):
         human += f". Start it with: {done['start_with']}"
     c.out.result(done, human)
+
+
+def _require_one_point(
+    latest: bool, to_time: str | None, backup_id: int | None
+) -> None:
+    if latest and to_time is not None:
+        raise UsageError(
+            "--latest and --to-time contradict each other: give one of them",
+            "for example: verger restore --to-time '2026-12-03 21:30:00+00:00'",
+        )
+    if not latest and to_time is None and backup_id is None:
+        raise UsageError(
+            "say where to restore to: --latest, --to-time TIME or --backup ID",
+            "for example: verger restore --to-time '2026-12-03 21:30:00+00:00'",
+        )
+
+
+def _label_of(store: Any, database: str, backup_id: int) -> str:
+    row = store.backup(backup_id)
+    if row is None or row.database != database or not row.label:
+        raise UsageError(
+            f"there is no backup #{backup_id}", "see 'verger backup list' for ids"
+        )
+    return str(row.label)
+
+
+def _say_choice(
+    c: Ctx,
+    store: Any,
+    database: str,
+    label: str | None,
+    verified: set[str],
+    skip: set[str],
+) -> None:
+    """Say which backup the restore starts from, and what it passed over."""
+    for broken in sorted(skip):
+        c.out.say(f"Skipping backup {broken}: a restore proved it unrestorable.")
+    row = store.backup_by_label(database, label) if label else None
+    name = f"#{row.id} ({label})" if row is not None else str(label)
+    if label in verified:
+        c.out.say(f"Restoring from verified backup {name}.")
+    else:
+        c.out.warn(
+            f"No verified backup fits; restoring from backup {name}, which no "
+            "restore has proved yet."
+        )
 
 
 @cli.group()
@@ -365,12 +458,11 @@ def dr_drill(c: Ctx, lead: str | None) -> None:
     """Restore the newest backup plus WAL as if production were lost; measure."""
     from verger.backup import drill
     from verger.config.types import parse_duration
-    from verger.errors import BackupError
 
     try:
         seconds = None if lead is None else parse_duration(lead)
     except ValueError as exc:
-        raise BackupError(f"--lead: {exc}", "write it like 90s or 2m") from None
+        raise UsageError(f"--lead: {exc}", "write it like 90s or 2m") from None
     with _job(c, "drill") as (engine, store, progress):
         result = drill(engine, store, lead=seconds, progress=progress)
         if not result.passed:

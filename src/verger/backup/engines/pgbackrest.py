@@ -51,8 +51,9 @@ from verger.backup.engines.base import (
     no_progress,
     step,
 )
+from verger.backup.system import pg_program
 from verger.config.model import S3
-from verger.errors import BackupError
+from verger.errors import BackupError, RepositoryMissing
 
 log = logging.getLogger("verger.backup")
 
@@ -65,6 +66,10 @@ KEEP_ALL = 9999999
 PERCENT = re.compile(r"\(\d+(?:\.\d+)?[KMGTP]?B, (\d+(?:\.\d+)?)%\)")
 NEW_LABEL = re.compile(r"new backup label = (\S+)")
 ERROR_LINE = re.compile(r"ERROR: \[(\d+)\]: (.*)")
+# A commit record in pg_waldump's output, its time printed in UTC.
+COMMIT_TIME = re.compile(r"desc: COMMIT (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
+# The start of another pgBackRest log line (process id and level, or a time).
+LOG_PREFIX = re.compile(r"^\s*(?:\d{4}-\d\d-\d\d |P\d\d +[A-Z]+:)")
 # An archived segment: 24 hex digits, then "-<sha1>" and an optional compression suffix.
 SEGMENT = re.compile(r"^([0-9A-F]{24})-[0-9a-f]{40}(?:\.[a-z0-9]+)?$")
 
@@ -327,7 +332,7 @@ class PgBackRest(Engine):
         if undecryptable(detail):
             return self.passphrase_error()
         if code == 1:
-            return BackupError(
+            return self.missing_error() or BackupError(
                 f"the repository has no stanza {self.context.stanza} yet",
                 "run backup setup first",
             )
@@ -416,6 +421,40 @@ class PgBackRest(Engine):
             if match and entry.get("type") == "file":
                 segments.append(WalSegment(match[1], float(entry.get("time", 0))))
         return sorted(segments, key=lambda s: (s.name[8:], s.name[:8]))
+
+    def last_commit(self, names: list[str]) -> float | None:
+        """The newest commit time in the first of the archived segments ``names``
+        that holds a commit, read with pg_waldump from a copy fetched with
+        archive-get; None when none can be read."""
+        self.ensure_config()
+        scratch = self.runner.own(self.context.scratch, 0o755)
+        folder = self.runner.own(scratch / f"wal-{os.getpid()}", 0o700)
+        try:
+            for name in names:
+                found = self._commits(name, folder)
+                if found:
+                    return max(found)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+    def _commits(self, name: str, folder: Path) -> list[float]:
+        try:
+            self.run("archive-get", name, str(folder / name), timeout=300)
+        except BackupError as exc:
+            log.warning("Cannot fetch WAL segment %s: %s", name, exc)
+            return []
+        done = self.runner.run(
+            [pg_program("pg_waldump"), str(folder / name)],
+            env={"TZ": "UTC"},
+            check=False,
+            timeout=300,
+        )
+        (folder / name).unlink(missing_ok=True)
+        return [
+            datetime.fromisoformat(match[1]).replace(tzinfo=UTC).timestamp()
+            for match in COMMIT_TIME.finditer(done.stdout)
+        ]
 
     def expire(self, keep: list[str]) -> list[str]:
         """Expire every set not kept nor needed by a kept one, then the WAL they held."""
@@ -731,7 +770,9 @@ class PgBackRest(Engine):
             return self.passphrase_error()
         match = ERROR_LINE.search(text)
         reason = (
-            clean(match[2]) if match else clean(lines[-1] if lines else "no output")
+            _whole_error(text, match)
+            if match
+            else clean(lines[-1] if lines else "no output")
         )
         hint = f"see {self.context.state / 'log'} for pgBackRest's log"
         if match and int(match[1]) == LOCK_HELD:
@@ -742,6 +783,29 @@ class PgBackRest(Engine):
             f"pgBackRest {command} failed: {reason[:300]}",
             hint,
             detail="\n".join(clean(line) for line in lines[-40:]),
+        )
+
+    def missing_error(self) -> RepositoryMissing | None:
+        """A local repository whose folder is gone or holds nothing: not a new one.
+
+        Setup would start an empty stanza there and hide that the real
+        repository is unmounted or deleted, so the error never suggests it.
+        """
+        path = self.context.repository_path()
+        if path is None:
+            return None
+        try:
+            empty = not path.is_dir() or not any(path.iterdir())
+        except OSError:
+            empty = True
+        if not empty and not (path / "backup" / self.context.stanza).exists():
+            empty = self.saved_facts() is not None
+        if not empty:
+            return None
+        return RepositoryMissing(
+            f"the repository at {path} is missing or not mounted",
+            "mount it, or restore the folder from a copy; until then no backup "
+            "can be listed, verified or restored",
         )
 
     def passphrase_error(self) -> BackupError:
@@ -890,6 +954,18 @@ def first_socket(setting: str) -> str | None:
 
 def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _whole_error(text: str, match: re.Match[str]) -> str:
+    """The ERROR line with the lines that continue it (a reason ending in ':')."""
+    parts = [clean(match[2])]
+    for line in text[match.end() :].splitlines()[1:]:
+        if not parts[-1].endswith(":") and not line[:1].isspace():
+            break
+        if LOG_PREFIX.match(line) or not clean(line):
+            break
+        parts.append(clean(line))
+    return " ".join(parts).rstrip(":")
 
 
 def first_line(text: str) -> str:
