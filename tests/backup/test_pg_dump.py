@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Source, postgres_runner
+from conftest import Source, backup_config, postgres_runner, verger
 
 from verger.backup.cluster import ScratchCluster
 from verger.backup.crypt import DamagedFile, WrongPassphrase
@@ -581,8 +581,6 @@ def test_a_restored_folder_starts_as_printed_and_trusts_no_one(
     port of its own in postgresql.auto.conf, and a start command that works."""
     import json
     import shlex
-
-    from conftest import backup_config, verger
 
     from verger.backup.system import pg_program
 
