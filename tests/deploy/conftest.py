@@ -30,6 +30,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: held open together, so the kernel cannot hand one out twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 @dataclass
 class Project:
     """A folder holding an app and its verger.yml, driven through the real CLI."""
@@ -166,7 +178,8 @@ def _kill_leftovers(root: Path) -> None:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Project]:
-    ports = {"staging": free_port(), "production": free_port()}
+    staging, production = free_ports(2)
+    ports = {"staging": staging, "production": production}
     proj = Project(tmp_path, ports)
     proj.write_config(config_text(ports))
     yield proj
