@@ -254,16 +254,16 @@ def test_masking_a_key_column_is_refused(site):
 
 
 def test_unique_column_larger_than_the_fiction_range_is_refused(site):
-    """14,001 distinct UK numbers in a unique column cannot all get fiction numbers."""
+    """15,001 distinct UK numbers in a unique column cannot all get fiction numbers."""
     site.sql(
         "CREATE TABLE contacts (id serial PRIMARY KEY, phone text UNIQUE);"
         " INSERT INTO contacts (phone) SELECT '+447911' || lpad(g::text, 6, '0')"
-        " FROM generate_series(1, 14001) g"
+        " FROM generate_series(1, 15001) g"
     )
     site.mask["contacts.phone"] = "phone"
     site.keep.append("contacts.id")
 
-    with pytest.raises(MaskError, match="holds only 14000 numbers") as raised:
+    with pytest.raises(MaskError, match="holds only 15000 numbers") as raised:
         refresh(site.loaded(), site.store(), use_snapshot=True)
     assert "hash" in raised.value.hint
 

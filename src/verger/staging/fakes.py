@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
-import random
+import math
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -86,10 +86,15 @@ def normal_text(value: str) -> str:
 
 @dataclass(frozen=True)
 class Block:
-    """Numbers reserved for fiction: ``count`` numbers from ``start`` (digits, no +)."""
+    """Numbers reserved for fiction: ``count`` numbers from ``start`` (digits, no +).
+
+    ``kind`` is the kind of line they pass for: ``mobile``, ``landline``, or
+    ``any`` where the plan does not tell the two apart (North America).
+    """
 
     start: int
     count: int
+    kind: str = "any"
 
 
 def _nanp_blocks() -> list[Block]:
@@ -103,74 +108,170 @@ def _nanp_blocks() -> list[Block]:
     return blocks
 
 
-# Ofcom's drama numbers and ACMA's fiction ranges; other countries get unused
-# numbers of their own (Faker._unassigned).
+# Ofcom's numbers for drama: 07700 900000-900999 for mobiles, and a thousand
+# numbers in each of these geographic areas. Ofcom also reserves 0115 496 0xxx
+# and 01632 960xxx, left out because phonenumbers (and so many applications)
+# refuses them as invalid; 07700 900xxx it refuses too, but it is the only
+# mobile range there is.
+UK_AREAS = (
+    "1134960",
+    "1144960",
+    "1164960",
+    "1174960",
+    "1184960",
+    "1214960",
+    "1314960",
+    "1414960",
+    "1514960",
+    "1614960",
+    "1914980",
+    "2079460",
+    "2896496",
+    "2920180",
+)
+# ACMA's numbers for creative works: thirty mobile numbers, and (0x) 5550 xxxx
+# and (0x) 7010 xxxx in each of the four geographic areas.
+AU_MOBILES = (
+    "491570006",
+    "491570156",
+    "491570157",
+    "491570158",
+    "491570159",
+    "491570110",
+    "491570313",
+    "491570737",
+    "491571266",
+    "491571491",
+    "491571804",
+    "491572549",
+    "491572665",
+    "491572983",
+    "491573770",
+    "491573087",
+    "491574118",
+    "491574632",
+    "491575254",
+    "491575789",
+    "491576398",
+    "491576801",
+    "491577426",
+    "491577644",
+    "491578957",
+    "491578148",
+    "491578888",
+    "491579212",
+    "491579760",
+    "491579455",
+)
+
+# Other countries get unused numbers of their own (Faker._unassigned).
 POOLS: dict[int, list[Block]] = {
     1: _nanp_blocks(),
     44: [
-        Block(447700900000, 1000),
-        Block(442079460000, 1000),
-        Block(441632960000, 1000),
-        *(
-            Block(int(f"44{area}4960000"), 1000)
-            for area in (113, 114, 115, 116, 117, 118, 121, 131, 141, 151, 161)
-        ),
+        Block(447700900000, 1000, "mobile"),
+        *(Block(int(f"44{area}000"), 1000, "landline") for area in UK_AREAS),
     ],
     61: [
-        Block(61255500000, 10000),
-        Block(61370100000, 10000),
-        Block(61755500000, 10000),
-        Block(61870100000, 10000),
+        *(Block(int(f"61{number}"), 1, "mobile") for number in AU_MOBILES),
+        *(
+            Block(int(f"61{area}{exchange}0000"), 10000, "landline")
+            for area in (2, 3, 7, 8)
+            for exchange in (5550, 7010)
+        ),
     ],
 }
 
 
+def kind_of(real: str) -> str:
+    """Whether a number (E.164) is a mobile or a landline, where its country says."""
+    if real.startswith("+44"):
+        if real[3:4] == "7" and real[4:5] not in ("0", "6"):
+            return "mobile"
+        return "landline" if real[3:4] in ("1", "2") else "any"
+    if real.startswith("+61"):
+        if real[3:4] in ("4", "5"):
+            return "mobile"
+        return "landline" if real[3:4] in ("2", "3", "7", "8") else "any"
+    return "any"
+
+
 class PhonePool:
-    """Assigns each real number a distinct fiction number in its country's pool."""
+    """Gives each real number a fiction number of its country, distinct where it can.
+
+    Slots are handed out in ``reserve``, before any row is masked, to every
+    number of the masked phone columns at once, in the order of their keyed
+    digests: each takes the first free slot of a probe sequence drawn from its
+    own digest, among the numbers of its kind (mobile or landline) while they
+    last, then anywhere in the country's ranges. The slots depend on which
+    numbers there are, never on the order rows are read in; a number added
+    moves another only when it outranks it for a slot, and that one alone.
+    """
 
     def __init__(self, blocks: list[Block]) -> None:
         self.blocks = blocks
         self.capacity = sum(block.count for block in blocks)
         self.offsets = list(itertools.accumulate((b.count for b in blocks), initial=0))
+        self.spans: dict[str, tuple[int, int]] = {}
+        for index, block in enumerate(blocks):
+            first, size = self.spans.get(block.kind, (self.offsets[index], 0))
+            self.spans[block.kind] = (first, size + block.count)
         self.given: dict[str, int] = {}
         self.taken: set[int] = set()
-        self.order: list[int] = []
-        self.next = 0
+        self.used = dict.fromkeys(self.spans, 0)
 
     def number(self, slot: int) -> int:
         index = bisect.bisect_right(self.offsets, slot) - 1
         return self.blocks[index].start + slot - self.offsets[index]
 
-    def _free(self) -> int:
-        """The next free slot in a fixed shuffled order: O(1) even when nearly full."""
-        if not self.order:
-            self.order = list(range(self.capacity))
-            random.Random(self.capacity).shuffle(self.order)
-        while self.order[self.next] in self.taken:
-            self.next += 1
-        return self.order[self.next]
+    def _span(self, kind: str) -> tuple[int, int]:
+        return self.spans.get(kind, (0, self.capacity))
 
-    def assign(
-        self, real: str, seed: int, unique: bool, where: str, shared: bool = True
-    ) -> int:
-        if not shared:
-            return self.number(seed % self.capacity)
-        if real in self.given:
-            return self.number(self.given[real])
-        slot = seed % self.capacity
-        if len(self.taken) >= self.capacity:
-            if unique:
-                raise MaskError(
-                    f"{where} is unique, and the fiction range for its numbers holds "
-                    f"only {self.capacity} numbers",
-                    f"mask {where} with hash instead of phone",
-                )
-            return self.number(slot)
-        if slot in self.taken:
-            slot = self._free()
+    def _full(self, kind: str) -> bool:
+        if kind not in self.spans:
+            return len(self.taken) >= self.capacity
+        return self.used[kind] >= self.spans[kind][1]
+
+    def _probe(self, digest: bytes, first: int, size: int) -> int:
+        """The first free slot in ``first:first+size`` on the digest's own sequence."""
+        start = int.from_bytes(digest[:8], "big") % size
+        step = 1 + int.from_bytes(digest[8:16], "big") % max(1, size - 1)
+        while math.gcd(step, size) != 1:
+            step += 1
+        slot = start
+        while first + slot in self.taken:
+            slot = (slot + step) % size
+        return first + slot
+
+    def _take(self, real: str, slot: int) -> None:
         self.taken.add(slot)
         self.given[real] = slot
-        return self.number(slot)
+        self.used[self.blocks[bisect.bisect_right(self.offsets, slot) - 1].kind] += 1
+
+    def reserve(self, ranked: list[tuple[bytes, str]]) -> list[str]:
+        """Slots for ``ranked`` (digest, number), best rank first; those left without one."""
+        overflow = []
+        for digest, real in ranked:
+            kind = kind_of(real)
+            if kind in self.spans and not self._full(kind):
+                self._take(real, self._probe(digest, *self.spans[kind]))
+            else:
+                overflow.append((digest, real))
+        left = []
+        for digest, real in overflow:
+            if len(self.taken) >= self.capacity:
+                left.append(real)
+            else:
+                self._take(real, self._probe(digest, 0, self.capacity))
+        return left
+
+    def assign(self, real: str, digest: bytes) -> int:
+        """For a number never reserved, a free number, kept for none (or any, when full)."""
+        kind = kind_of(real)
+        if kind in self.spans and not self._full(kind):
+            return self.number(self._probe(digest, *self.spans[kind]))
+        if len(self.taken) < self.capacity:
+            return self.number(self._probe(digest, 0, self.capacity))
+        return self.number(int.from_bytes(digest[:8], "big") % self.capacity)
 
 
 class Faker:
@@ -188,12 +289,17 @@ class Faker:
         self.emails: dict[str, str] = {}
         self.fakes: set[str] = set()
         self._phones: dict[str, str | None] = {}
-        # Set when more numbers are masked than the fiction ranges hold and no
-        # phone column is unique: a number's fake is then its digest's slot,
-        # a function of the number alone, the same in every process.
-        self.overfull = False
         self._numbers: dict[str, int] = {}
+        # The numbers of the masked phone columns, each with the first unique
+        # column it is in (None in none), learnt before any row is masked.
+        self._learnt: dict[str, str | None] = {}
+        # A unique column's first value for each of its numbers, to find values
+        # that write one number two ways (twins), which masking makes alike.
+        self._written: dict[tuple[str, str], str] = {}
+        self.twins: dict[str, set[str]] = {}
+        # Numbers of countries without fiction ranges: those given, and theirs.
         self._elsewhere: dict[int, set[int]] = {}
+        self._abroad: dict[str, int] = {}
         self._in_text: dict[str, tuple[str, int | None]] = {}
         # Production's names, emails and numbers, filled before any row is masked.
         self.known = Known()
@@ -289,6 +395,68 @@ class Faker:
             return None
         return f"+1{digits}"
 
+    def learn_phone(self, value: str, unique: str | None = None) -> None:
+        """One value of a masked phone column, learnt before any row is masked.
+
+        ``unique`` names the column when a unique index covers it: its numbers
+        are given fiction numbers first, and values writing one number in two
+        ways are kept in ``twins`` for the check that masking keeps it unique.
+        """
+        if not value.strip():
+            return
+        real = self._real(value)
+        if real.startswith("+"):
+            self.known.add_phone(real)
+        if unique is None:
+            self._learnt.setdefault(real, None)
+            return
+        if self._learnt.get(real) is None:
+            self._learnt[real] = unique
+        first = self._written.setdefault((unique, real), value)
+        if first != value:
+            self.twins.setdefault(unique, set()).update((first, value))
+
+    def settle(self) -> None:
+        """A fiction number for every learnt number, all at once (see PhonePool).
+
+        Numbers of unique columns go first, so the others cannot take the
+        slots they need; within each group, numbers go in the order of their
+        keyed digests, so the outcome is the same whatever order rows came in.
+        """
+        first: list[tuple[bytes, str]] = []
+        rest: list[tuple[bytes, str]] = []
+        for real, unique in self._learnt.items():
+            (rest if unique is None else first).append(
+                (self.digest("phone", real), real)
+            )
+        for group in (first, rest):
+            group.sort()
+            countries: dict[int, list[tuple[bytes, str]]] = {}
+            for entry in group:
+                countries.setdefault(_country(entry[1]), []).append(entry)
+            for code, ranked in countries.items():
+                self._reserve(code, ranked)
+        self._written.clear()
+        self._learnt.clear()
+
+    def _reserve(self, code: int, ranked: list[tuple[bytes, str]]) -> None:
+        if code not in self.pools:
+            ranked = [
+                (d, r) for d, r in ranked if self._unassigned(r, code, True) is None
+            ]
+        pool = self.pools.get(code, self.pools[1])
+        for real in pool.reserve(ranked):
+            where = self._learnt[real]
+            if where is not None:
+                raise MaskError(
+                    f"{where} is unique, and the fiction range for its numbers holds "
+                    f"only {pool.capacity} numbers",
+                    f"mask {where} with hash instead of phone",
+                )
+
+    def _real(self, value: str) -> str:
+        return self.e164(value) or f"raw:{normal_text(value)}"
+
     def phone(
         self,
         value: str,
@@ -298,7 +466,7 @@ class Faker:
     ) -> str:
         if not value.strip():
             return value
-        real = self.e164(value) or f"raw:{normal_text(value)}"
+        real = self._real(value)
         fake = self._numbers.get(real)
         if fake is None:
             fake = self._number(real, unique, where)
@@ -313,27 +481,40 @@ class Faker:
                 )
         return text
 
-    def _number(self, real: str, unique: bool, where: str) -> int:
+    def _number(self, real: str, unique: bool = False, where: str = "") -> int:
         """The fake number of a real one (E.164), the same in every column."""
         code = _country(real)
-        fake = None if code in self.pools else self._unassigned(real, code)
+        fake = self._abroad.get(real)
+        if fake is None and code not in self.pools:
+            fake = self._unassigned(real, code, False)
         if fake is None:
-            pool = self.pools[code if code in self.pools else 1]
-            seed = int.from_bytes(self.digest("phone", real)[:8], "big")
-            fake = pool.assign(real, seed, unique, where, not self.overfull)
+            pool = self.pools.get(code, self.pools[1])
+            if unique and real not in pool.given:
+                # Only a learnt number is sure to differ from every other one.
+                raise MaskError(
+                    f"{where} is unique, and a number in it was not learnt before "
+                    "masking",
+                    "run the refresh again; report it if it happens twice",
+                )
+            slot = pool.given.get(real)
+            if slot is not None:
+                fake = pool.number(slot)
+            else:
+                fake = pool.assign(real, self.digest("phone", real))
         if len(self._numbers) < CACHED:
             self._numbers[real] = fake
         return fake
 
-    def _unassigned(self, real: str, code: int) -> int | None:
+    def _unassigned(self, real: str, code: int, reserve: bool) -> int | None:
         """A number of the same country and length in a range its plan leaves unused.
 
         Outside North America, Britain and Australia verger knows no range
         reserved for fiction, so it takes a number the country's numbering
         plan (as the phonenumbers metadata has it) allocates to no service:
-        possible, as long as a real one, and reaching nobody. None when no
-        such number turns up, and the number then goes to North America's
-        fiction range.
+        possible, as long as a real one, and reaching nobody. It skips the
+        numbers ``settle`` gave, and with ``reserve`` keeps the one it finds.
+        None when no such number turns up, and the number then goes to North
+        America's fiction range.
         """
         parsed = phonenumbers.parse(real)
         size = len(str(parsed.national_number))
@@ -347,12 +528,15 @@ class Faker:
             )
             if (
                 number != parsed.national_number
-                and (self.overfull or number not in taken)
+                and number not in taken
                 and phonenumbers.is_possible_number(candidate)
                 and not phonenumbers.is_valid_number(candidate)
             ):
-                taken.add(number)
-                return int(f"{code}{number}")
+                fake = int(f"{code}{number}")
+                if reserve:
+                    taken.add(number)
+                    self._abroad[real] = fake
+                return fake
         return None
 
     def _shape(self, fake: int, value: str) -> str:
@@ -456,7 +640,7 @@ class Faker:
             return self._digits(candidate), None
         fake = self._numbers.get(real)
         if fake is None:
-            fake = self._number(real, False, "")
+            fake = self._number(real)
         return self._shape(fake, candidate), self.fingerprint("p", real)
 
     def _e164_any(self, value: str) -> str | None:

@@ -46,6 +46,7 @@ from verger.staging.stream import (
     lines,
     unescape,
 )
+from verger.staging.twins import refuse_twins
 
 log = logging.getLogger("verger.staging")
 
@@ -163,7 +164,6 @@ def load_masked(
     _settle(source)
     _learn(source, plan, faker)
     if _overfull(plan, sum(sizes.values())):
-        faker.overfull = True
         _load_split(
             source, origin, target, tables, plans, faker, masked, sizes, progress
         )
@@ -196,9 +196,12 @@ def _learn(source: Connection, plan: Plan, faker: Faker) -> None:
                 sql.Identifier(tp.table.schema, tp.table.name),
                 sql.Identifier(column.name),
             )
+            where = column.key_name if column.unique else None
             for (value,) in source.execute(query):
-                _remember(faker, rule.rule, str(value))
+                _remember(faker, rule.rule, str(value), where)
     faker.known.finish()
+    faker.settle()
+    refuse_twins(source, plan, faker)
     log.info(
         "Learnt production's names and emails (%s) and %s ways to write its numbers "
         "in %.1fs.",
@@ -208,15 +211,13 @@ def _learn(source: Connection, plan: Plan, faker: Faker) -> None:
     )
 
 
-def _remember(faker: Faker, kind: str, value: str) -> None:
+def _remember(faker: Faker, kind: str, value: str, unique: str | None) -> None:
     if kind == "name":
         faker.known.add("name", value)
     elif kind == "email":
         faker.known.add("email", value.strip())
     else:
-        found = faker.e164(value)
-        if found is not None:
-            faker.known.add_phone(found)
+        faker.learn_phone(value, unique)
 
 
 def _overfull(plan: Plan, rows: int) -> bool:
