@@ -250,19 +250,20 @@ class PhonePool:
     def reserve(self, ranked: list[tuple[bytes, str]]) -> list[str]:
         """Slots for ``ranked`` (digest, number), best rank first; those left without one."""
         overflow = []
-        for digest, real in ranked:
+        for index, (digest, real) in enumerate(ranked):
+            if len(self.taken) >= self.capacity:
+                overflow += ranked[index:]
+                break
             kind = kind_of(real)
             if kind in self.spans and not self._full(kind):
                 self._take(real, self._probe(digest, *self.spans[kind]))
             else:
                 overflow.append((digest, real))
-        left = []
-        for digest, real in overflow:
+        for index, (digest, real) in enumerate(overflow):
             if len(self.taken) >= self.capacity:
-                left.append(real)
-            else:
-                self._take(real, self._probe(digest, 0, self.capacity))
-        return left
+                return [real for _, real in overflow[index:]]
+            self._take(real, self._probe(digest, 0, self.capacity))
+        return []
 
     def assign(self, real: str, digest: bytes) -> int:
         """For a number never reserved, a free number, kept for none (or any, when full)."""
@@ -423,17 +424,14 @@ class Faker:
         slots they need; within each group, numbers go in the order of their
         keyed digests, so the outcome is the same whatever order rows came in.
         """
-        first: list[tuple[bytes, str]] = []
-        rest: list[tuple[bytes, str]] = []
+        groups: tuple[dict[bytes, str], dict[bytes, str]] = ({}, {})
         for real, unique in self._learnt.items():
-            (rest if unique is None else first).append(
-                (self.digest("phone", real), real)
-            )
-        for group in (first, rest):
-            group.sort()
+            groups[unique is None][self.digest("phone", real)] = real
+        for group in groups:
             countries: dict[int, list[tuple[bytes, str]]] = {}
-            for entry in group:
-                countries.setdefault(_country(entry[1]), []).append(entry)
+            for digest in sorted(group):
+                real = group[digest]
+                countries.setdefault(_country(real), []).append((digest, real))
             for code, ranked in countries.items():
                 self._reserve(code, ranked)
         self._written.clear()
@@ -445,14 +443,15 @@ class Faker:
                 (d, r) for d, r in ranked if self._unassigned(r, code, True) is None
             ]
         pool = self.pools.get(code, self.pools[1])
-        for real in pool.reserve(ranked):
-            where = self._learnt[real]
-            if where is not None:
-                raise MaskError(
-                    f"{where} is unique, and the fiction range for its numbers holds "
-                    f"only {pool.capacity} numbers",
-                    f"mask {where} with hash instead of phone",
-                )
+        left = pool.reserve(ranked)
+        # A group holds numbers of unique columns only, or of none.
+        where = self._learnt[left[0]] if left else None
+        if where is not None:
+            raise MaskError(
+                f"{where} is unique, and the fiction range for its numbers holds "
+                f"only {pool.capacity} numbers",
+                f"mask {where} with hash instead of phone",
+            )
 
     def _real(self, value: str) -> str:
         return self.e164(value) or f"raw:{normal_text(value)}"
