@@ -7,7 +7,7 @@ import re
 import phonenumbers
 import pytest
 
-from verger.staging import MaskError, refresh
+from verger.staging import MaskError, mask, refresh
 from verger.staging.fakes import AU_MOBILES
 
 # 3,000 London numbers drawn into Ofcom's 14,000 landline numbers: some 300 of
@@ -36,6 +36,11 @@ def _fakes(site) -> dict[str, str]:
     real = dict(site.sql("SELECT id, phone FROM contacts"))
     fake = dict(site.sql("SELECT id, phone FROM contacts", site.staging_url))
     return {real[key]: fake[key] for key in real}
+
+
+def _e164(value: str) -> str:
+    parsed = phonenumbers.parse(value, "US")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _type(e164: str) -> int:
@@ -157,3 +162,25 @@ def test_mobiles_stay_mobiles_and_landlines_landlines(site):
     for key in (5, 6):
         assert UK_FICTION.fullmatch(fake[key]) and _type(fake[key]) == fixed
     assert len(set(fake.values())) == 7
+
+
+def test_two_processes_keep_a_unique_phone_pair_unique(site, monkeypatch, caplog):
+    """Split between two processes, (church_id, phone) stays unique and numbers agree."""
+    monkeypatch.setattr(mask, "PARALLEL_ROWS", 0)
+    caplog.set_level("INFO", logger="verger.staging")
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    assert "in a process of its own" in caplog.text
+    pairs = site.sql(
+        "SELECT count(*), count(DISTINCT (church_id, phone)) FROM members"
+        " WHERE phone IS NOT NULL",
+        site.staging_url,
+    )
+    assert pairs[0][0] == pairs[0][1] > 250
+    rows = site.sql(
+        "SELECT m.phone, g.to_phone FROM members m JOIN messages g ON g.member_id = m.id"
+        " WHERE m.phone <> ''",
+        site.staging_url,
+    )
+    assert all(_e164(phone) == _e164(to) for phone, to in rows)

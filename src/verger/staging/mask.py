@@ -55,7 +55,7 @@ Connection = psycopg.Connection[tuple[object, ...]]
 Transform = Callable[[str], str | None]
 # Distinct values remembered per column; past that, a repeat is simply computed again.
 MEMO = 2_000_000
-# Rows to mask from which two processes share the tables (see _overfull).
+# Rows to mask from which two processes share the tables (see _shared).
 PARALLEL_ROWS = 1_000_000
 INTEGER_TYPES = ("smallint", "integer", "bigint")
 # Every table pg_dump copies data for: ordinary tables and partitions, not
@@ -163,7 +163,7 @@ def load_masked(
     sizes = _estimate(source, [t for t in tables if t.key_name in plans])
     _settle(source)
     _learn(source, plan, faker)
-    if _overfull(plan, sum(sizes.values())):
+    if _shared(plan, sum(sizes.values())):
         _load_split(
             source, origin, target, tables, plans, faker, masked, sizes, progress
         )
@@ -182,7 +182,8 @@ def _learn(source: Connection, plan: Plan, faker: Faker) -> None:
     """Production's distinct names, emails and numbers, to find them inside text.
 
     Read before any row is masked (and before any process is forked), so a
-    name quoted in a message gets the fake its column gets, in every process.
+    name quoted in a message gets the fake its column gets, in every process;
+    the phone numbers are then given their fakes, all at once.
     """
     started = time.monotonic()
     for tp in plan.masked:
@@ -220,21 +221,14 @@ def _remember(faker: Faker, kind: str, value: str, unique: str | None) -> None:
         faker.learn_phone(value, unique)
 
 
-def _overfull(plan: Plan, rows: int) -> bool:
-    """Whether two processes may mask at once, each with fakes of its own making.
+def _shared(plan: Plan, rows: int) -> bool:
+    """Whether two processes share the masked tables: from a million rows.
 
-    Only when every fake is a function of its value alone: with a million
-    rows or more the fiction ranges are full anyway, so a number's fake can
-    be its digest's slot; not when a phone column must stay unique, which
-    needs one process handing out free slots.
+    Each forked process makes its own fakes, and they agree: every phone
+    number's fake is settled before the fork (``Faker.settle``), and every
+    other fake is a function of its value alone.
     """
-    if rows < PARALLEL_ROWS or len(plan.masked) < 2:
-        return False
-    return not any(
-        column.unique and rule.rule in ("phone", "text")
-        for tp in plan.masked
-        for column, rule in tp.masked
-    )
+    return rows >= PARALLEL_ROWS and len(plan.masked) >= 2
 
 
 def _load_split(
