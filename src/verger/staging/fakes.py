@@ -223,12 +223,7 @@ class PhonePool:
         index = bisect.bisect_right(self.offsets, slot) - 1
         return self.blocks[index].start + slot - self.offsets[index]
 
-    def _span(self, kind: str) -> tuple[int, int]:
-        return self.spans.get(kind, (0, self.capacity))
-
     def _full(self, kind: str) -> bool:
-        if kind not in self.spans:
-            return len(self.taken) >= self.capacity
         return self.used[kind] >= self.spans[kind][1]
 
     def _probe(self, digest: bytes, first: int, size: int) -> int:
@@ -288,7 +283,6 @@ class Faker:
         self.region = region
         self.pools = {code: PhonePool(blocks) for code, blocks in POOLS.items()}
         self.emails: dict[str, str] = {}
-        self.fakes: set[str] = set()
         self._phones: dict[str, str | None] = {}
         self._numbers: dict[str, int] = {}
         # The numbers of the masked phone columns, each with the first unique
@@ -335,14 +329,11 @@ class Faker:
         return self._fit_email(fake, width, value)
 
     def _new_email(self, real: str) -> str:
+        # 64 bits of the address's own digest, whatever addresses came before
+        # it: two of a million share a fake with a chance of 3 in 100 million.
         digest = self.digest("email", real)
         domain = DOMAINS[digest[0] % len(DOMAINS)]
-        size = 16
-        fake = f"u{digest.hex()[:size]}@{domain}"
-        while fake in self.fakes:
-            size += 2
-            fake = f"u{digest.hex()[:size]}@{domain}"
-        self.fakes.add(fake)
+        fake = f"u{digest.hex()[:16]}@{domain}"
         self.emails[real] = fake
         return fake
 
@@ -488,16 +479,17 @@ class Faker:
             fake = self._unassigned(real, code, False)
         if fake is None:
             pool = self.pools.get(code, self.pools[1])
-            if unique and real not in pool.given:
-                # Only a learnt number is sure to differ from every other one.
-                raise MaskError(
-                    f"{where} is unique, and a number in it was not learnt before "
-                    "masking",
-                    "run the refresh again; report it if it happens twice",
-                )
             slot = pool.given.get(real)
             if slot is not None:
                 fake = pool.number(slot)
+            elif unique:
+                # Only a number settled before masking is sure to have a fake
+                # of its own; any other could repeat one.
+                raise MaskError(
+                    f"a number in {where}, which is unique, was not among those "
+                    "read before masking",
+                    f"run the refresh again; if it fails again, mask {where} with hash",
+                )
             else:
                 fake = pool.assign(real, self.digest("phone", real))
         if len(self._numbers) < CACHED:
