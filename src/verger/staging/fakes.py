@@ -242,7 +242,7 @@ class PhonePool:
         self.given[real] = slot
         self.used[self.blocks[bisect.bisect_right(self.offsets, slot) - 1].kind] += 1
 
-    def reserve(self, ranked: list[tuple[bytes, str]]) -> list[str]:
+    def reserve(self, ranked: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
         """Slots for ``ranked`` (digest, number), best rank first; those left without one."""
         overflow = []
         for index, (digest, real) in enumerate(ranked):
@@ -256,7 +256,7 @@ class PhonePool:
                 overflow.append((digest, real))
         for index, (digest, real) in enumerate(overflow):
             if len(self.taken) >= self.capacity:
-                return [real for _, real in overflow[index:]]
+                return overflow[index:]
             self._take(real, self._probe(digest, 0, self.capacity))
         return []
 
@@ -436,13 +436,19 @@ class Faker:
         pool = self.pools.get(code, self.pools[1])
         left = pool.reserve(ranked)
         # A group holds numbers of unique columns only, or of none.
-        where = self._learnt[left[0]] if left else None
+        where = self._learnt[left[0][1]] if left else None
         if where is not None:
             raise MaskError(
                 f"{where} is unique, and the fiction range for its numbers holds "
                 f"only {pool.capacity} numbers",
                 f"mask {where} with hash instead of phone",
             )
+        # The range is full: these share numbers, each its digest's slot (as
+        # assign gives it), kept now while the digest is at hand.
+        room = max(0, CACHED - len(self._numbers))
+        for digest, real in left[:room]:
+            slot = int.from_bytes(digest[:8], "big") % pool.capacity
+            self._numbers[real] = pool.number(slot)
 
     def _real(self, value: str) -> str:
         return self.e164(value) or f"raw:{normal_text(value)}"
