@@ -216,6 +216,88 @@ def test_wrong_passphrase_is_one_clear_line(workdir: Path, source: Source) -> No
     assert "passphrase" in done.stderr
 
 
+def _without_passphrase(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the verger CLI with no passphrase anywhere in its environment."""
+    env = {k: v for k, v in os.environ.items() if k != "VERGER_BACKUP_PASSPHRASE"}
+    return subprocess.run(
+        [sys.executable, "-m", "verger", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_list_and_report_read_the_catalog_without_a_passphrase(
+    workdir: Path, source: Source
+) -> None:
+    """With no passphrase set, 'backup list' and 'dr report' show the catalog,
+    say the repository was not checked, and never read the repository (moved
+    away, it is not reported missing); 'backup verify', which needs it, still
+    refuses in one line with a hint."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    (workdir / "repo").rename(workdir / "repo-away")
+
+    listed = _without_passphrase(config, "--json", "backup", "list")
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert [row["status"] for row in data["backups"]] == ["done"]
+    assert data["repository_checked"] is False and data["gaps"] == []
+    assert "the repository was not read" in listed.stderr
+    assert "missing" not in listed.stderr and "Traceback" not in listed.stderr
+
+    human = _without_passphrase(config, "backup", "list")
+    assert human.returncode == 0 and "done" in human.stdout, human.stderr
+    report = _without_passphrase(config, "--json", "dr", "report")
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout) == []
+
+    refused = _without_passphrase(config, "backup", "verify")
+    assert refused.returncode == 6
+    assert "VERGER_BACKUP_PASSPHRASE}, which is not set" in refused.stderr
+    assert "hint:" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 2, refused.stderr
+
+
+_LEAVE_RUNNING = """
+import sys
+from pathlib import Path
+from verger.state import open_store
+
+store = open_store(".verger/state.db", Path(sys.argv[1]))
+store.add_backup("production", "pgbackrest", "full", "test")
+store.add_drill("production", "test", 600.0, 60.0)
+store.close()
+"""
+
+
+def test_runs_whose_process_died_are_listed_as_interrupted(
+    workdir: Path, source: Source
+) -> None:
+    """A backup and a drill left 'running' by a process that is gone are shown
+    with the status interrupted (not failed, not running) by 'backup list' and
+    'dr report', even without a passphrase."""
+    config = backup_config(workdir, source)
+    subprocess.run(
+        [sys.executable, "-c", _LEAVE_RUNNING, str(config.parent)], check=True
+    )
+
+    listed = _without_passphrase(config, "--json", "backup", "list")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)["backups"]
+    assert row["status"] == "interrupted"
+    assert "ended before it finished" in str(row["detail"])
+    assert "Backup #1 was interrupted" in listed.stderr
+    (drill,) = json.loads(_without_passphrase(config, "--json", "dr", "report").stdout)
+    assert drill["status"] == "interrupted"
+    human = _without_passphrase(config, "backup", "list")
+    assert "interrupted" in human.stdout
+
+
 def test_root_without_run_as_gets_a_hint(workdir: Path, source: Source) -> None:
     """Started as root with no backup.run_as, verger refuses with a hint to set it,
     since PostgreSQL's programs refuse to run as root."""
@@ -232,7 +314,7 @@ def test_a_backup_killed_midway_is_never_listed_as_good(
     workdir: Path, source: Source
 ) -> None:
     """SIGKILL of 'backup run' in the middle leaves a catalog row that the next
-    command marks failed; nothing from it is listed as done or verified."""
+    command marks interrupted; nothing from it is listed as done or verified."""
     source.sql(
         "CREATE TABLE bulk AS SELECT g, md5(g::text) AS h FROM generate_series(1, 600000) g"
     )
@@ -255,10 +337,10 @@ def test_a_backup_killed_midway_is_never_listed_as_good(
     rows = _listed(config)
     assert rows, "the interrupted backup is in the catalog"
     statuses = {row["status"] for row in rows}
-    assert statuses <= {"failed", "done"}, rows
+    assert statuses <= {"interrupted", "done"}, rows
     assert "verified" not in statuses
-    failed = [row for row in rows if row["status"] == "failed"]
-    assert failed and "interrupted" in str(failed[0]["detail"])
+    stopped = [row for row in rows if row["status"] == "interrupted"]
+    assert stopped and "interrupted" in str(stopped[0]["detail"])
 
 
 def test_drill_measures_rto_and_rpo_and_report_lists_it(

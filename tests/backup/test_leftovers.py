@@ -152,11 +152,11 @@ def test_a_job_killed_once_postgres_starts_leaves_no_server_running(
     assert [row["status"] for row in _listed(config)] == ["done"]
 
 
-def test_a_drill_killed_midway_is_marked_failed_and_its_server_stopped(
+def test_a_drill_killed_midway_is_marked_interrupted_and_its_server_stopped(
     workdir: Path, source: Source
 ) -> None:
     """SIGKILL of 'dr drill' once its copy is starting: the next command stops
-    the copy and marks the drill failed, never passed."""
+    the copy and marks the drill interrupted, never passed."""
     config = backup_config(workdir, source)
     _slow_restore(source, config)
     scratch = workdir / "scratch"
@@ -175,7 +175,7 @@ def test_a_drill_killed_midway_is_marked_failed_and_its_server_stopped(
     verger(config, "backup", "list", check=True)
     _wait_for(lambda: not _running(pid), "the drill's server stopping", 15)
     report = json.loads(verger(config, "--json", "dr", "report", check=True).stdout)
-    assert report[0]["status"] == "failed"
+    assert report[0]["status"] == "interrupted"
     assert "interrupted" in report[0]["detail"]
     assert not list(scratch.iterdir())
 
@@ -210,7 +210,7 @@ def test_a_signal_during_backup_run_stops_the_engine_and_says_so(
     state = config.parent / ".verger" / "state.db"
     with sqlite3.connect(state) as db:
         rows = db.execute("SELECT status, detail FROM backups").fetchall()
-    assert len(rows) == 1 and rows[0][0] == "failed", rows
+    assert len(rows) == 1 and rows[0][0] == "interrupted", rows
     assert "interrupted" in rows[0][1]
 
 

@@ -2,10 +2,10 @@
 
 A restore, verification or drill killed with SIGKILL cannot clean up after
 itself: its scratch PostgreSQL server keeps running, a restore target may be
-half-written, and its drill row still says "running". Every backup command
-(and so the agent's every cycle, through ``backup watch``) calls ``tidy``
-first, which stops those servers, removes half-written targets and marks
-orphaned drills failed, so nothing half-done is counted.
+half-written, and its backup or drill row still says "running". Every backup
+command (and so the agent's every cycle, through ``backup watch``) calls
+``tidy`` first, which stops those servers, removes half-written targets and
+marks orphaned backups and drills interrupted, so nothing half-done is counted.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 
 from verger.backup.cluster import clean_stale
 from verger.backup.engines.base import Context
-from verger.backup.runs import _alive
+from verger.backup.runs import INTERRUPTED, _alive, mark_orphans
 from verger.state.base import Store
 
 log = logging.getLogger("verger.backup")
@@ -25,6 +25,7 @@ log = logging.getLogger("verger.backup")
 def tidy(context: Context, store: Store) -> list[str]:
     """Clean up after killed restores, verifications and drills; say what was done."""
     said = clean_stale(context.scratch)
+    said += mark_orphans(store, context.database)
     for row in store.drills(context.database):
         if row.status != "running":
             continue
@@ -32,11 +33,11 @@ def tidy(context: Context, store: Store) -> list[str]:
             continue
         store.update_drill(
             row.id,
-            status="failed",
+            status=INTERRUPTED,
             finished_at=time.time(),
             detail="interrupted: the process running it ended before it finished",
         )
-        said.append(f"Drill #{row.id} was interrupted and is marked failed.")
+        said.append(f"Drill #{row.id} was interrupted and is marked so.")
     for sentence in said:
         log.warning(sentence)
     return said
