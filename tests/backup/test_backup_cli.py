@@ -159,7 +159,7 @@ def test_a_deleted_wal_segment_is_reported_as_a_gap(
     assert [gap["first"] for gap in json.loads(listed.stdout)["gaps"]] == [names[1]]
     assert "no restore can reach" in verger(config, "backup", "list").stderr
     check = verger(config, "--json", "check")
-    found = [c for c in json.loads(check.stdout) if c["name"] == "backup.wal gaps"]
+    found = [c for c in json.loads(check.stdout) if c["name"] == "backup.wal-gaps"]
     assert found and found[0]["status"] == "fail", check.stdout
     assert names[1] in found[0]["message"] and check.returncode == 1
     watched = verger(config, "--json", "backup", "watch")
@@ -179,6 +179,31 @@ def test_a_deleted_wal_segment_is_reported_as_a_gap(
         config, "restore", "--to-time", hinted[1], "--target", str(workdir / "copy")
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# A check's name: lowercase words joined by hyphens, its parts by dots.
+CHECK_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)*")
+
+
+def test_backup_checks_are_named_like_every_other_check(
+    workdir: Path, source: Source
+) -> None:
+    """'verger check' names every check, the backup ones included, with dotted
+    lowercase words joined by hyphens (backup.wal-gaps, like health-path):
+    no name holds a space."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    done = verger(config, "--json", "check")
+    names = [check["name"] for check in json.loads(done.stdout)]
+    assert [n for n in names if not CHECK_NAME.fullmatch(n)] == [], names
+    assert {
+        "backup.archiving",
+        "backup.wal-waiting",
+        "backup.newest-wal",
+        "backup.wal-gaps",
+        "backup.repository",
+        "backup.verified",
+    } <= set(names)
 
 
 def test_an_unset_passphrase_variable_is_refused_not_used(
