@@ -52,6 +52,7 @@ from verger.backup.engines.base import (
     step,
 )
 from verger.backup.system import pg_program
+from verger.children import guarded
 from verger.config.model import S3
 from verger.errors import BackupError, RepositoryMissing
 
@@ -722,40 +723,43 @@ class PgBackRest(Engine):
         return done
 
     def spawn_options(self) -> dict[str, Any]:
-        """How every pgbackrest process starts: as run_as, text decoded leniently."""
-        user, group, extra_groups = self.runner.switch()
+        """How every pgbackrest process starts: as run_as, dying with verger,
+        text decoded leniently."""
         return {
             "text": True,
             "errors": "replace",
             "env": self.runner.environment(),
-            "cwd": self.runner.workdir(),
-            "user": user,
-            "group": group,
-            "extra_groups": extra_groups,
+            **self.runner.spawn(),
         }
 
     def stream(
         self, args: list[str], total: int, progress: Progress
     ) -> tuple[int, list[str]]:
-        """Run a long command, turning its per-file percentages into progress."""
+        """Run a long command, turning its per-file percentages into progress.
+
+        The command and its workers get a process group of their own, which
+        a guard kills if verger dies before the command ends.
+        """
         process = subprocess.Popen(
             self.command(*args),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            process_group=0,
             **self.spawn_options(),
         )
         kept: deque[str] = deque(maxlen=200)
         notable: list[str] = []
         try:
             assert process.stdout is not None
-            for line in process.stdout:
-                kept.append(line.rstrip("\n"))
-                percent = PERCENT.search(line)
-                if percent:
-                    progress(int(total * float(percent[1]) / 100), total)
-                elif "ERROR:" in line or "new backup label" in line:
-                    notable.append(line.rstrip("\n"))
-            code = process.wait()
+            with guarded(process.pid):
+                for line in process.stdout:
+                    kept.append(line.rstrip("\n"))
+                    percent = PERCENT.search(line)
+                    if percent:
+                        progress(int(total * float(percent[1]) / 100), total)
+                    elif "ERROR:" in line or "new backup label" in line:
+                        notable.append(line.rstrip("\n"))
+                code = process.wait()
         finally:
             if process.poll() is None:
                 process.terminate()
