@@ -93,6 +93,7 @@ def guarded(group: int) -> Iterator[None]:
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={},  # It needs nothing, and verger's environment may hold secrets.
     )
     assert guard.stdin is not None
     try:

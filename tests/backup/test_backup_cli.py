@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import signal
 import sqlite3
@@ -321,6 +322,51 @@ def test_runs_whose_process_died_are_listed_as_interrupted(
     assert drill["status"] == "interrupted"
     human = _without_passphrase(config, "backup", "list")
     assert "interrupted" in human.stdout
+
+
+def _holding(folder: Path, secret: bytes) -> dict[str, tuple[int, int]]:
+    """Files under ``folder`` whose bytes hold ``secret``: path to (mode, owner)."""
+    found = {}
+    for path in folder.rglob("*"):
+        if path.is_symlink() or not path.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            if secret in path.read_bytes():
+                info = path.stat()
+                found[str(path.relative_to(folder))] = (
+                    info.st_mode & 0o777,
+                    info.st_uid,
+                )
+    return found
+
+
+def test_the_passphrase_is_written_only_where_archive_command_needs_it(
+    workdir: Path, source: Source
+) -> None:
+    """After setup, a backup, its verification and a restore, run with --debug,
+    the passphrase is in no output, log, state or scratch file and in no
+    PostgreSQL setting: only in pgbackrest.conf, which archive_command reads,
+    mode 0600 and owned by the user that runs PostgreSQL."""
+    config = backup_config(workdir, source)
+    outputs = [verger(config, "--debug", "backup", "setup", check=True)]
+    source.restart()
+    outputs.append(verger(config, "--debug", "backup", "setup", check=True))
+    outputs.append(verger(config, "--debug", "backup", "run", check=True))
+    outputs.append(verger(config, "--debug", "--json", "backup", "verify", check=True))
+    target = workdir / "restored"
+    outputs.append(
+        verger(config, "--debug", "restore", "--latest", "--target", str(target))
+    )
+    assert outputs[-1].returncode == 0, outputs[-1].stderr
+    for done in outputs:
+        assert PASSPHRASE not in done.stdout + done.stderr
+
+    found = _holding(workdir, PASSPHRASE.encode())
+    conf = "app/.verger/backup/production/pgbackrest.conf"
+    owner = pwd.getpwnam("postgres").pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert found == {conf: (0o600, owner)}, found
+    (setting,) = source.sql("SELECT string_agg(setting, ' ') FROM pg_settings")[0]
+    assert PASSPHRASE not in str(setting)
 
 
 def test_root_without_run_as_gets_a_hint(workdir: Path, source: Source) -> None:

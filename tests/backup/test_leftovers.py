@@ -18,6 +18,8 @@ import pytest
 from conftest import PASSPHRASE, Source, backup_config, verger
 from test_backup_cli import _listed, _ready, _wait_for_running_backup
 
+from verger.backup.interrupt import descendants
+
 pytestmark = pytest.mark.skipif(
     not Path("/usr/bin/pgbackrest").exists(), reason="pgBackRest is not installed"
 )
@@ -343,3 +345,32 @@ def _cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     except (OSError, UnicodeDecodeError):
         return []
+
+
+def test_no_program_a_verification_starts_has_the_passphrase_in_its_environment(
+    workdir: Path, source: Source
+) -> None:
+    """While 'backup verify' restores and starts its scratch server, neither
+    pgBackRest nor PostgreSQL (nor anything else verger started) carries the
+    passphrase in its environment, although verger's own environment does."""
+    config = backup_config(workdir, source)
+    _slow_restore(source, config)
+    process = _start(config, "backup", "verify")
+    seen: dict[int, str] = {}
+    holding: list[str] = []
+    while process.poll() is None:
+        for pid in descendants(process.pid):
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            seen.setdefault(pid, " ".join(_cmdline(pid))[:120])
+            if PASSPHRASE.encode() in environ:
+                holding.append(seen[pid])
+        time.sleep(0.02)
+    process.communicate()
+
+    assert process.returncode == 0
+    assert any("pgbackrest" in line for line in seen.values()), seen
+    assert any("postgres" in line.split(" ")[0] for line in seen.values()), seen
+    assert holding == []

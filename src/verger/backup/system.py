@@ -104,12 +104,20 @@ class Runner:
         return text
 
     def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """verger's environment as run_as, tagged with this process as the owner.
+        """verger's environment without its secrets, as run_as, tagged with this
+        process as the owner.
 
         The tag passes down to what the program starts itself (pgBackRest's
         workers), which the next command ends if this one was killed.
         """
-        env = dict(os.environ)
+        # verger's own environment may hold the passphrase (as
+        # VERGER_BACKUP_PASSPHRASE or whatever backup.passphrase names); no
+        # program, and no scratch server, inherits it from there.
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not value or value not in self.secrets
+        }
         if self.user is not None:
             env.update(HOME=self.user.home, USER=self.user.name, LOGNAME=self.user.name)
         env[OWNER] = owner_tag()
