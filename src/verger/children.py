@@ -29,11 +29,9 @@ log = logging.getLogger("verger")
 PR_SET_PDEATHSIG = 1
 
 # A guard's whole program: wait for a byte; at end of file (its parent died
-# without saying the job ended) kill the job's process group. It ignores the
-# terminal's Ctrl-C, which verger itself turns into an orderly stop.
+# without saying the job ended) kill the job's process group.
 _GUARD = """\
 import os, signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)
 if not sys.stdin.buffer.read(1):
     try:
         os.killpg(int(sys.argv[1]), signal.SIGKILL)
@@ -94,6 +92,9 @@ def guarded(group: int) -> Iterator[None]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={},  # It needs nothing, and verger's environment may hold secrets.
+        # Out of verger's process group, so that a SIGKILL of the whole group
+        # (kill -9 -PGID) does not take the guard too; nor a terminal's Ctrl-C.
+        start_new_session=True,
     )
     assert guard.stdin is not None
     try:

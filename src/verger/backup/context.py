@@ -70,10 +70,12 @@ def make_context(loaded: Loaded, *, need_passphrase: bool = True) -> Context:
     context then holds an empty passphrase, which every engine refuses.
     """
     section = backup_section(loaded)
-    missing = passphrase_problem(section)
-    if missing is not None and need_passphrase:
-        raise missing
-    secret = "" if missing is not None else passphrase(section)
+    try:
+        secret = passphrase(section)
+    except BackupError:
+        if need_passphrase:
+            raise
+        secret = ""
     runner = Runner(resolve_user(section.run_as), secrets=[secret])
     s3 = section.repository.s3
     if s3 is not None and s3.secret:
