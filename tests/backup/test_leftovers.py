@@ -275,16 +275,20 @@ def _engine_pids(config: Path) -> list[int]:
     return found
 
 
+@pytest.mark.parametrize("whom", ["process", "group"])
 def test_a_backup_run_killed_takes_its_pgbackrest_processes_with_it(
-    workdir: Path, source: Source
+    workdir: Path, source: Source, whom: str
 ) -> None:
-    """SIGKILL of the verger process alone (not its process group) while
-    pgBackRest copies: every pgBackRest process of that backup, workers
+    """SIGKILL of the verger process alone, or of its whole process group,
+    while pgBackRest copies: every pgBackRest process of that backup, workers
     included, is gone within 5 s with no other command run, and the next
     backup runs and is done."""
     config, pid = _killed_mid_copy(workdir, source)
     assert len(_engine_pids(config)) > 1
-    os.kill(pid, signal.SIGKILL)
+    if whom == "group":
+        os.killpg(pid, signal.SIGKILL)
+    else:
+        os.kill(pid, signal.SIGKILL)
 
     _wait_for(lambda: not _engine_pids(config), "pgBackRest ending", 5)
     done = verger(config, "--json", "backup", "run", "--no-verify")
