@@ -317,11 +317,11 @@ def test_runs_whose_process_died_are_listed_as_interrupted(
     (row,) = json.loads(listed.stdout)["backups"]
     assert row["status"] == "interrupted"
     assert "ended before it finished" in str(row["detail"])
-    assert "Backup #1 was interrupted" in listed.stderr
+    assert "Backup #1 is marked interrupted" in listed.stderr
     (drill,) = json.loads(_without_passphrase(config, "--json", "dr", "report").stdout)
     assert drill["status"] == "interrupted"
     human = _without_passphrase(config, "backup", "list")
-    assert "interrupted" in human.stdout
+    assert "interrupted" in human.stdout and "failed" not in human.stdout
 
 
 def _holding(folder: Path, secret: bytes) -> dict[str, tuple[int, int]]:

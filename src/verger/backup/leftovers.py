@@ -43,7 +43,7 @@ def tidy(context: Context, store: Store) -> list[str]:
             finished_at=time.time(),
             detail="interrupted: the process running it ended before it finished",
         )
-        said.append(f"Drill #{row.id} was interrupted and is marked so.")
+        said.append(f"Drill #{row.id} is marked interrupted: its process is gone.")
     for sentence in said:
         log.warning(sentence)
     return said

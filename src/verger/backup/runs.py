@@ -148,7 +148,7 @@ def mark_orphans(store: Store, database: str) -> list[str]:
             finished_at=time.time(),
             detail="interrupted: the process taking it ended before it finished",
         )
-        changes.append(f"Backup #{row.id} was interrupted and is marked so.")
+        changes.append(f"Backup #{row.id} is marked interrupted: its process is gone.")
     return changes
 
 
