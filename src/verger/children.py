@@ -4,10 +4,11 @@ A verger command killed with SIGKILL runs no cleanup. Without this, what it
 started lives on: a forked masking worker keeps a transaction open on the
 source, a pgBackRest backup keeps copying and holds the stanza's lock, and
 every later job is refused. On Linux a child asks the kernel to kill it when
-its parent dies (``PR_SET_PDEATHSIG``); what that cannot reach (the children
-a program starts itself, such as pgBackRest's workers) carries ``OWNER`` in
-its environment, so the next command can find and end what a dead verger
-left behind.
+its parent dies (``PR_SET_PDEATHSIG``). That cannot reach the children a
+program starts itself, such as pgBackRest's workers: a long command runs in
+a process group of its own, which a guard process kills when verger dies
+(``guarded``), and everything carries ``OWNER`` in its environment, so the
+next command can find and end what a dead verger (and its guard) left.
 """
 
 from __future__ import annotations

@@ -58,11 +58,10 @@ def _end_engine_orphans(context: Context) -> list[str]:
     config = f"--config={context.state / CONFIG_NAME}"
 
     def ours(words: list[str]) -> bool:
-        command = next((w for w in reversed(words) if w), "")
         return (
             Path(words[0]).name == "pgbackrest"
             and config in words
-            and not command.startswith("archive-")
+            and not any(word.startswith("archive-") for word in words)
         )
 
     found = end(orphans(ours))
