@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import signal
 import sqlite3
@@ -159,7 +160,7 @@ def test_a_deleted_wal_segment_is_reported_as_a_gap(
     assert [gap["first"] for gap in json.loads(listed.stdout)["gaps"]] == [names[1]]
     assert "no restore can reach" in verger(config, "backup", "list").stderr
     check = verger(config, "--json", "check")
-    found = [c for c in json.loads(check.stdout) if c["name"] == "backup.wal gaps"]
+    found = [c for c in json.loads(check.stdout) if c["name"] == "backup.wal-gaps"]
     assert found and found[0]["status"] == "fail", check.stdout
     assert names[1] in found[0]["message"] and check.returncode == 1
     watched = verger(config, "--json", "backup", "watch")
@@ -179,6 +180,31 @@ def test_a_deleted_wal_segment_is_reported_as_a_gap(
         config, "restore", "--to-time", hinted[1], "--target", str(workdir / "copy")
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# A check's name: lowercase words joined by hyphens, its parts by dots.
+CHECK_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)*")
+
+
+def test_backup_checks_are_named_like_every_other_check(
+    workdir: Path, source: Source
+) -> None:
+    """'verger check' names every check, the backup ones included, with dotted
+    lowercase words joined by hyphens (backup.wal-gaps, like health-path):
+    no name holds a space."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    done = verger(config, "--json", "check")
+    names = [check["name"] for check in json.loads(done.stdout)]
+    assert [n for n in names if not CHECK_NAME.fullmatch(n)] == [], names
+    assert {
+        "backup.archiving",
+        "backup.wal-waiting",
+        "backup.newest-wal",
+        "backup.wal-gaps",
+        "backup.repository",
+        "backup.verified",
+    } <= set(names)
 
 
 def test_an_unset_passphrase_variable_is_refused_not_used(
@@ -216,6 +242,133 @@ def test_wrong_passphrase_is_one_clear_line(workdir: Path, source: Source) -> No
     assert "passphrase" in done.stderr
 
 
+def _without_passphrase(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the verger CLI with no passphrase anywhere in its environment."""
+    env = {k: v for k, v in os.environ.items() if k != "VERGER_BACKUP_PASSPHRASE"}
+    return subprocess.run(
+        [sys.executable, "-m", "verger", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_list_and_report_read_the_catalog_without_a_passphrase(
+    workdir: Path, source: Source
+) -> None:
+    """With no passphrase set, 'backup list' and 'dr report' show the catalog,
+    say the repository was not checked, and never read the repository (moved
+    away, it is not reported missing); 'backup verify', which needs it, still
+    refuses in one line with a hint."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    (workdir / "repo").rename(workdir / "repo-away")
+
+    listed = _without_passphrase(config, "--json", "backup", "list")
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert [row["status"] for row in data["backups"]] == ["done"]
+    assert data["repository_checked"] is False and data["gaps"] == []
+    assert "the repository was not read" in listed.stderr
+    assert "missing" not in listed.stderr and "Traceback" not in listed.stderr
+
+    human = _without_passphrase(config, "backup", "list")
+    assert human.returncode == 0 and "done" in human.stdout, human.stderr
+    report = _without_passphrase(config, "--json", "dr", "report")
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout) == []
+
+    refused = _without_passphrase(config, "backup", "verify")
+    assert refused.returncode == 6
+    assert "VERGER_BACKUP_PASSPHRASE}, which is not set" in refused.stderr
+    assert "hint:" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 2, refused.stderr
+
+
+_LEAVE_RUNNING = """
+import sys
+from pathlib import Path
+from verger.state import open_store
+
+store = open_store(".verger/state.db", Path(sys.argv[1]))
+store.add_backup("production", "pgbackrest", "full", "test")
+store.add_drill("production", "test", 600.0, 60.0)
+store.close()
+"""
+
+
+def test_runs_whose_process_died_are_listed_as_interrupted(
+    workdir: Path, source: Source
+) -> None:
+    """A backup and a drill left 'running' by a process that is gone are shown
+    with the status interrupted (not failed, not running) by 'backup list' and
+    'dr report', even without a passphrase."""
+    config = backup_config(workdir, source)
+    subprocess.run(
+        [sys.executable, "-c", _LEAVE_RUNNING, str(config.parent)], check=True
+    )
+
+    listed = _without_passphrase(config, "--json", "backup", "list")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)["backups"]
+    assert row["status"] == "interrupted"
+    assert "ended before it finished" in str(row["detail"])
+    assert "Backup #1 is marked interrupted" in listed.stderr
+    (drill,) = json.loads(_without_passphrase(config, "--json", "dr", "report").stdout)
+    assert drill["status"] == "interrupted"
+    human = _without_passphrase(config, "backup", "list")
+    assert "interrupted" in human.stdout and "failed" not in human.stdout
+
+
+def _holding(folder: Path, secret: bytes) -> dict[str, tuple[int, int]]:
+    """Files under ``folder`` whose bytes hold ``secret``: path to (mode, owner)."""
+    found = {}
+    for path in folder.rglob("*"):
+        if path.is_symlink() or not path.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            if secret in path.read_bytes():
+                info = path.stat()
+                found[str(path.relative_to(folder))] = (
+                    info.st_mode & 0o777,
+                    info.st_uid,
+                )
+    return found
+
+
+def test_the_passphrase_is_written_only_where_archive_command_needs_it(
+    workdir: Path, source: Source
+) -> None:
+    """After setup, a backup, its verification and a restore, run with --debug,
+    the passphrase is in no output, log, state or scratch file and in no
+    PostgreSQL setting: only in pgbackrest.conf, which archive_command reads,
+    mode 0600 and owned by the user that runs PostgreSQL."""
+    config = backup_config(workdir, source)
+    outputs = [verger(config, "--debug", "backup", "setup", check=True)]
+    source.restart()
+    outputs.append(verger(config, "--debug", "backup", "setup", check=True))
+    outputs.append(verger(config, "--debug", "backup", "run", check=True))
+    outputs.append(verger(config, "--debug", "--json", "backup", "verify", check=True))
+    target = workdir / "restored"
+    outputs.append(
+        verger(config, "--debug", "restore", "--latest", "--target", str(target))
+    )
+    assert outputs[-1].returncode == 0, outputs[-1].stderr
+    for done in outputs:
+        assert PASSPHRASE not in done.stdout + done.stderr
+
+    found = _holding(workdir, PASSPHRASE.encode())
+    conf = "app/.verger/backup/production/pgbackrest.conf"
+    owner = pwd.getpwnam("postgres").pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert found == {conf: (0o600, owner)}, found
+    (setting,) = source.sql("SELECT string_agg(setting, ' ') FROM pg_settings")[0]
+    assert PASSPHRASE not in str(setting)
+
+
 def test_root_without_run_as_gets_a_hint(workdir: Path, source: Source) -> None:
     """Started as root with no backup.run_as, verger refuses with a hint to set it,
     since PostgreSQL's programs refuse to run as root."""
@@ -232,7 +385,7 @@ def test_a_backup_killed_midway_is_never_listed_as_good(
     workdir: Path, source: Source
 ) -> None:
     """SIGKILL of 'backup run' in the middle leaves a catalog row that the next
-    command marks failed; nothing from it is listed as done or verified."""
+    command marks interrupted; nothing from it is listed as done or verified."""
     source.sql(
         "CREATE TABLE bulk AS SELECT g, md5(g::text) AS h FROM generate_series(1, 600000) g"
     )
@@ -255,10 +408,10 @@ def test_a_backup_killed_midway_is_never_listed_as_good(
     rows = _listed(config)
     assert rows, "the interrupted backup is in the catalog"
     statuses = {row["status"] for row in rows}
-    assert statuses <= {"failed", "done"}, rows
+    assert statuses <= {"interrupted", "done"}, rows
     assert "verified" not in statuses
-    failed = [row for row in rows if row["status"] == "failed"]
-    assert failed and "interrupted" in str(failed[0]["detail"])
+    stopped = [row for row in rows if row["status"] == "interrupted"]
+    assert stopped and "interrupted" in str(stopped[0]["detail"])
 
 
 def test_drill_measures_rto_and_rpo_and_report_lists_it(

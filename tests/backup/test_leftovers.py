@@ -3,6 +3,7 @@ next command finds, what it cleans up, and what it never counts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import PASSPHRASE, Source, backup_config, verger
 from test_backup_cli import _listed, _ready, _wait_for_running_backup
+
+from verger.backup.interrupt import descendants
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/bin/pgbackrest").exists(), reason="pgBackRest is not installed"
@@ -152,11 +155,11 @@ def test_a_job_killed_once_postgres_starts_leaves_no_server_running(
     assert [row["status"] for row in _listed(config)] == ["done"]
 
 
-def test_a_drill_killed_midway_is_marked_failed_and_its_server_stopped(
+def test_a_drill_killed_midway_is_marked_interrupted_and_its_server_stopped(
     workdir: Path, source: Source
 ) -> None:
     """SIGKILL of 'dr drill' once its copy is starting: the next command stops
-    the copy and marks the drill failed, never passed."""
+    the copy and marks the drill interrupted, never passed."""
     config = backup_config(workdir, source)
     _slow_restore(source, config)
     scratch = workdir / "scratch"
@@ -175,7 +178,7 @@ def test_a_drill_killed_midway_is_marked_failed_and_its_server_stopped(
     verger(config, "backup", "list", check=True)
     _wait_for(lambda: not _running(pid), "the drill's server stopping", 15)
     report = json.loads(verger(config, "--json", "dr", "report", check=True).stdout)
-    assert report[0]["status"] == "failed"
+    assert report[0]["status"] == "interrupted"
     assert "interrupted" in report[0]["detail"]
     assert not list(scratch.iterdir())
 
@@ -210,7 +213,7 @@ def test_a_signal_during_backup_run_stops_the_engine_and_says_so(
     state = config.parent / ".verger" / "state.db"
     with sqlite3.connect(state) as db:
         rows = db.execute("SELECT status, detail FROM backups").fetchall()
-    assert len(rows) == 1 and rows[0][0] == "failed", rows
+    assert len(rows) == 1 and rows[0][0] == "interrupted", rows
     assert "interrupted" in rows[0][1]
 
 
@@ -238,3 +241,140 @@ def test_setup_with_a_wrong_passphrase_changes_nothing(
     assert done.returncode == 6
     assert not conf.exists()
     assert not list(conf.parent.glob(".pgbackrest.conf*"))
+
+
+def _killed_mid_copy(workdir: Path, source: Source) -> tuple[Path, int]:
+    """A config and a 'backup run' whose pgBackRest workers are copying."""
+    source.sql(
+        "CREATE TABLE bulk AS SELECT g, md5(g::text) AS h "
+        "FROM generate_series(1, 1500000) g"
+    )
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    process = _start(config, "backup", "run", "--no-verify")
+    _wait_for_running_backup(config)
+    _wait_for(lambda: len(_engine_processes(config)) > 1, "pgBackRest's workers", 60)
+    time.sleep(0.5)
+    return config, process.pid
+
+
+def _engine_pids(config: Path) -> list[int]:
+    state = str(config.parent / ".verger" / "backup")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not _running(int(entry.name)):
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if any(state in w for w in words) and any(
+            w.startswith("backup") for w in words
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("whom", ["process", "group"])
+def test_a_backup_run_killed_takes_its_pgbackrest_processes_with_it(
+    workdir: Path, source: Source, whom: str
+) -> None:
+    """SIGKILL of the verger process alone, or of its whole process group,
+    while pgBackRest copies: every pgBackRest process of that backup, workers
+    included, is gone within 5 s with no other command run, and the next
+    backup runs and is done."""
+    config, pid = _killed_mid_copy(workdir, source)
+    assert len(_engine_pids(config)) > 1
+    if whom == "group":
+        os.killpg(pid, signal.SIGKILL)
+    else:
+        os.kill(pid, signal.SIGKILL)
+
+    _wait_for(lambda: not _engine_pids(config), "pgBackRest ending", 5)
+    done = verger(config, "--json", "backup", "run", "--no-verify")
+    assert done.returncode == 0, done.stderr
+    assert [row["status"] for row in _listed(config)] == ["done", "interrupted"]
+
+
+def test_the_next_command_ends_pgbackrest_workers_a_killed_verger_left(
+    workdir: Path, source: Source
+) -> None:
+    """pgBackRest workers that outlive a killed verger (here: its guard killed
+    with it, and the workers held stopped) are ended by the next command, even
+    'backup list', which says so, and the next backup is not refused by the
+    stanza's lock."""
+    config, pid = _killed_mid_copy(workdir, source)
+    engine = _engine_pids(config)
+    main = [p for p in engine if "backup" in _cmdline(p)]
+    guards = [c for c in _children(pid) if "os.killpg" in " ".join(_cmdline(c))]
+    assert main and guards, "verger runs pgBackRest under a guard"
+    for number in [*guards, pid]:
+        os.kill(number, signal.SIGKILL)
+    _wait_for(lambda: not _running(main[0]), "pgBackRest dying with verger", 5)
+    # Held still, as a worker busy with a large file would be.
+    left = [p for p in _engine_pids(config) if p not in main]
+    try:
+        for number in left:
+            os.kill(number, signal.SIGSTOP)
+        assert left and _engine_pids(config) == left, "no worker outlived verger"
+
+        listed = verger(config, "backup", "list", check=True)
+        assert "Ended pgBackRest processes" in listed.stderr
+        assert _engine_pids(config) == []
+    finally:
+        for number in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(number, signal.SIGKILL)
+    done = verger(config, "--json", "backup", "run", "--no-verify")
+    assert done.returncode == 0, done.stderr
+    assert [row["status"] for row in _listed(config)] == ["done", "interrupted"]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def test_no_program_a_verification_starts_has_the_passphrase_in_its_environment(
+    workdir: Path, source: Source
+) -> None:
+    """While 'backup verify' restores and starts its scratch server, neither
+    pgBackRest nor PostgreSQL (nor anything else verger started) carries the
+    passphrase in its environment, although verger's own environment does."""
+    config = backup_config(workdir, source)
+    _slow_restore(source, config)
+    process = _start(config, "backup", "verify")
+    seen: dict[int, str] = {}
+    holding: list[str] = []
+    while process.poll() is None:
+        for pid in descendants(process.pid):
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            seen.setdefault(pid, " ".join(_cmdline(pid))[:120])
+            if PASSPHRASE.encode() in environ:
+                holding.append(seen[pid])
+        time.sleep(0.02)
+    process.communicate()
+
+    assert process.returncode == 0
+    assert any("pgbackrest" in line for line in seen.values()), seen
+    assert any("postgres" in line.split(" ")[0] for line in seen.values()), seen
+    assert holding == []

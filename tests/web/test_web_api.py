@@ -170,7 +170,8 @@ def test_series_follow_the_range_and_refuse_unknown_names(tmp_path: Path) -> Non
 
 
 def test_releases_incidents_alerts_and_the_verified_backup(tmp_path: Path) -> None:
-    """Live releases, incidents, firing alerts and the verified backup are the state store's."""
+    """Live releases, incidents, firing alerts and the verified backup are the state
+    store's; a newer failed or interrupted backup is not shown as the verified one."""
 
     async def check(client: TestClient[Any, Any], board: Board) -> None:
         state = board.state
@@ -192,6 +193,11 @@ def test_releases_incidents_alerts_and_the_verified_backup(tmp_path: Path) -> No
         )
         failed = state.add_backup("production", "pg_dump", "full", "tester")
         state.update_backup(failed, status="failed", finished_at=40.0)
+        # Newer still, but stopped by a signal: never counted as verified.
+        stopped = state.add_backup("production", "pg_dump", "full", "tester")
+        state.update_backup(
+            stopped, status="interrupted", label="stopped", finished_at=50.0
+        )
         state.save_alert_states([_firing("latency_critical", "critical")], [])
 
         releases = (await (await client.get("/api/v1/releases", headers=AUTH)).json())[

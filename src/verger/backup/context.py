@@ -53,9 +53,29 @@ def passphrase(section: Backup) -> str:
     return value
 
 
-def make_context(loaded: Loaded) -> Context:
+def passphrase_problem(section: Backup) -> BackupError | None:
+    """Why the repository key cannot be had, or None when it can."""
+    try:
+        passphrase(section)
+    except BackupError as exc:
+        return exc
+    return None
+
+
+def make_context(loaded: Loaded, *, need_passphrase: bool = True) -> Context:
+    """The engine's context; without ``need_passphrase`` a missing key is no error.
+
+    Commands that read only verger's catalog (``backup list`` without a key,
+    ``dr report``) must work where the passphrase is not at hand; their
+    context then holds an empty passphrase, which every engine refuses.
+    """
     section = backup_section(loaded)
-    secret = passphrase(section)
+    try:
+        secret = passphrase(section)
+    except BackupError:
+        if need_passphrase:
+            raise
+        secret = ""
     runner = Runner(resolve_user(section.run_as), secrets=[secret])
     s3 = section.repository.s3
     if s3 is not None and s3.secret:

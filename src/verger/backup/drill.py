@@ -36,6 +36,7 @@ from verger.backup.markers import (
     prune,
 )
 from verger.backup.restore import reach, unusable
+from verger.backup.runs import INTERRUPTED
 from verger.backup.verify import _database, content_error, mark_unrestorable
 from verger.errors import Interrupted, VergerError
 from verger.state.base import Row, Store, actor
@@ -112,7 +113,7 @@ def drill(
     except VergerError as exc:
         store.update_drill(
             drill_id,
-            status="failed",
+            status=INTERRUPTED if isinstance(exc, Interrupted) else "failed",
             incident_at=incident,
             detail=str(exc),
             finished_at=time.time(),

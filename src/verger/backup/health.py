@@ -140,7 +140,7 @@ def _waiting(count: int, oldest: float | None, engine: Engine, now: float) -> Fi
     limit = max(2 * engine.context.section.archive_timeout, 300.0)
     if count and oldest is not None and now - oldest > limit:
         return Finding(
-            "backup.wal waiting",
+            "backup.wal-waiting",
             "fail",
             f"{count} WAL segments wait to be archived, the oldest since "
             f"{_ago(now - oldest)}",
@@ -148,21 +148,21 @@ def _waiting(count: int, oldest: float | None, engine: Engine, now: float) -> Fi
             "archiving_failed",
         )
     return Finding(
-        "backup.wal waiting", "ok", f"{count} WAL segments wait to be archived"
+        "backup.wal-waiting", "ok", f"{count} WAL segments wait to be archived"
     )
 
 
 def _newest(archived_at: float | None, archived_wal: object, now: float) -> Finding:
     if archived_at is None:
         return Finding(
-            "backup.newest wal",
+            "backup.newest-wal",
             "warn",
             "no WAL segment has been archived yet",
             "run 'verger backup setup' and check that PostgreSQL was restarted",
         )
     age = now - archived_at
     return Finding(
-        "backup.newest wal", "ok", f"{archived_wal} was archived {_ago(age)}"
+        "backup.newest-wal", "ok", f"{archived_wal} was archived {_ago(age)}"
     )
 
 
@@ -261,17 +261,17 @@ def gaps(engine: Engine) -> list[Finding]:
         # backup.repository fails and alerts for the same cause.
         return [
             Finding(
-                "backup.wal gaps",
+                "backup.wal-gaps",
                 "warn",
                 f"cannot list the WAL archive: {exc.message}",
                 exc.hint,
             )
         ]
     if not found:
-        return [Finding("backup.wal gaps", "ok", "the WAL archive has no gap")]
+        return [Finding("backup.wal-gaps", "ok", "the WAL archive has no gap")]
     return [
         Finding(
-            "backup.wal gaps",
+            "backup.wal-gaps",
             "fail",
             gap.sentence(when),
             "take a full backup now ('verger backup run --type full') so that "

@@ -4,7 +4,7 @@ The catalog row is written before the engine starts and says "running"; it
 becomes "done" only from the engine's own listing after the run, and
 "verified" only after a restore proved it. A process killed mid-backup leaves
 "running" behind with its pid; the next command finds the pid gone and marks
-the row failed, so a partial backup is never listed as good.
+the row interrupted, so a partial backup is never listed as good.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from typing import Any
 
 from verger.backup.engines.base import Engine, EngineBackup, Progress, no_progress
 from verger.backup.markers import write_marker
-from verger.errors import BackupError, VergerError
+from verger.errors import BackupError, Interrupted, VergerError
 from verger.state.base import Row, Store, actor
 
 log = logging.getLogger("verger.backup")
+
+# The status of a job stopped by a signal or killed: neither good nor disproved.
+INTERRUPTED = "interrupted"
 
 
 def take_backup(
@@ -44,11 +47,16 @@ def take_backup(
         store.update_backup(backup_id, marker=marker)
         taken = engine.backup(kind, progress)
     except (VergerError, KeyboardInterrupt) as exc:
+        stopped = isinstance(exc, (Interrupted, KeyboardInterrupt))
         reason = str(exc) or "interrupted"
         store.update_backup(
-            backup_id, status="failed", finished_at=time.time(), detail=reason
+            backup_id,
+            status=INTERRUPTED if stopped else "failed",
+            finished_at=time.time(),
+            detail=reason,
         )
-        log.error("Backup #%s failed: %s", backup_id, reason)
+        outcome = "was interrupted" if stopped else "failed"
+        log.error("Backup #%s %s: %s", backup_id, outcome, reason)
         raise
     _record(store, backup_id, taken, engine)
     log.info(
@@ -82,17 +90,7 @@ def _record(store: Store, backup_id: int, taken: EngineBackup, engine: Engine) -
 def reconcile(engine: Engine, store: Store) -> list[str]:
     """Bring the catalog in line with the repository; return what changed, as sentences."""
     database = engine.context.database
-    changes: list[str] = []
-    for row in store.backups(database, "running"):
-        if row.pid is not None and _alive(int(row.pid)) and row.pid != os.getpid():
-            continue
-        store.update_backup(
-            row.id,
-            status="failed",
-            finished_at=time.time(),
-            detail="interrupted: the process taking it ended before it finished",
-        )
-        changes.append(f"Backup #{row.id} was interrupted and is marked failed.")
+    changes = mark_orphans(store, database)
     held = {b.label: b for b in engine.backups()}
     kept = store.backups(database, "done", "verified", "unrestorable")
     if not held and kept:
@@ -130,6 +128,27 @@ def reconcile(engine: Engine, store: Store) -> list[str]:
         changes.append(f"Backup {label} was found in the repository and added.")
     for change in changes:
         log.info(change)
+    return changes
+
+
+def mark_orphans(store: Store, database: str) -> list[str]:
+    """Mark interrupted the running backups whose process is gone; say which.
+
+    This needs only the catalog, so commands that never read the repository
+    (``backup list`` without a passphrase) still never show a dead run as
+    running.
+    """
+    changes: list[str] = []
+    for row in store.backups(database, "running"):
+        if row.pid is not None and _alive(int(row.pid)) and row.pid != os.getpid():
+            continue
+        store.update_backup(
+            row.id,
+            status=INTERRUPTED,
+            finished_at=time.time(),
+            detail="interrupted: the process taking it ended before it finished",
+        )
+        changes.append(f"Backup #{row.id} is marked interrupted: its process is gone.")
     return changes
 
 

@@ -4,7 +4,9 @@ PostgreSQL's server programs refuse to run as root, and pgBackRest must run as
 the owner of the cluster so that the files it writes into the repository can
 be read back by ``archive_command``. verger itself may run as root (under
 systemd, in CI); every engine command therefore goes through a ``Runner`` that
-switches to ``backup.run_as`` and never shows a secret in an error.
+switches to ``backup.run_as``, never shows a secret in an error, and starts
+the program so that it dies with verger (``subprocess`` sets the user itself,
+in the child, with no ``runuser`` or ``su`` in between).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from verger.children import OWNER, ending_with_me, owner_tag
 from verger.errors import BackupError, ToolError
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -100,9 +104,23 @@ class Runner:
         return text
 
     def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = dict(os.environ)
+        """verger's environment without its secrets, as run_as, tagged with this
+        process as the owner.
+
+        The tag passes down to what the program starts itself (pgBackRest's
+        workers), which the next command ends if this one was killed.
+        """
+        # verger's own environment may hold the passphrase (as
+        # VERGER_BACKUP_PASSPHRASE or whatever backup.passphrase names); no
+        # program, and no scratch server, inherits it from there.
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not value or value not in self.secrets
+        }
         if self.user is not None:
             env.update(HOME=self.user.home, USER=self.user.name, LOGNAME=self.user.name)
+        env[OWNER] = owner_tag()
         env.update(extra or {})
         return env
 
@@ -111,6 +129,17 @@ class Runner:
         if self.user is None:
             return None, None, None
         return self.user.uid, self.user.gid, []
+
+    def spawn(self) -> dict[str, Any]:
+        """How every program starts: as run_as, ending when verger dies."""
+        user, group, extra_groups = self.switch()
+        return {
+            "cwd": self.workdir(),
+            "user": user,
+            "group": group,
+            "extra_groups": extra_groups,
+            "preexec_fn": ending_with_me(),
+        }
 
     def run(
         self,
@@ -123,20 +152,19 @@ class Runner:
         what: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run to completion and capture output; a failure raises ``ToolError``."""
-        user, group, extra_groups = self.switch()
+        options = self.spawn()
+        if cwd is not None:
+            options["cwd"] = cwd
         try:
             done = subprocess.run(
                 list(args),
                 env=self.environment(env),
-                cwd=cwd or self.workdir(),
                 capture_output=True,
                 text=True,
                 errors="replace",
                 timeout=timeout,
                 check=False,
-                user=user,
-                group=group,
-                extra_groups=extra_groups,
+                **options,
             )
         except subprocess.TimeoutExpired:
             raise ToolError(

@@ -161,21 +161,22 @@ def backup_run(c: Ctx, kind: str | None, no_verify: bool) -> None:
 @pass_ctx
 def backup_list(c: Ctx) -> None:
     """Backups in the catalog, newest first, with what proved them, and WAL gaps."""
-    from verger.backup import find_gaps, make_context, make_engine, reconcile, when
+    from verger.backup import make_context, when
+    from verger.backup.context import passphrase_problem
 
-    context = make_context(c.loaded)
-    engine = make_engine(context)
+    context = make_context(c.loaded, need_passphrase=False)
     store = _store(c)
     _tidy(c, context, store)
-    rows = store.backups(context.database)
-    try:
-        reconcile(engine, store)
-        gaps = find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
-    except RepositoryMissing as exc:
-        if not rows:
-            raise
-        # The catalog is what is left to go by: show it, marked as unchecked.
-        c.out.warn(f"{exc.message}; {exc.hint}. The catalog below is unchecked.")
+    missing = passphrase_problem(context.section)
+    checked = missing is None
+    if missing is None:
+        gaps = _checked_against_repository(c, context, store)
+    else:
+        # The catalog needs no key; the repository does, so it is left alone.
+        c.out.warn(
+            f"{missing.message}, so the repository was not read: the catalog below "
+            f"is not checked against it and WAL gaps are not looked for ({missing.hint})"
+        )
         gaps = []
     rows = store.backups(context.database)
     c.out.table(
@@ -199,10 +200,27 @@ def backup_list(c: Ctx) -> None:
         data={
             "backups": [_backup_data(r) for r in rows],
             "gaps": [gap.__dict__ for gap in gaps],
+            "repository_checked": checked,
         },
     )
     for gap in gaps:
         c.out.warn(gap.sentence(when))
+
+
+def _checked_against_repository(c: Ctx, context: Any, store: Any) -> list[Any]:
+    """Bring the catalog in line with the repository; the WAL archive's gaps."""
+    from verger.backup import find_gaps, make_engine, reconcile
+
+    engine = make_engine(context)
+    try:
+        reconcile(engine, store)
+        return find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
+    except RepositoryMissing as exc:
+        if not store.backups(context.database):
+            raise
+        # The catalog is what is left to go by: show it, marked as unchecked.
+        c.out.warn(f"{exc.message}; {exc.hint}. The catalog below is unchecked.")
+        return []
 
 
 def _backup_data(row: Any) -> dict[str, Any]:
@@ -489,12 +507,12 @@ def dr_drill(c: Ctx, lead: str | None) -> None:
 @pass_ctx
 def dr_report(c: Ctx) -> None:
     """Past drills against the RTO and RPO targets."""
-    from verger.backup import make_context
+    from verger.backup.context import backup_section
 
-    context = make_context(c.loaded)
-    rows = _store(c).drills(context.database)
+    database = backup_section(c.loaded).database
+    rows = _store(c).drills(database)
     c.out.table(
-        f"Drills of {context.database}",
+        f"Drills of {database}",
         ["#", "when", "status", "RTO", "target", "RPO", "target", "detail"],
         [
             [

@@ -3,38 +3,15 @@
 A refresh killed with SIGKILL runs no cleanup: without this a forked child
 would live on, holding the job lock and a transaction open on the source
 (pinning its xmin), and every later refresh would be refused. Linux kills a
-child asked to die with its parent; elsewhere the next refresh ends what
-the dead one left holding its lock.
+child asked to die with its parent (``verger.children.die_with_parent``);
+elsewhere the next refresh ends what the dead one left holding its lock.
 """
 
 from __future__ import annotations
 
-import ctypes
-import logging
 import os
 import signal
-import sys
 from pathlib import Path
-
-log = logging.getLogger("verger.staging")
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int) -> None:
-    """Called first thing in a forked child: the kernel kills it when ``parent`` dies.
-
-    The parent may have died between the fork and the request, in which case
-    the child was already handed to init and no signal will come: it leaves.
-    """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            log.warning(
-                "Could not ask to end with the refresh: errno %s.", ctypes.get_errno()
-            )
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 def alive(pid: int) -> bool:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from verger.children import die_with_parent
 from verger.config.staging import Rule
-from verger.staging.children import die_with_parent
 from verger.staging.databases import RefreshError
 from verger.staging.fakes import Faker, normal_email, normal_text
 from verger.staging.plan import HIDING

@@ -30,9 +30,9 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
+from verger.children import die_with_parent
 from verger.config.staging import Rule
 from verger.staging.catalog import Column
-from verger.staging.children import die_with_parent
 from verger.staging.databases import RefreshError, dump_schema, restore_section
 from verger.staging.fakes import Faker, MaskError
 from verger.staging.hunt import Hunt, hunter

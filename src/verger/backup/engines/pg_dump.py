@@ -716,19 +716,15 @@ def _spawn(
     stdout: int,
     stderr: IO[bytes],
 ) -> subprocess.Popen[bytes]:
-    """Start a program as the runner's user, with pipes for streaming."""
-    user, group, extra_groups = runner.switch()
+    """Start a program as the runner's user, dying with verger, with pipes."""
     try:
         return subprocess.Popen(
             list(args),
             env=runner.environment(env),
-            cwd=runner.workdir(),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
-            user=user,
-            group=group,
-            extra_groups=extra_groups,
+            **runner.spawn(),
         )
     except FileNotFoundError:
         raise ToolError(

@@ -52,12 +52,15 @@ from verger.backup.engines.base import (
     step,
 )
 from verger.backup.system import pg_program
+from verger.children import guarded
 from verger.config.model import S3
 from verger.errors import BackupError, RepositoryMissing
 
 log = logging.getLogger("verger.backup")
 
 CONFIG_NAME = "pgbackrest.conf"
+# How a pgBackRest command is given the passphrase without a file on disk.
+CIPHER_PASS_VARIABLE = "PGBACKREST_REPO1_CIPHER_PASS"
 
 # pgBackRest's largest retention count: keep every backup until verger expires it.
 KEEP_ALL = 9999999
@@ -147,7 +150,7 @@ class PgBackRest(Engine):
             ]
 
         facts = self.cluster_facts()
-        self.refuse_wrong_passphrase(render_config(self.context, facts))
+        self.refuse_wrong_passphrase(render_config(self.context, facts, secret=False))
         previous = self.read_config()
         lines = [f"wrote {self.write_config(facts)}"]
         try:
@@ -160,16 +163,20 @@ class PgBackRest(Engine):
         return lines
 
     def refuse_wrong_passphrase(self, text: str) -> None:
-        """Refuse, changing nothing, when the repository exists and ``text`` cannot open it.
+        """Refuse, changing nothing, when the repository exists and the passphrase
+        cannot open it.
 
-        The config is tried from a file of its own: the one archive_command
-        reads is replaced only once the passphrase is known to be right.
+        The config ``text`` is tried from a file of its own, without the
+        passphrase, which pgBackRest gets from its environment instead: the
+        file archive_command reads is replaced only once the passphrase is
+        known to be right, and no second copy of it is written.
         """
         state = self.runner.own(self.context.state, 0o700)
         for folder in ("log", "lock", "spool"):
             self.runner.own(state / folder, 0o700)
         trial = state / f".{CONFIG_NAME}.trial-{os.getpid()}"
         self.write_file(trial, text)
+        secret = {CIPHER_PASS_VARIABLE: self.context.passphrase}
         try:
             done = subprocess.run(
                 [
@@ -182,7 +189,7 @@ class PgBackRest(Engine):
                 capture_output=True,
                 timeout=300,
                 check=False,
-                **self.spawn_options(),
+                **{**self.spawn_options(), "env": self.runner.environment(secret)},
             )
         finally:
             trial.unlink(missing_ok=True)
@@ -722,40 +729,43 @@ class PgBackRest(Engine):
         return done
 
     def spawn_options(self) -> dict[str, Any]:
-        """How every pgbackrest process starts: as run_as, text decoded leniently."""
-        user, group, extra_groups = self.runner.switch()
+        """How every pgbackrest process starts: as run_as, dying with verger,
+        text decoded leniently."""
         return {
             "text": True,
             "errors": "replace",
             "env": self.runner.environment(),
-            "cwd": self.runner.workdir(),
-            "user": user,
-            "group": group,
-            "extra_groups": extra_groups,
+            **self.runner.spawn(),
         }
 
     def stream(
         self, args: list[str], total: int, progress: Progress
     ) -> tuple[int, list[str]]:
-        """Run a long command, turning its per-file percentages into progress."""
+        """Run a long command, turning its per-file percentages into progress.
+
+        The command and its workers get a process group of their own, which
+        a guard kills if verger dies before the command ends.
+        """
         process = subprocess.Popen(
             self.command(*args),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            process_group=0,
             **self.spawn_options(),
         )
         kept: deque[str] = deque(maxlen=200)
         notable: list[str] = []
         try:
             assert process.stdout is not None
-            for line in process.stdout:
-                kept.append(line.rstrip("\n"))
-                percent = PERCENT.search(line)
-                if percent:
-                    progress(int(total * float(percent[1]) / 100), total)
-                elif "ERROR:" in line or "new backup label" in line:
-                    notable.append(line.rstrip("\n"))
-            code = process.wait()
+            with guarded(process.pid):
+                for line in process.stdout:
+                    kept.append(line.rstrip("\n"))
+                    percent = PERCENT.search(line)
+                    if percent:
+                        progress(int(total * float(percent[1]) / 100), total)
+                    elif "ERROR:" in line or "new backup label" in line:
+                        notable.append(line.rstrip("\n"))
+                code = process.wait()
         finally:
             if process.poll() is None:
                 process.terminate()
@@ -834,8 +844,15 @@ def program() -> str:
     return found
 
 
-def render_config(context: Context, cluster: Cluster | None) -> str:
-    """The pgBackRest config file for ``context``: repository, logs, stanza."""
+def render_config(
+    context: Context, cluster: Cluster | None, *, secret: bool = True
+) -> str:
+    """The pgBackRest config file for ``context``: repository, logs, stanza.
+
+    It holds the passphrase, since PostgreSQL runs archive_command with its
+    own environment; without ``secret`` it leaves it out, for a command that
+    gets it through ``CIPHER_PASS_VARIABLE``.
+    """
     if not context.passphrase or "\n" in context.passphrase:
         raise BackupError(
             "pgBackRest needs a one-line backup.passphrase to encrypt the repository",
@@ -845,7 +862,7 @@ def render_config(context: Context, cluster: Cluster | None) -> str:
     lines = ["[global]", *repository_lines(context)]
     lines += [
         "repo1-cipher-type=aes-256-cbc",
-        f"repo1-cipher-pass={context.passphrase}",
+        *([f"repo1-cipher-pass={context.passphrase}"] if secret else []),
         f"repo1-retention-full={KEEP_ALL}",
         f"log-path={state / 'log'}",
         "log-level-console=off",
