@@ -157,12 +157,26 @@ def end(pids: Iterable[int], grace: float = 5.0) -> list[int]:
     return pids
 
 
-def running(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie."""
+def running(pid: int | None) -> bool:
+    """Whether process ``pid`` exists and is not a zombie.
+
+    A process of another user counts (the signal test is refused, not
+    failed). A zombie has ended: only its exit status waits to be read.
+    """
+    if not pid or pid < 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # Gone since, or no /proc here.
     except OSError:
-        return False
+        return True
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 

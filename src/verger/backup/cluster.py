@@ -26,6 +26,7 @@ from types import TracebackType
 import psycopg
 
 from verger.backup.system import Runner, pg_program
+from verger.children import running
 from verger.errors import BackupError
 
 # The file in each cluster's folder that says whose it is and where its data is.
@@ -197,11 +198,7 @@ class ScratchCluster:
         pid = self.postmaster_pid()
         if pid is None:
             return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return not _is_zombie(pid)
+        return running(pid)
 
     def last_log_line(self) -> str:
         try:
@@ -244,14 +241,6 @@ class ScratchCluster:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] == "Z"
-
-
 def clean_stale(scratch: Path) -> list[str]:
     """Clean up after clusters whose verger process is gone; say what was done.
 
@@ -267,7 +256,7 @@ def clean_stale(scratch: Path) -> list[str]:
             continue
         facts = _read_record(folder)
         owner = int(str(facts.get("owner", parts[1])))
-        if owner == os.getpid() or _process_alive(owner):
+        if owner == os.getpid() or running(owner):
             continue
         said += _clean_one(folder, facts)
     return said
@@ -319,29 +308,19 @@ def _drop_target(data: Path, facts: dict[str, object]) -> str:
     )
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
 def _kill_postmaster(data: Path) -> bool:
     """Stop the server running from ``data``, if one is; True if one was."""
     try:
         pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return False
-    if not _process_alive(pid) or not _is_postgres(pid):
+    if not running(pid) or not _is_postgres(pid):
         return False
     # SIGQUIT is PostgreSQL's immediate shutdown: the server stops its backends.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGQUIT)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _process_alive(pid):
+    while time.monotonic() < deadline and running(pid):
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)

@@ -20,8 +20,8 @@ from pathlib import Path
 from verger.backup.cluster import clean_stale
 from verger.backup.engines.base import Context
 from verger.backup.engines.pgbackrest import CONFIG_NAME
-from verger.backup.runs import INTERRUPTED, _alive, mark_orphans
-from verger.children import end, orphans
+from verger.backup.runs import INTERRUPTED, mark_orphans
+from verger.children import end, orphans, running
 from verger.state.base import Store
 
 log = logging.getLogger("verger.backup")
@@ -35,7 +35,7 @@ def tidy(context: Context, store: Store) -> list[str]:
     for row in store.drills(context.database):
         if row.status != "running":
             continue
-        if row.pid is not None and (row.pid == os.getpid() or _alive(int(row.pid))):
+        if row.pid is not None and (row.pid == os.getpid() or running(int(row.pid))):
             continue
         store.update_drill(
             row.id,

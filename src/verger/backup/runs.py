@@ -16,6 +16,7 @@ from typing import Any
 
 from verger.backup.engines.base import Engine, EngineBackup, Progress, no_progress
 from verger.backup.markers import write_marker
+from verger.children import running
 from verger.errors import BackupError, Interrupted, VergerError
 from verger.state.base import Row, Store, actor
 
@@ -140,7 +141,7 @@ def mark_orphans(store: Store, database: str) -> list[str]:
     """
     changes: list[str] = []
     for row in store.backups(database, "running"):
-        if row.pid is not None and _alive(int(row.pid)) and row.pid != os.getpid():
+        if row.pid is not None and running(int(row.pid)) and row.pid != os.getpid():
             continue
         store.update_backup(
             row.id,
@@ -150,17 +151,3 @@ def mark_orphans(store: Store, database: str) -> list[str]:
         )
         changes.append(f"Backup #{row.id} is marked interrupted: its process is gone.")
     return changes
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from verger.backup.crypt import Readable, Writable
 from verger.backup.engines.base import Progress, no_progress
+from verger.children import running
 from verger.config.model import S3, Repository
 from verger.errors import BackupError
 
@@ -225,15 +226,7 @@ class LocalStorage(Storage):
 def _writer_alive(file: str) -> bool:
     """Whether the process named in a temporary file's name still runs."""
     pid = file.rpartition(_PARTIAL)[2].split("-", 1)[0]
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid.isdigit() and running(int(pid))
 
 
 @contextlib.contextmanager

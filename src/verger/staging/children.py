@@ -14,16 +14,6 @@ import signal
 from pathlib import Path
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def holders(path: Path) -> list[int]:
     """The processes with ``path`` open, from /proc (Linux); none elsewhere."""
     target = str(path.resolve())

@@ -24,12 +24,13 @@ from typing import Any
 import psycopg
 
 from verger.backup.lock import exclusive
+from verger.children import running
 from verger.config import Loaded
 from verger.config.staging import Staging
 from verger.errors import BusyError, VergerError
 from verger.notify import StagingEvent, make_notifier
 from verger.staging.catalog import read_tables
-from verger.staging.children import alive, end_orphans
+from verger.staging.children import end_orphans
 from verger.staging.databases import RefreshError, Server, refuse_production
 from verger.staging.fakes import Faker
 from verger.staging.mask import Masked, build_masked
@@ -180,7 +181,7 @@ def _dead_holder(path: Path) -> int | None:
         pid = int(json.loads(path.read_text() or "{}").get("pid", 0))
     except (OSError, ValueError):
         return None
-    return pid if pid and not alive(pid) else None
+    return pid if pid and not running(pid) else None
 
 
 def _refresh(

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from verger.children import running
 from verger.staging.databases import Server
 from verger.state.base import Store
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def refreshes(store: Store, server: Server, limit: int = 20) -> list[dict[str, Any]]:
@@ -26,7 +14,7 @@ def refreshes(store: Store, server: Server, limit: int = 20) -> list[dict[str, A
     rows = []
     for row in store.refreshes(server.live, limit):
         record = dict(row.data)
-        if record["status"] == "running" and not _alive(record.get("pid")):
+        if record["status"] == "running" and not running(record.get("pid")):
             record["status"] = "interrupted"
         rows.append(record)
     return rows
