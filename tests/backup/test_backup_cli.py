@@ -722,3 +722,28 @@ def test_ctrl_c_while_the_command_loads_is_one_line_and_130(delay: float) -> Non
     assert code in (0, 130), (code, err)
     if code == 130:
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_backup_command_loads_only_the_backup_commands() -> None:
+    """``verger backup`` loads its own command module and neither the agent client,
+    the other command groups nor croniter (which runs ``file`` when imported), while
+    every command the top-level group names still resolves and is listed."""
+    script = """
+import sys
+from verger.cli.main import Commands, cli
+cli.main(args=["backup", "--help"], standalone_mode=False)
+import verger.backup  # what every backup command imports when it runs
+heavy = ["verger.agent.client", "verger.cli.monitor", "verger.cli.alerting",
+         "verger.cli.staging", "verger.cli.dashboard", "verger.cli.jobs", "croniter"]
+print(",".join(name for name in heavy if name in sys.modules))
+missing = [name for name in Commands.lazy if cli.get_command(None, name) is None]
+print(",".join(missing))
+print(sorted(cli.commands) == cli.list_commands(None))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    loaded, missing, listed = done.stdout.splitlines()[-3:]
+    assert loaded == ""
+    assert missing == ""
+    assert listed == "True"
