@@ -55,10 +55,11 @@ _current: list[Ctx] = []
 class Commands(click.Group):
     """The top-level group, which imports a command's module only when it is used.
 
-    Every command pays Python's start-up before it does anything; importing
-    the agent client, the monitor and the rest for a backup would add a
-    good part of a second to each one. The modules named here register
-    their commands on ``cli`` when imported.
+    Every command pays Python's start-up before it does anything, and a
+    backup is measured against its engine run by hand: importing the agent
+    client, the monitor and the rest for it would add about a tenth of a
+    second to each one. The modules named here register their commands on
+    ``cli`` when imported.
     """
 
     lazy: dict[str, str] = {
