@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from conftest import Source, backup_config, postgres_runner, verger
 
+from verger.backup import crypt
 from verger.backup.cluster import ScratchCluster
 from verger.backup.crypt import DamagedFile, WrongPassphrase
 from verger.backup.engines import pg_dump as pg_dump_engine
@@ -236,6 +237,31 @@ def test_a_wrong_passphrase_is_told_apart(workdir: Path, source: Source) -> None
         engine.restore(RestorePoint(label=taken.label), cluster)
     assert "damaged" not in str(caught.value)
     assert "backup.passphrase" in caught.value.hint
+
+
+def test_a_new_backup_takes_the_listed_salt_so_a_listing_derives_one_key(
+    workdir: Path, source: Source
+) -> None:
+    """A backup taken after the repository was listed is sealed under the newest
+    listed backup's salt, each file with its own nonce prefix, so a later command
+    opens every manifest with one scrypt derivation; both backups still restore."""
+    first = PgDump(make_context(workdir, source)).backup("logical")
+    engine = PgDump(make_context(workdir, source))
+    engine.backups()
+    second = engine.backup("logical")
+
+    headers = [p.read_bytes()[: crypt.HEADER] for p in (workdir / "repo").rglob("*.*")]
+    assert len(headers) == 4
+    assert len({crypt.salt_of(header) for header in headers}) == 1
+    start = len(crypt.MAGIC) + 4 + crypt.SALT
+    assert len({header[start : start + crypt.PREFIX] for header in headers}) == 4
+
+    crypt._derive.cache_clear()
+    fresh = PgDump(make_context(workdir, source))
+    assert [b.label for b in fresh.backups()] == [first.label, second.label]
+    assert crypt._derive.cache_info().misses == 1
+    with restored(fresh.context, fresh, first.label) as cluster:
+        assert checksums(cluster.url("app")) == fresh.tables(first.label)
 
 
 def test_the_repository_holds_no_plaintext(workdir: Path, source: Source) -> None:

@@ -95,6 +95,15 @@ def _derive(passphrase: bytes, salt: bytes, work: int) -> tuple[bytes, bytes]:
     return material[:32], material[32:]
 
 
+def salt_of(data: bytes) -> bytes | None:
+    """The salt in a backup file's header, if it has one at today's scrypt cost."""
+    if len(data) < HEADER or not data.startswith(MAGIC):
+        return None
+    work = _PARAMS.unpack_from(data, len(MAGIC))[0]
+    start = len(MAGIC) + _PARAMS.size
+    return data[start : start + SALT] if work == WORK else None
+
+
 def _nonce(prefix: bytes, counter: int) -> bytes:
     if counter >= 2**32:
         raise BackupError(
@@ -119,9 +128,12 @@ class Encryptor:
         secret = require_passphrase(passphrase)
         self.src = src
         self.chunk = 2**chunk_log2
-        # A salt may be shared by the files of one backup (its dump and its
-        # manifest), so that they cost one key derivation; each file still has
-        # its own random nonce prefix, so no nonce repeats under the key.
+        # A salt may be shared by the files of one repository, so that a
+        # command reading or writing several of them derives the key once
+        # (scrypt is slow on purpose); each file still has its own random
+        # nonce prefix, so no nonce repeats under the key. Sharing costs no
+        # strength: every file is under the one passphrase, so cracking any
+        # single file's salt already yields it.
         self.salt = salt or os.urandom(SALT)
         salt, self.prefix = self.salt, os.urandom(PREFIX)
         key, check = _derive(secret, salt, work)

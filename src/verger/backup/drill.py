@@ -160,7 +160,7 @@ def _recover(
     context = engine.context
     targets = context.section.targets
     newest = max(reach(engine, skip).backups, key=lambda b: b.finished_at)
-    point = RestorePoint(label=newest.label, latest=engine.pitr)
+    point = RestorePoint(label=newest.label, latest=engine.pitr, size=newest.size)
     with ScratchCluster(context.runner, context.scratch, "drill") as cluster:
         started = time.time()
         try:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import psycopg
-from croniter import croniter
 
 from verger.backup.engines.base import Engine
 from verger.config.types import format_duration
@@ -238,6 +237,10 @@ def _allowed_age(engine: Engine) -> tuple[float, str]:
     cron = section.schedule.full
     if cron is None:
         return max(rpo, 7 * 86400.0), "a week with no full backup scheduled"
+    # Imported here: croniter runs a program at import (platform.architecture
+    # calls ``file``), a cost every backup command would pay for nothing.
+    from croniter import croniter
+
     slots = croniter(cron, time.time())
     first = slots.get_next(float)
     cadence = slots.get_next(float) - first

@@ -122,7 +122,9 @@ def plan(
         if engine.pitr and latest:
             _refuse_latest_across_a_gap(engine, span)
         base = _base_for_latest(engine, span, verified)
-        return RestorePoint(label=base.label, latest=engine.pitr and latest)
+        return RestorePoint(
+            label=base.label, latest=engine.pitr and latest, size=base.size
+        )
     if not engine.pitr:
         raise BackupError(
             "the pg_dump engine keeps no WAL, so it cannot restore to a point in time",
@@ -152,7 +154,7 @@ def plan(
             "pick a later time, or another backup",
         )
     base = max(usable, key=lambda b: b.finished_at)
-    return RestorePoint(label=base.label, time=to_time)
+    return RestorePoint(label=base.label, time=to_time, size=base.size)
 
 
 def _only(span: Reach, label: str, skip: Collection[str]) -> Reach:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib
 import json
 import logging
 import subprocess
@@ -11,18 +12,18 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from verger import __version__
-from verger.agent.client import AgentClient
 from verger.config import FILENAME, Loaded, find_config, load_config
 from verger.config.loader import nearest_key
-from verger.deploy import gate
-from verger.deploy.version import check_version
 from verger.errors import ConfigError, DeployError, RouterError, VergerError
 from verger.output import Output
+
+if TYPE_CHECKING:
+    from verger.agent.client import AgentClient
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -51,7 +52,41 @@ pass_ctx = click.make_pass_decorator(Ctx)
 _current: list[Ctx] = []
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The top-level group, which imports a command's module only when it is used.
+
+    Every command pays Python's start-up before it does anything, and a
+    backup is measured against its engine run by hand: importing the agent
+    client, the monitor and the rest for it would add about a tenth of a
+    second to each one. The modules named here register their commands on
+    ``cli`` when imported.
+    """
+
+    lazy: dict[str, str] = {
+        "backup": "verger.cli.backup",
+        "restore": "verger.cli.backup",
+        "dr": "verger.cli.backup",
+        "silence": "verger.cli.alerting",
+        "incident": "verger.cli.alerting",
+        "dashboard": "verger.cli.dashboard",
+        "jobs": "verger.cli.jobs",
+        "monitor": "verger.cli.monitor",
+        "staging": "verger.cli.staging",
+    }
+
+    def load(self, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.lazy:
+            importlib.import_module(self.lazy[name])
+        return self.commands.get(name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self.load(cmd_name)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-c", "--config", metavar="PATH", help=f"The config file (default ./{FILENAME})."
 )
@@ -129,6 +164,8 @@ def check(c: Ctx) -> None:
 @pass_ctx
 def up(c: Ctx) -> None:
     """Start the agent in the background; fail when a router could not start."""
+    from verger.agent.client import AgentClient
+
     client = AgentClient(c.loaded)
     info = client.up(c.loaded.path)
     word = "already running" if info["already"] else "started"
@@ -186,6 +223,8 @@ def _router_problems(info: dict[str, Any], problems: dict[str, str]) -> RouterEr
 @pass_ctx
 def down(c: Ctx, keep_serving: bool) -> None:
     """Stop the agent, and with it the routers and releases it runs."""
+    from verger.agent.client import AgentClient
+
     try:
         client = AgentClient(c.loaded)
     except ConfigError:
@@ -296,6 +335,7 @@ def _deploy(
     version: str,
     force: bool,
 ) -> dict[str, Any]:
+    from verger.agent.client import AgentClient
     from verger.state import actor
 
     client = AgentClient(c.loaded)
@@ -399,6 +439,8 @@ def release(
     An environment where this version is already live, and passed its watch
     window, is skipped.
     """
+    from verger.deploy import gate
+
     source = _source(c, path)
     version = _version(version or _default_version(source))
     store = _store(c)
@@ -434,6 +476,8 @@ def _released(version: str, results: list[dict[str, Any]]) -> str:
 
 def _version(version: str) -> str:
     """The version, or a command-line error (exit 2) naming the rule."""
+    from verger.deploy.version import check_version
+
     try:
         return check_version(version)
     except DeployError as exc:
@@ -444,6 +488,8 @@ def _approve(
     c: Ctx, environment: str, version: str, yes: bool, force: bool = False
 ) -> None:
     """Ask for approval where the environment wants it, once its gate would let in."""
+    from verger.deploy import gate
+
     requires = c.loaded.config.environments[environment].requires
     if requires is not None and not force:
         # Asking first would hide the real reason the deploy cannot go ahead.
@@ -472,6 +518,7 @@ def _approve(
 @pass_ctx
 def rollback(c: Ctx, environment: str, to_version: str | None) -> None:
     """Switch ENVIRONMENT back to the previous release (or --to VERSION)."""
+    from verger.agent.client import AgentClient
     from verger.state import actor
 
     _known(c, environment)
@@ -514,6 +561,7 @@ def status(c: Ctx, environment: str | None) -> None:
     """What runs where: routers, live and warm releases, unfinished deploys."""
     import asyncio
 
+    from verger.agent.client import AgentClient
     from verger.deploy.status import environment_status
 
     _known(c, environment)
@@ -832,6 +880,8 @@ def hoist_globals(args: list[str]) -> list[str]:
             front.append(arg)
         else:
             rest.append(arg)
+            if isinstance(command, Commands):
+                command.load(arg)
             if isinstance(command, click.Group) and arg in command.commands:
                 command = command.commands[arg]
     return front + rest
@@ -889,12 +939,4 @@ def _from_click(exc: click.ClickException) -> VergerError:
     return error(exc.format_message(), f"see '{where} --help'")
 
 
-# Command groups live in their own modules and register on ``cli`` when imported.
-from verger.cli import alerting as _alerting_commands  # noqa: E402, F401
-from verger.cli import backup as _backup_commands  # noqa: E402
-from verger.cli import dashboard as _dashboard_commands  # noqa: E402, F401
-from verger.cli import jobs as _jobs_commands  # noqa: E402, F401
-from verger.cli import monitor as _monitor_commands  # noqa: E402, F401
-from verger.cli import staging as _staging_commands  # noqa: E402, F401
-
-__all__ = ["_backup_commands", "cli", "main"]
+__all__ = ["Commands", "cli", "main"]

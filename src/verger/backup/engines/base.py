@@ -107,6 +107,9 @@ class RestorePoint:
     label: str | None = None
     time: float | None = None
     latest: bool = False
+    # The backup's size where the caller has just listed it, for progress,
+    # so the engine need not list the repository again.
+    size: int | None = None
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from verger.backup.crypt import (
     decrypt_bytes,
     encrypt_bytes,
     require_passphrase,
+    salt_of,
 )
 from verger.backup.engines.base import (
     Context,
@@ -137,6 +138,10 @@ class PgDump(Engine):
         self._manifests: dict[StoredFile, dict[str, Any]] = {}
         self._written: dict[str, dict[str, Any]] = {}
         self._salts: dict[str, bytes] = {}
+        # The salt of the newest manifest read, whose key is already derived:
+        # a new backup is sealed under it, so listing the repository costs one
+        # key derivation however many backups it holds.
+        self._salt: bytes | None = None
 
     # --- setup -----------------------------------------------------------
 
@@ -303,7 +308,7 @@ class PgDump(Engine):
                 stderr=errors,
             )
             plain = _ReadDigest(_ProgramOutput(process, errors, self._failure))
-            sealer = Encryptor(plain, self.context.passphrase)
+            sealer = Encryptor(plain, self.context.passphrase, salt=self._salt)
             self._salts[label] = sealer.salt
             stored = _ReadDigest(sealer)
             try:
@@ -417,7 +422,9 @@ class PgDump(Engine):
             return cached
         sink = _BytesWriter()
         self.storage.get(file.name, sink)
-        text = decrypt_bytes(sink.getvalue(), self.context.passphrase, file.name)
+        data = sink.getvalue()
+        text = decrypt_bytes(data, self.context.passphrase, file.name)
+        self._salt = salt_of(data) or self._salt
         try:
             manifest: dict[str, Any] = json.loads(text)
             if manifest.get("format") != MANIFEST_FORMAT:

@@ -369,7 +369,7 @@ class PgBackRest(Engine):
             args += ["--type=immediate", "--target-action=promote"]
         args.append("--log-level-console=detail")
 
-        size = self.restore_size(point.label)
+        size = point.size if point.size is not None else self.restore_size(point.label)
         step(progress, "restore", size)
         code, output = self.stream(args, size, progress)
         if code != 0:
