@@ -217,7 +217,7 @@ def _tables(
     if not callable(checksums):
         return
     found: dict[str, dict[str, object]] = checksums(
-        cluster.url(_database(engine.context.dsn))
+        cluster.url(_database(engine.context.dsn)), None, expected
     )
     wrong = [
         name

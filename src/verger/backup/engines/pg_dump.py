@@ -402,9 +402,14 @@ class PgDump(Engine):
         tables: dict[str, TableCheck] = manifest["tables"]
         return tables
 
-    def checksums(self, dsn: str, database: str | None = None) -> dict[str, TableCheck]:
+    def checksums(
+        self,
+        dsn: str,
+        database: str | None = None,
+        recorded: Mapping[str, TableCheck] | None = None,
+    ) -> dict[str, TableCheck]:
         """The same checks on any database, such as a restored copy, to compare."""
-        return checksums(dsn, database)
+        return checksums(dsn, database, recorded)
 
     def _manifest(self, label: str) -> dict[str, Any]:
         name = self._manifest_name(label)
