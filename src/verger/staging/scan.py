@@ -28,10 +28,13 @@ from verger.staging.fakes import (
     normal_email,
     normal_text,
 )
-from verger.staging.hunt import SHORTEST
+from verger.staging.hunt import REMEMBERED, SHORTEST
 
 Progress = Callable[[int, int], None]
 SCANNED_TYPES = (*TEXT_TYPES, "json", "jsonb", "USER-DEFINED", "ARRAY")
+# Values remembered with their verdict are this short: longer ones seldom repeat,
+# and a column of long documents would fill the memory.
+REMEMBERED_SIZE = 256
 
 
 @dataclass
@@ -89,38 +92,41 @@ def _scan_table(
     query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
         listed, sql.Identifier(table.schema, table.name)
     )
+    # A value repeats (a fake number in every message to it): checked once.
+    verdicts: list[dict[str, list[str]]] = [{} for _ in columns]
     with conn.cursor().copy(query) as source:
         for row in source.rows():
-            for column, value in zip(columns, row, strict=True):
+            for column, value, known in zip(columns, row, verdicts, strict=True):
                 if value:
                     result.values += 1
-                    _check(column.key_name, value, faker, seen, canaries, result)
+                    found = known.get(value)
+                    if found is None:
+                        found = _check(value, faker, seen, canaries)
+                        if len(value) <= REMEMBERED_SIZE and len(known) < REMEMBERED:
+                            known[value] = found
+                    for what in found:
+                        result.add(column.key_name, what)
 
 
-def _check(
-    where: str,
-    value: str,
-    faker: Faker,
-    seen: set[int],
-    canaries: list[str],
-    result: Scan,
-) -> None:
+def _check(value: str, faker: Faker, seen: set[int], canaries: list[str]) -> list[str]:
+    """What production left in ``value``: one sentence per finding, none if clean."""
     text = normal_text(value)
-    before = result.count
+    found = []
     if len(text) >= SHORTEST and faker.fingerprint("v", text) in seen:
-        result.add(where, "a production value")
+        found.append("a production value")
     if "@" in value and faker.fingerprint("e", normal_email(value)) in seen:
-        result.add(where, "a production email")
-    for found in faker.embedded(value):
-        if found in seen:
-            result.add(where, "a production email or phone number")
-    if result.count == before:
+        found.append("a production email")
+    for fingerprint in faker.embedded(value):
+        if fingerprint in seen:
+            found.append("a production email or phone number")
+    if not found:
         embedded = _embedded(value, faker)
         if embedded:
-            result.add(where, embedded)
+            found.append(embedded)
     for canary in canaries:
         if canary in text or canary in value.casefold():
-            result.add(where, f"the canary {canary!r}")
+            found.append(f"the canary {canary!r}")
+    return found
 
 
 def _embedded(value: str, faker: Faker) -> str | None:
