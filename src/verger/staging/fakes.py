@@ -408,7 +408,9 @@ class Faker:
                 seen.update(self.embedded(value))
             return _fit(self._lorem(value), width)
         found: set[int] = set() if seen is None else seen
-        masked = EMAIL.sub(lambda m: self._email_in_text(m, found), value)
+        masked = value
+        if "@" in value:
+            masked = EMAIL.sub(lambda m: self._email_in_text(m, found), value)
         masked = self._known_in_text(masked)
         if not SEVEN_DIGITS.search(value):
             return _fit(masked, width)

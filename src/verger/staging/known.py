@@ -62,9 +62,10 @@ class Known:
 
     automaton: ahocorasick.Automaton = field(default_factory=ahocorasick.Automaton)
     phones: dict[str, str] = field(default_factory=dict)
-    regions: list[str] = field(default_factory=list)
     ready: bool = False
-    learnt: set[str] = field(default_factory=set)
+    # Each number learnt, in the order it came: a dict is an ordered set.
+    learnt: dict[str, None] = field(default_factory=dict)
+    _regions: list[str] | None = None
 
     def add(self, kind: str, value: str) -> None:
         """One production name or email, remembered under its folded form."""
@@ -79,15 +80,31 @@ class Known:
         # A number is in several columns (a member's, and every message's to them).
         if e164 in self.learnt:
             return
-        self.learnt.add(e164)
-        code, national, significant = _national(e164)
-        region = region_of(code, significant)
-        if region and region not in self.regions:
-            self.regions.append(region)
+        self.learnt[e164] = None
+        self._regions = None
+        code, national, _ = _national(e164)
         prefix = "1" if code == 1 else "0"
         for digits in (e164[1:], national, prefix + national):
             if len(digits) >= 7:
                 self.phones.setdefault(digits, e164)
+
+    @property
+    def regions(self) -> list[str]:
+        """The regions of production's numbers, in the order their numbers came.
+
+        Worked out on first use: a number in text is looked up in them only
+        when the configured region does not know it, which most texts never
+        need, and finding a number's region costs microseconds a number.
+        """
+        if self._regions is None:
+            found: list[str] = []
+            for e164 in self.learnt:
+                code, _, significant = _national(e164)
+                region = region_of(code, significant)
+                if region and region not in found:
+                    found.append(region)
+            self._regions = found
+        return self._regions
 
     def finish(self) -> None:
         if len(self.automaton):

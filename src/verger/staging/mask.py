@@ -166,7 +166,7 @@ def load_masked(
     tables = [_source(row) for row in source.execute(TABLES).fetchall()]
     sizes = _estimate(source, [t for t in tables if t.key_name in plans])
     _settle(source)
-    _learn(source, plan, faker)
+    _learn(source, origin, plan, faker)
     if _overfull(plan, sum(sizes.values())):
         faker.overfull = True
         _load_split(
@@ -183,26 +183,27 @@ def load_masked(
     return masked
 
 
-def _learn(source: Connection, plan: Plan, faker: Faker) -> None:
+def _learn(source: Connection, origin: Origin, plan: Plan, faker: Faker) -> None:
     """Production's distinct names, emails and numbers, to find them inside text.
 
     Read before any row is masked (and before any process is forked), so a
     name quoted in a message gets the fake its column gets, in every process.
     """
     started = time.monotonic()
-    for tp in plan.masked:
-        for column, rule in tp.masked:
-            if rule.rule not in ("name", "email", "phone"):
-                continue
-            query = sql.SQL(
-                "SELECT DISTINCT {}::text FROM {} WHERE {} IS NOT NULL"
-            ).format(
-                sql.Identifier(column.name),
-                sql.Identifier(tp.table.schema, tp.table.name),
-                sql.Identifier(column.name),
-            )
-            for (value,) in source.execute(query):
-                _remember(faker, rule.rule, str(value))
+    reads = [
+        (rule.rule, _distinct(source, tp, column))
+        for tp in plan.masked
+        for column, rule in tp.masked
+        if rule.rule in ("name", "email", "phone")
+    ]
+    # The next column is read (the server finding its distinct values) while
+    # this process learns the last one's.
+    with ThreadPoolExecutor(2) as readers:
+        fetched = [readers.submit(_read_all, origin, query) for _, query in reads]
+        for (kind, _), future in zip(reads, fetched, strict=True):
+            for chunk in future.result():
+                for line in chunk:
+                    _remember(faker, kind, unescape(line.decode()))
     faker.known.finish()
     log.info(
         "Learnt production's names and emails (%s) and %s ways to write its numbers "
@@ -211,6 +212,25 @@ def _learn(source: Connection, plan: Plan, faker: Faker) -> None:
         len(faker.known.phones),
         time.monotonic() - started,
     )
+
+
+def _distinct(source: Connection, tp: TablePlan, column: Column) -> str:
+    return (
+        sql.SQL(
+            "COPY (SELECT DISTINCT {}::text FROM {} WHERE {} IS NOT NULL) TO STDOUT"
+        )
+        .format(
+            sql.Identifier(column.name),
+            sql.Identifier(tp.table.schema, tp.table.name),
+            sql.Identifier(column.name),
+        )
+        .as_string(source)
+    )
+
+
+def _read_all(origin: Origin, query: str) -> list[list[bytes]]:
+    # COPY through psql: a client library would cost a Python call a row.
+    return list(lines(origin, query))
 
 
 def _remember(faker: Faker, kind: str, value: str) -> None:
