@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import phonenumbers
 
 from verger.errors import VergerError
-from verger.staging.known import Known, replaced
+from verger.staging.known import Known, reordered, replaced
 
 # Local parts and domains in any script (josé1@outlook.com, 李雷.1@yahoo.co.uk).
 EMAIL = re.compile(r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}")
@@ -428,7 +428,11 @@ class Faker:
         if not found:
             return value
         fakes = (
-            self.name(span.value) if span.kind == "name" else self.email(span.value)
+            self.email(span.value)
+            if span.kind != "name"
+            else reordered(self.name(span.value))
+            if span.reordered
+            else self.name(span.value)
             for span in found
         )
         return replaced(value, found, fakes)

@@ -49,6 +49,8 @@ class Found:
     end: int
     kind: str
     value: str
+    # Written surname first, as in "Smith, John".
+    reordered: bool = False
 
 
 def key(value: str) -> str:
@@ -66,6 +68,8 @@ class Known:
     # Each number learnt, in the order it came: a dict is an ordered set.
     learnt: dict[str, None] = field(default_factory=dict)
     _regions: list[str] | None = None
+    # Names as lists write them ("smith, john"), added once every name is in.
+    _reordered: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, kind: str, value: str) -> None:
         """One production name or email, remembered under its folded form."""
@@ -73,7 +77,10 @@ class Known:
         # Two characters of a script without spaces are a whole name (李雷).
         shortest = 2 if folded and max(folded) >= chr(UNSPACED) else SHORTEST
         if len(folded) >= shortest and folded not in self.automaton:
-            self.automaton.add_word(folded, (len(folded), kind, value))
+            self.automaton.add_word(folded, (len(folded), kind, value, False))
+        if kind == "name" and " " in folded:
+            first, _, last = folded.rpartition(" ")
+            self._reordered.append((f"{last}, {first}", value))
 
     def add_phone(self, e164: str) -> None:
         """A production number, under every run of digits that writes it."""
@@ -107,6 +114,12 @@ class Known:
         return self._regions
 
     def finish(self) -> None:
+        # After the names as written, so a name written so is never taken for
+        # another's reordered (Lee Wei, Wei Lee).
+        for folded, value in self._reordered:
+            if folded not in self.automaton:
+                self.automaton.add_word(folded, (len(folded), "name", value, True))
+        self._reordered = []
         if len(self.automaton):
             self.automaton.make_automaton()
             self.ready = True
@@ -124,12 +137,12 @@ class Known:
             return []
         folded, starts = _folded(text)
         spans = []
-        for end, (size, kind, value) in self.automaton.iter(folded):
+        for end, (size, kind, value, reordered) in self.automaton.iter(folded):
             first, last = end - size + 1, end + 1
             if starts is not None:
                 first, last = starts[first], starts[end] + 1
             if _bounded(text, first, last) and _written(text, first, kind, value):
-                spans.append(Found(first, last, kind, value))
+                spans.append(Found(first, last, kind, value, reordered))
         return _longest(spans)
 
 
@@ -266,6 +279,12 @@ def _longest(spans: Iterable[Found]) -> list[Found]:
         if not chosen or span.start >= chosen[-1].end:
             chosen.append(span)
     return chosen
+
+
+def reordered(name: str) -> str:
+    """A name written surname first: "Kabo Lemi" as "Lemi, Kabo"."""
+    first, _, last = name.rpartition(" ")
+    return f"{last}, {first}" if first else name
 
 
 def replaced(text: str, found: list[Found], fakes: Iterator[str]) -> str:
