@@ -443,6 +443,34 @@ def test_two_processes_mask_alike_when_no_phone_column_is_unique(
         assert _phone(phone) in found, body
 
 
+def test_a_table_cut_between_two_processes_is_masked_as_by_one(
+    site, monkeypatch, caplog
+):
+    """The largest table, cut between the two masking processes, gets each row once,
+    with the fakes one process gives it."""
+    monkeypatch.setattr(mask, "PARALLEL_ROWS", 0)
+    site.sql("ALTER TABLE members DROP CONSTRAINT members_church_id_phone_key")
+    site.sql(
+        "INSERT INTO messages (member_id, to_phone, body)"
+        " SELECT 1 + g % 300, '+1415555' || (1000 + g % 300),"
+        " 'Ring 415-555-' || (1000 + g % 300) || ' or Member' || (1 + g % 300)"
+        " || '@church.org' FROM generate_series(1, 3000) g;"
+        " ANALYZE"
+    )
+    rows = "SELECT id, member_id, to_phone, body FROM messages ORDER BY id"
+    monkeypatch.setattr(mask, "SPLIT_ROWS", 10**9)
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+    whole = site.sql(rows, site.staging_url)
+    caplog.set_level("INFO", logger="verger.staging")
+
+    monkeypatch.setattr(mask, "SPLIT_ROWS", 0)
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    assert "Masked 3301 rows of messages shared by two processes" in caplog.text
+    assert len(whole) == 3301
+    assert site.sql(rows, site.staging_url) == whole
+
+
 def test_tabs_newlines_and_backslashes_survive_the_stream(site):
     """Masked and kept text with tabs, newlines and backslashes arrives as it was."""
     site.sql(
