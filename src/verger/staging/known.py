@@ -24,6 +24,11 @@ SHORTEST = 4
 NON_DIGITS = re.compile(r"\D")
 # Where CJK and the scripts written without spaces begin: no word boundary there.
 UNSPACED = 0x2E80
+# A word before ", ": the surname of a name written surname first.
+SURNAME_FIRST = re.compile(r"([^\W\d_][^\s,]*), ")
+# Given names tried after the comma, and what may follow the last of them.
+GIVEN_WORDS = 4
+TRAILING = ".,;:!?)]}\"'"
 # A North American number the way Faker.e164 writes it: parsing it gives its digits.
 NANP_E164 = re.compile(r"\+1[2-9]\d{9}")
 # The kinds of number a region's plan describes, as phonenumbers checks them.
@@ -68,8 +73,6 @@ class Known:
     # Each number learnt, in the order it came: a dict is an ordered set.
     learnt: dict[str, None] = field(default_factory=dict)
     _regions: list[str] | None = None
-    # Names as lists write them ("smith, john"), added once every name is in.
-    _reordered: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, kind: str, value: str) -> None:
         """One production name or email, remembered under its folded form."""
@@ -77,10 +80,7 @@ class Known:
         # Two characters of a script without spaces are a whole name (李雷).
         shortest = 2 if folded and max(folded) >= chr(UNSPACED) else SHORTEST
         if len(folded) >= shortest and folded not in self.automaton:
-            self.automaton.add_word(folded, (len(folded), kind, value, False))
-        if kind == "name" and " " in folded:
-            first, _, last = folded.rpartition(" ")
-            self._reordered.append((f"{last}, {first}", value))
+            self.automaton.add_word(folded, (len(folded), kind, value))
 
     def add_phone(self, e164: str) -> None:
         """A production number, under every run of digits that writes it."""
@@ -114,12 +114,6 @@ class Known:
         return self._regions
 
     def finish(self) -> None:
-        # After the names as written, so a name written so is never taken for
-        # another's reordered (Lee Wei, Wei Lee).
-        for folded, value in self._reordered:
-            if folded not in self.automaton:
-                self.automaton.add_word(folded, (len(folded), "name", value, True))
-        self._reordered = []
         if len(self.automaton):
             self.automaton.make_automaton()
             self.ready = True
@@ -137,13 +131,45 @@ class Known:
             return []
         folded, starts = _folded(text)
         spans = []
-        for end, (size, kind, value, reordered) in self.automaton.iter(folded):
+        for end, (size, kind, value) in self.automaton.iter(folded):
             first, last = end - size + 1, end + 1
             if starts is not None:
                 first, last = starts[first], starts[end] + 1
             if _bounded(text, first, last) and _written(text, first, kind, value):
-                spans.append(Found(first, last, kind, value, reordered))
+                spans.append(Found(first, last, kind, value))
+        if ", " in folded:
+            spans += self._surname_first(text, folded, starts)
         return _longest(spans)
+
+    def _surname_first(
+        self, text: str, folded: str, starts: list[int] | None
+    ) -> list[Found]:
+        """Full names written as lists write them: "Smith, John", "smith, mary ann".
+
+        Each word before a comma is tried as the surname of the up to
+        ``GIVEN_WORDS`` words after it, looked up as the name written the usual
+        way; the longest that is a production name wins. Looked up only where
+        a comma is, rather than kept in the automaton: a second key for every
+        name would double the time to build it.
+        """
+        spans = []
+        for match in SURNAME_FIRST.finditer(folded):
+            surname = match.group(1)
+            words = folded[match.end() : match.end() + 200].split(" ", GIVEN_WORDS)
+            for count in range(min(GIVEN_WORDS, len(words)), 0, -1):
+                given = " ".join(words[:count]).rstrip(TRAILING)
+                entry = (
+                    self.automaton.get(f"{given} {surname}", None) if given else None
+                )
+                if entry is None or entry[1] != "name":
+                    continue
+                first, end = match.start(1), match.end() + len(given) - 1
+                if starts is not None:
+                    first, end = starts[first], starts[end]
+                if _bounded(text, first, end + 1):
+                    spans.append(Found(first, end + 1, "name", entry[2], True))
+                    break
+        return spans
 
 
 def _national(e164: str) -> tuple[int, str, str]:
