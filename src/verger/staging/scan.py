@@ -17,7 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,7 +186,7 @@ class Scanner:
         self.answers.close()
 
 
-def _collect(scanners: list[Scanner]) -> Any:
+def _collect(scanners: list[Scanner]) -> Iterator[tuple[tuple[int, int], Scan]]:
     """Each part's findings as a scanner sends them."""
     waiting = list(scanners)
     while waiting:
