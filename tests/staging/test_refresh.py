@@ -443,6 +443,58 @@ def test_two_processes_mask_alike_when_no_phone_column_is_unique(
         assert _phone(phone) in found, body
 
 
+def test_a_table_cut_between_two_processes_is_masked_as_by_one(
+    site, monkeypatch, caplog
+):
+    """The largest table, cut between the two masking processes, gets each row once,
+    with the fakes one process gives it."""
+    monkeypatch.setattr(mask, "PARALLEL_ROWS", 0)
+    site.sql("ALTER TABLE members DROP CONSTRAINT members_church_id_phone_key")
+    site.sql(
+        "INSERT INTO messages (member_id, to_phone, body)"
+        " SELECT 1 + g % 300, '+1415555' || (1000 + g % 300),"
+        " 'Ring 415-555-' || (1000 + g % 300) || ' or Member' || (1 + g % 300)"
+        " || '@church.org' FROM generate_series(1, 3000) g;"
+        " ANALYZE"
+    )
+    rows = "SELECT id, member_id, to_phone, body FROM messages ORDER BY id"
+    monkeypatch.setattr(mask, "SPLIT_ROWS", 10**9)
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+    whole = site.sql(rows, site.staging_url)
+    caplog.set_level("INFO", logger="verger.staging")
+
+    monkeypatch.setattr(mask, "SPLIT_ROWS", 0)
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    assert "Masked 3301 rows of messages shared by two processes" in caplog.text
+    assert len(whole) == 3301
+    assert site.sql(rows, site.staging_url) == whole
+
+
+def test_the_leak_scan_cut_in_two_finds_what_one_scan_finds(site, monkeypatch):
+    """Leaks in the first and last rows of a table the scan cuts in two are all found."""
+    from verger.staging import scan
+
+    site.sql(
+        "ALTER TABLE messages ADD COLUMN note text;"
+        " INSERT INTO messages (member_id, to_phone, body)"
+        " SELECT 1 + g % 300, '+14155551001', 'See you' FROM generate_series(1, 3000) g;"
+        " UPDATE messages SET note = (SELECT email FROM members WHERE id = 7)"
+        " WHERE id IN (SELECT min(id) FROM messages UNION SELECT max(id) FROM messages);"
+        " ANALYZE"
+    )
+    site.keep.append("messages.note")
+    told = []
+    for rows in (10**9, 0):
+        monkeypatch.setattr(scan, "SPLIT_ROWS", rows)
+        with pytest.raises(LeakError, match=r"messages\.note") as caught:
+            refresh(site.loaded(), site.store(), use_snapshot=True)
+        told.append(caught.value.message)
+
+    assert told[0] == told[1]
+    assert "found 6 production value(s)" in told[0]
+
+
 def test_tabs_newlines_and_backslashes_survive_the_stream(site):
     """Masked and kept text with tabs, newlines and backslashes arrives as it was."""
     site.sql(

@@ -118,3 +118,28 @@ def test_a_one_word_name_is_replaced_only_where_written_as_a_name(site):
         "SELECT body FROM messages WHERE body LIKE 'By the grace%'", site.staging_url
     )
     assert body == [(f"By the grace of God, {fake[0][0]} and {fake[0][0]} came.",)]
+
+
+def test_a_full_name_in_any_case_or_surname_first_is_replaced_and_reported(site):
+    """'Quartermaine, Olivia' and 'olivia quartermaine' in text get the member's fake,
+    surname first where it was; in a kept column either is a leak."""
+    site.sql(PEOPLE)
+    site.sql(
+        "INSERT INTO messages (member_id, to_phone, body) VALUES"
+        " (901, '+447911109523', 'Quartermaine, Olivia: seats 4; olivia quartermaine')"
+    )
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    fake = site.sql("SELECT full_name FROM members WHERE id = 901", site.staging_url)
+    given, surname = fake[0][0].split()
+    body = site.sql(
+        "SELECT body FROM messages WHERE body LIKE '%seats 4%'", site.staging_url
+    )
+    assert body == [(f"{surname}, {given}: seats 4; {given} {surname}",)]
+
+    site.sql("ALTER TABLE churches ADD COLUMN about text")
+    site.sql("UPDATE churches SET about = 'Led by QUARTERMAINE, Olivia' WHERE id = 2")
+    site.keep.append("churches.about")
+    with pytest.raises(LeakError, match=r"churches\.about: the production name"):
+        refresh(site.loaded(), site.store(), use_snapshot=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import phonenumbers
 
 from verger.errors import VergerError
-from verger.staging.known import Known, replaced
+from verger.staging.known import Known, reordered, replaced
 
 # Local parts and domains in any script (josé1@outlook.com, 李雷.1@yahoo.co.uk).
 EMAIL = re.compile(r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}")
@@ -589,7 +589,9 @@ class Faker:
                 seen.update(self.embedded(value))
             return _fit(self._lorem(value), width)
         found: set[int] = set() if seen is None else seen
-        masked = EMAIL.sub(lambda m: self._email_in_text(m, found), value)
+        masked = value
+        if "@" in value:
+            masked = EMAIL.sub(lambda m: self._email_in_text(m, found), value)
         masked = self._known_in_text(masked)
         if not SEVEN_DIGITS.search(value):
             return _fit(masked, width)
@@ -607,7 +609,11 @@ class Faker:
         if not found:
             return value
         fakes = (
-            self.name(span.value) if span.kind == "name" else self.email(span.value)
+            self.email(span.value)
+            if span.kind != "name"
+            else reordered(self.name(span.value))
+            if span.reordered
+            else self.name(span.value)
             for span in found
         )
         return replaced(value, found, fakes)

@@ -16,12 +16,34 @@ from dataclasses import dataclass, field
 
 import ahocorasick
 import phonenumbers
+from phonenumbers.phonemetadata import PhoneMetadata
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 # Shorter values (initials, "n/a") are too common to stand for anyone.
 SHORTEST = 4
 NON_DIGITS = re.compile(r"\D")
 # Where CJK and the scripts written without spaces begin: no word boundary there.
 UNSPACED = 0x2E80
+# A word before ", ": the surname of a name written surname first.
+SURNAME_FIRST = re.compile(r"([^\W\d_][^\s,]*), ")
+# Given names tried after the comma, and what may follow the last of them.
+GIVEN_WORDS = 4
+TRAILING = ".,;:!?)]}\"'"
+# A North American number the way Faker.e164 writes it: parsing it gives its digits.
+NANP_E164 = re.compile(r"\+1[2-9]\d{9}")
+# The kinds of number a region's plan describes, as phonenumbers checks them.
+NUMBER_TYPES = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+    "mobile",
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +54,8 @@ class Found:
     end: int
     kind: str
     value: str
+    # Written surname first, as in "Smith, John".
+    reordered: bool = False
 
 
 def key(value: str) -> str:
@@ -45,28 +69,49 @@ class Known:
 
     automaton: ahocorasick.Automaton = field(default_factory=ahocorasick.Automaton)
     phones: dict[str, str] = field(default_factory=dict)
-    regions: list[str] = field(default_factory=list)
     ready: bool = False
+    # Each number learnt, in the order it came: a dict is an ordered set.
+    learnt: dict[str, None] = field(default_factory=dict)
+    _regions: list[str] | None = None
 
     def add(self, kind: str, value: str) -> None:
         """One production name or email, remembered under its folded form."""
         folded = key(value)
         # Two characters of a script without spaces are a whole name (李雷).
-        shortest = 2 if any(ord(c) >= UNSPACED for c in folded) else SHORTEST
+        shortest = 2 if folded and max(folded) >= chr(UNSPACED) else SHORTEST
         if len(folded) >= shortest and folded not in self.automaton:
             self.automaton.add_word(folded, (len(folded), kind, value))
 
     def add_phone(self, e164: str) -> None:
         """A production number, under every run of digits that writes it."""
-        parsed = phonenumbers.parse(e164)
-        national = str(parsed.national_number)
-        region = phonenumbers.region_code_for_number(parsed)
-        if region and region not in self.regions:
-            self.regions.append(region)
-        prefix = "1" if parsed.country_code == 1 else "0"
+        # A number is in several columns (a member's, and every message's to them).
+        if e164 in self.learnt:
+            return
+        self.learnt[e164] = None
+        self._regions = None
+        code, national, _ = _national(e164)
+        prefix = "1" if code == 1 else "0"
         for digits in (e164[1:], national, prefix + national):
             if len(digits) >= 7:
                 self.phones.setdefault(digits, e164)
+
+    @property
+    def regions(self) -> list[str]:
+        """The regions of production's numbers, in the order their numbers came.
+
+        Worked out on first use: a number in text is looked up in them only
+        when the configured region does not know it, which most texts never
+        need, and finding a number's region costs microseconds a number.
+        """
+        if self._regions is None:
+            found: list[str] = []
+            for e164 in self.learnt:
+                code, _, significant = _national(e164)
+                region = region_of(code, significant)
+                if region and region not in found:
+                    found.append(region)
+            self._regions = found
+        return self._regions
 
     def finish(self) -> None:
         if len(self.automaton):
@@ -92,7 +137,131 @@ class Known:
                 first, last = starts[first], starts[end] + 1
             if _bounded(text, first, last) and _written(text, first, kind, value):
                 spans.append(Found(first, last, kind, value))
+        if ", " in folded:
+            spans += self._surname_first(text, folded, starts)
         return _longest(spans)
+
+    def _surname_first(
+        self, text: str, folded: str, starts: list[int] | None
+    ) -> list[Found]:
+        """Full names written as lists write them: "Smith, John", "smith, mary ann".
+
+        Each word before a comma is tried as the surname of the up to
+        ``GIVEN_WORDS`` words after it, looked up as the name written the usual
+        way; the longest that is a production name wins. Looked up only where
+        a comma is, rather than kept in the automaton: a second key for every
+        name would double the time to build it.
+        """
+        spans = []
+        for match in SURNAME_FIRST.finditer(folded):
+            surname = match.group(1)
+            words = folded[match.end() : match.end() + 200].split(" ", GIVEN_WORDS)
+            for count in range(min(GIVEN_WORDS, len(words)), 0, -1):
+                given = " ".join(words[:count]).rstrip(TRAILING)
+                entry = (
+                    self.automaton.get(f"{given} {surname}", None) if given else None
+                )
+                if entry is None or entry[1] != "name":
+                    continue
+                first, end = match.start(1), match.end() + len(given) - 1
+                if starts is not None:
+                    first, end = starts[first], starts[end]
+                if _bounded(text, first, end + 1):
+                    spans.append(Found(first, end + 1, "name", entry[2], True))
+                    break
+        return spans
+
+
+def _national(e164: str) -> tuple[int, str, str]:
+    """Country code, national number and national significant number of ``e164``.
+
+    Parsing costs tens of microseconds a number, and a million members have a
+    million numbers: a North American one is read off its digits instead,
+    which is what the parser gives for it.
+    """
+    if NANP_E164.fullmatch(e164):
+        return 1, e164[2:], e164[2:]
+    parsed = phonenumbers.parse(e164)
+    significant = phonenumbers.national_significant_number(parsed)
+    return parsed.country_code or 0, str(parsed.national_number), significant
+
+
+def region_of(code: int, significant: str) -> str | None:
+    """What ``phonenumbers.region_code_for_number`` says, from precompiled patterns.
+
+    The library tries the patterns of each kind of number of each region
+    sharing the country code, compiling and looking up each one per call; here
+    each region's kinds are one pattern per length, compiled once.
+    """
+    regions = COUNTRY_CODE_TO_REGION_CODE.get(code)
+    if regions is None:
+        return None
+    if len(regions) == 1:
+        return regions[0]
+    for region in regions:
+        plan = _plan(region)
+        if plan is None:
+            continue
+        if plan.leading is not None:
+            if plan.leading.match(significant):
+                return region
+        elif plan.known(significant):
+            return region
+    return None
+
+
+@dataclass
+class _RegionPlan:
+    """One region's number patterns, as ``_number_type_helper`` reads them."""
+
+    leading: re.Pattern[str] | None
+    general: tuple[tuple[int, ...], re.Pattern[str]] | None
+    kinds: list[tuple[tuple[int, ...], str]]
+    by_length: dict[int, re.Pattern[str] | None] = field(default_factory=dict)
+
+    def known(self, number: str) -> bool:
+        """Whether the number is of some kind: not ``PhoneNumberType.UNKNOWN``."""
+        if self.general is None or not _matches(number, *self.general):
+            return False
+        size = len(number)
+        if size not in self.by_length:
+            fitting = [p for lengths, p in self.kinds if not lengths or size in lengths]
+            self.by_length[size] = (
+                re.compile("|".join(f"(?:{p})" for p in fitting)) if fitting else None
+            )
+        either = self.by_length[size]
+        return either is not None and either.fullmatch(number) is not None
+
+
+def _matches(number: str, lengths: tuple[int, ...], pattern: re.Pattern[str]) -> bool:
+    return (not lengths or len(number) in lengths) and bool(pattern.fullmatch(number))
+
+
+_PLANS: dict[str, _RegionPlan | None] = {}
+
+
+def _plan(region: str) -> _RegionPlan | None:
+    if region not in _PLANS:
+        metadata = PhoneMetadata.metadata_for_region(region.upper(), None)
+        _PLANS[region] = None if metadata is None else _read_plan(metadata)
+    return _PLANS[region]
+
+
+def _read_plan(metadata: PhoneMetadata) -> _RegionPlan:
+    def pattern(desc: object) -> tuple[tuple[int, ...], str] | None:
+        text = getattr(desc, "national_number_pattern", None) if desc else None
+        if not text:
+            return None
+        return tuple(getattr(desc, "possible_length", ()) or ()), text
+
+    general = pattern(metadata.general_desc)
+    kinds = [p for name in NUMBER_TYPES if (p := pattern(getattr(metadata, name)))]
+    leading = metadata.leading_digits
+    return _RegionPlan(
+        re.compile(leading) if leading is not None else None,
+        (general[0], re.compile(general[1])) if general else None,
+        kinds,
+    )
 
 
 def _folded(text: str) -> tuple[str, list[int] | None]:
@@ -136,6 +305,12 @@ def _longest(spans: Iterable[Found]) -> list[Found]:
         if not chosen or span.start >= chosen[-1].end:
             chosen.append(span)
     return chosen
+
+
+def reordered(name: str) -> str:
+    """A name written surname first: "Kabo Lemi" as "Lemi, Kabo"."""
+    first, _, last = name.rpartition(" ")
+    return f"{last}, {first}" if first else name
 
 
 def replaced(text: str, found: list[Found], fakes: Iterator[str]) -> str:

@@ -22,6 +22,8 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,9 @@ Transform = Callable[[str], str | None]
 MEMO = 2_000_000
 # Rows to mask from which two processes share the tables (see _shared).
 PARALLEL_ROWS = 1_000_000
+# A table with more rows than this, and more than half the work, is halved
+# between the two processes, or one of them would idle while the other masks it.
+SPLIT_ROWS = 500_000
 INTEGER_TYPES = ("smallint", "integer", "bigint")
 # Every table pg_dump copies data for: ordinary tables and partitions, not
 # partitioned parents (their rows are their partitions'), not extensions' own.
@@ -162,7 +167,7 @@ def load_masked(
     tables = [_source(row) for row in source.execute(TABLES).fetchall()]
     sizes = _estimate(source, [t for t in tables if t.key_name in plans])
     _settle(source)
-    _learn(source, plan, faker)
+    _learn(source, origin, plan, faker)
     if _shared(plan, sum(sizes.values())):
         _load_split(
             source, origin, target, tables, plans, faker, masked, sizes, progress
@@ -178,7 +183,7 @@ def load_masked(
     return masked
 
 
-def _learn(source: Connection, plan: Plan, faker: Faker) -> None:
+def _learn(source: Connection, origin: Origin, plan: Plan, faker: Faker) -> None:
     """Production's distinct names, emails and numbers, to find them inside text.
 
     Read before any row is masked (and before any process is forked), so a
@@ -186,20 +191,24 @@ def _learn(source: Connection, plan: Plan, faker: Faker) -> None:
     the phone numbers are then given their fakes, all at once.
     """
     started = time.monotonic()
-    for tp in plan.masked:
-        for column, rule in tp.masked:
-            if rule.rule not in ("name", "email", "phone"):
-                continue
-            query = sql.SQL(
-                "SELECT DISTINCT {}::text FROM {} WHERE {} IS NOT NULL"
-            ).format(
-                sql.Identifier(column.name),
-                sql.Identifier(tp.table.schema, tp.table.name),
-                sql.Identifier(column.name),
-            )
-            where = column.key_name if column.unique else None
-            for (value,) in source.execute(query):
-                _remember(faker, rule.rule, str(value), where)
+    reads = [
+        (
+            rule.rule,
+            column.key_name if column.unique else None,
+            _distinct(source, tp, column),
+        )
+        for tp in plan.masked
+        for column, rule in tp.masked
+        if rule.rule in ("name", "email", "phone")
+    ]
+    # The next column is read (the server finding its distinct values) while
+    # this process learns the last one's.
+    with ThreadPoolExecutor(2) as readers:
+        fetched = [readers.submit(_read_all, origin, query) for _, _, query in reads]
+        for (kind, where, _), future in zip(reads, fetched, strict=True):
+            for chunk in future.result():
+                for line in chunk:
+                    _remember(faker, kind, unescape(line.decode()), where)
     faker.known.finish()
     faker.settle()
     refuse_twins(source, plan, faker)
@@ -210,6 +219,25 @@ def _learn(source: Connection, plan: Plan, faker: Faker) -> None:
         len(faker.known.phones),
         time.monotonic() - started,
     )
+
+
+def _distinct(source: Connection, tp: TablePlan, column: Column) -> str:
+    return (
+        sql.SQL(
+            "COPY (SELECT DISTINCT {}::text FROM {} WHERE {} IS NOT NULL) TO STDOUT"
+        )
+        .format(
+            sql.Identifier(column.name),
+            sql.Identifier(tp.table.schema, tp.table.name),
+            sql.Identifier(column.name),
+        )
+        .as_string(source)
+    )
+
+
+def _read_all(origin: Origin, query: str) -> list[list[bytes]]:
+    # COPY through psql: a client library would cost a Python call a row.
+    return list(lines(origin, query))
 
 
 def _remember(faker: Faker, kind: str, value: str, unique: str | None) -> None:
@@ -242,35 +270,132 @@ def _load_split(
     sizes: dict[str, int],
     progress: Progress,
 ) -> None:
-    """The masked tables shared between two forked processes, the rest done here."""
-    shares: list[list[tuple[Source, TablePlan, str]]] = [[], []]
-    loads = [0, 0]
-    for table in sorted(tables, key=lambda t: -sizes.get(t.key_name, 0)):
-        tp = plans.get(table.key_name)
-        if tp is None:
-            continue
-        lighter = loads.index(min(loads))
-        shares[lighter].append((table, tp, _query(source, table)))
-        loads[lighter] += sizes[table.key_name] * (1 + len(tp.masked))
+    """The masked tables shared between two forked processes, the rest done here.
+
+    A table both processes mask half of is written here, in one COPY, from
+    the masked lines they send: it is loaded frozen, like every other.
+    """
+    shares, joined = _shares(source, tables, plans, sizes)
     workers = [Worker(origin, target, share, faker) for share in shares]
     try:
+        with ThreadPoolExecutor(1) as beside, _joined(target, joined) as write:
+            # Tables without masks go psql to psql while the workers mask.
+            passing = beside.submit(
+                _pass_all,
+                origin,
+                target,
+                [t for t in tables if t.key_name not in plans],
+            )
+            total = max(1, sum(sizes.values()))
+            answers = collect(workers, lambda d: progress(d, total), write)
+            for counted, fingerprints in answers:
+                for key, count in counted.items():
+                    masked.per_table[key] = masked.per_table.get(key, 0) + count
+                masked.fingerprints |= fingerprints
+            passing.result()
         with psycopg.connect(target, autocommit=True) as writer:
-            _settle(writer)
-            for table in tables:
-                if table.key_name not in plans:
-                    _pass_through(origin, target, table)
             _sequences(source, writer)
-        total = max(1, sum(sizes.values()))
-        for counted, fingerprints in collect(workers, lambda d: progress(d, total)):
-            masked.per_table.update(counted)
-            masked.fingerprints |= fingerprints
     finally:
         for worker in workers:
             worker.stop()
     masked.rows = sum(masked.per_table.values())
     masked.columns = sum(len(tp.masked) for tp in plans.values())
     for key, count in masked.per_table.items():
-        log.info("Masked %s rows of %s in a process of its own.", count, key)
+        how = (
+            "shared by two processes"
+            if joined and key == joined.key_name
+            else ("in a process of its own")
+        )
+        log.info("Masked %s rows of %s %s.", count, key, how)
+
+
+# One worker's part: a table, its plan, the COPY reading its rows, and whether
+# its masked lines go to the main process (a halved table) or straight in.
+Part = tuple[Source, TablePlan, str, bool]
+
+
+def _shares(
+    source: Connection,
+    tables: list[Source],
+    plans: dict[str, TablePlan],
+    sizes: dict[str, int],
+) -> tuple[list[list[Part]], Source | None]:
+    """The masked tables dealt to two processes by work, the largest halved if need be."""
+    parts: list[tuple[int, Part]] = []
+    for table in tables:
+        tp = plans.get(table.key_name)
+        if tp is not None:
+            work = sizes[table.key_name] * (1 + len(tp.masked))
+            parts.append((work, (table, tp, _query(source, table), False)))
+    parts.sort(key=lambda p: -p[0])
+    joined = None
+    total = sum(work for work, _ in parts)
+    if parts and 2 * parts[0][0] > total:
+        # The largest table is cut so that each process gets half the work.
+        work, (table, tp, _, _) = parts[0]
+        share = total / 2 / work
+        cut = _cut(source, table, share) if sizes[table.key_name] > SPLIT_ROWS else []
+        if cut:
+            parts[:1] = [
+                (total // 2, (table, tp, cut[0], True)),
+                (work - total // 2, (table, tp, cut[1], True)),
+            ]
+            joined = table
+    shares: list[list[Part]] = [[], []]
+    loads = [0, 0]
+    for work, part in parts:
+        lighter = loads.index(min(loads))
+        shares[lighter].append(part)
+        loads[lighter] += work
+    return shares, joined
+
+
+def _cut(source: Connection, table: Source, share: float) -> list[str]:
+    """Two COPY queries reading a table's pages before and from a cut.
+
+    The first reads ``share`` of the pages. Pages past the end the size gave
+    are read by the second, so every row is read once whatever the size says.
+    """
+    row = source.execute(
+        "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::bigint",
+        (f'"{table.schema}"."{table.name}"',),
+    ).fetchone()
+    middle = int(int(str(row[0])) * share) if row else 0
+    if middle < 1:
+        return []
+    cut = sql.Literal(f"({middle},0)")
+    return [
+        sql.SQL("COPY (SELECT {} FROM {} WHERE ctid {} {}::tid) TO STDOUT")
+        .format(table.listed, table.ident, sql.SQL(side), cut)
+        .as_string(source)
+        for side in ("<", ">=")
+    ]
+
+
+@contextmanager
+def _joined(target: str, table: Source | None) -> Iterator[Callable[[bytes], None]]:
+    """The COPY into the halved table, fed with the lines both processes masked."""
+    if table is None:
+        yield _nowhere
+        return
+    with psycopg.connect(target, autocommit=True) as conn:
+        _settle(conn)
+        cursor = conn.cursor()
+        with conn.transaction():
+            conn.execute(_truncate(table))
+            with cursor.copy(_into(table), writer=QueuedLibpqWriter(cursor)) as copy:
+                yield copy.write
+
+
+def _nowhere(data: bytes) -> None:
+    raise RefreshError(
+        "a masking process sent rows for no shared table", "refresh again"
+    )
+
+
+def _pass_all(origin: Origin, target: str, tables: list[Source]) -> None:
+    for table in tables:
+        _pass_through(origin, target, table)
 
 
 def _query(source: Connection, table: Source) -> str:
@@ -285,11 +410,7 @@ class Worker:
     """A forked process masking some tables into the copy and fingerprinting them."""
 
     def __init__(
-        self,
-        origin: Origin,
-        target: str,
-        share: list[tuple[Source, TablePlan, str]],
-        faker: Faker,
+        self, origin: Origin, target: str, share: list[Part], faker: Faker
     ) -> None:
         context = multiprocessing.get_context("fork")
         self.answers, sender = context.Pipe(duplex=False)
@@ -309,9 +430,14 @@ class Worker:
 
 
 def collect(
-    workers: list[Worker], progress: Callable[[int], None]
+    workers: list[Worker],
+    progress: Callable[[int], None],
+    write: Callable[[bytes], None] = _nowhere,
 ) -> Iterator[tuple[dict[str, int], set[int]]]:
-    """Each worker's rows and fingerprints, with progress while they run."""
+    """Each worker's rows and fingerprints, with progress while they run.
+
+    Masked lines of a halved table are handed to ``write`` as they come.
+    """
     done = [0] * len(workers)
     waiting = {worker.answers: index for index, worker in enumerate(workers)}
     while waiting:
@@ -327,7 +453,9 @@ def collect(
                     "a masking process ended unexpectedly",
                     "",
                 )
-            if answer[0] == "rows":
+            if answer[0] in ("rows", "lines"):
+                if answer[0] == "lines":
+                    write(answer[2])
                 done[index] = answer[1]
                 progress(sum(done))
                 continue
@@ -343,7 +471,7 @@ def _work(
     parent: int,
     origin: Origin,
     target: str,
-    share: list[tuple[Source, TablePlan, str]],
+    share: list[Part],
     faker: Faker,
     sender: multiprocessing.connection.Connection,
 ) -> None:
@@ -353,15 +481,21 @@ def _work(
     try:
         with psycopg.connect(target, autocommit=True) as writer:
             _settle(writer)
-            for table, tp, query in share:
+            for table, tp, query, joined in share:
                 before = sum(rows.values())
+                if joined:
+                    count = _send_masked(
+                        query, origin, table, tp, faker, (sender, before), seen
+                    )
+                else:
 
-                def step(done: int, before: int = before) -> None:
-                    sender.send(("rows", before + done))
+                    def step(done: int, before: int = before) -> None:
+                        sender.send(("rows", before + done))
 
-                rows[table.key_name] = _mask_table(
-                    query, origin, writer, table, tp, faker, step, seen
-                )
+                    count = _mask_table(
+                        query, origin, writer, table, tp, faker, step, seen
+                    )
+                rows[table.key_name] = rows.get(table.key_name, 0) + count
     except Exception as exc:
         kind = "mask" if isinstance(exc, MaskError) else "refresh"
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -369,6 +503,27 @@ def _work(
     else:
         sender.send(("done", rows, seen))
     sender.close()
+
+
+def _send_masked(
+    query: str,
+    origin: Origin,
+    table: Source,
+    tp: TablePlan,
+    faker: Faker,
+    sending: tuple[multiprocessing.connection.Connection, int],
+    seen: set[int],
+) -> int:
+    """Part of a table masked, its lines sent to the main process, which writes them.
+
+    ``sending`` is the pipe and the rows this process masked before.
+    """
+    sender, before = sending
+    rows = 0
+    for data, count in _masked_lines(query, origin, table, tp, faker, seen):
+        rows += count
+        sender.send(("lines", before + rows, data))
+    return rows
 
 
 def _read(source: Connection, tp: TablePlan) -> tuple[str, list[Rule]]:
@@ -472,33 +627,49 @@ def _mask_table(
     progress: Callable[[int], None],
     seen: set[int] | None = None,
 ) -> int:
-    position = {name: index for index, name in enumerate(table.columns)}
-    fields = [
-        (position[column.name], *_field(faker, column, rule, seen))
-        for column, rule in tp.masked
-    ]
-    into = sql.SQL("COPY {} ({}) FROM STDIN (FREEZE)").format(table.ident, table.listed)
     rows = 0
     cursor = writer.cursor()
     with writer.transaction():
         writer.execute(_truncate(table))
         # A thread sends the rows while this one masks the next lines.
-        with cursor.copy(into, writer=QueuedLibpqWriter(cursor)) as target:
-            for chunk in lines(origin, query):
-                batch = []
-                for line in chunk:
-                    values = line.split(b"\t")
-                    for index, memo, work in fields:
-                        raw = values[index]
-                        fake = memo.get(raw)
-                        values[index] = work(raw) if fake is None else fake
-                    batch.append(b"\t".join(values))
-                batch.append(b"")
-                target.write(b"\n".join(batch))
-                rows += len(chunk)
+        with cursor.copy(_into(table), writer=QueuedLibpqWriter(cursor)) as target:
+            for data, count in _masked_lines(query, origin, table, tp, faker, seen):
+                target.write(data)
+                rows += count
                 progress(rows)
     progress(rows)
     return rows
+
+
+def _into(table: Source) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN (FREEZE)").format(table.ident, table.listed)
+
+
+def _masked_lines(
+    query: str,
+    origin: Origin,
+    table: Source,
+    tp: TablePlan,
+    faker: Faker,
+    seen: set[int] | None,
+) -> Iterator[tuple[bytes, int]]:
+    """The rows of ``query`` as COPY lines with their masked fields replaced."""
+    position = {name: index for index, name in enumerate(table.columns)}
+    fields = [
+        (position[column.name], *_field(faker, column, rule, seen))
+        for column, rule in tp.masked
+    ]
+    for chunk in lines(origin, query):
+        batch = []
+        for line in chunk:
+            values = line.split(b"\t")
+            for index, memo, work in fields:
+                raw = values[index]
+                fake = memo.get(raw)
+                values[index] = work(raw) if fake is None else fake
+            batch.append(b"\t".join(values))
+        batch.append(b"")
+        yield b"\n".join(batch), len(chunk)
 
 
 def _field(

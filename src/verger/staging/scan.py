@@ -7,17 +7,26 @@ number written in production text, each normalized the same way; and
 production's names, emails and numbers written inside any text, in any case
 or format, with one Aho-Corasick pass per value (verger.staging.known). Canaries
 planted in production are looked for as plain substrings, case-insensitively.
+The tables are shared between two forked processes, the largest cut in two
+by pages when it holds most of the rows, and their findings put back in
+table order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import multiprocessing
+import multiprocessing.connection
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from verger.children import die_with_parent
 from verger.staging.catalog import TEXT_TYPES, Table
+from verger.staging.databases import RefreshError
 from verger.staging.fakes import (
     DOMAINS,
     EMAIL,
@@ -28,10 +37,14 @@ from verger.staging.fakes import (
     normal_email,
     normal_text,
 )
-from verger.staging.hunt import SHORTEST
+from verger.staging.hunt import REMEMBERED, SHORTEST
+from verger.staging.mask import SPLIT_ROWS
 
 Progress = Callable[[int, int], None]
 SCANNED_TYPES = (*TEXT_TYPES, "json", "jsonb", "USER-DEFINED", "ARRAY")
+# Values remembered with their verdict are this short: longer ones seldom repeat,
+# and a column of long documents would fill the memory.
+REMEMBERED_SIZE = 256
 
 
 @dataclass
@@ -55,6 +68,10 @@ class Scan:
             self.leaks.append(Leak(column, what))
 
 
+# One process's part of the scan: a table, and the pages it reads (None: all).
+Part = tuple[Table, sql.Composable | None]
+
+
 def scan_database(
     dsn: str,
     tables: list[Table],
@@ -64,19 +81,159 @@ def scan_database(
     progress: Progress,
 ) -> Scan:
     """Every text value in the copy checked against production's fingerprints."""
-    result = Scan()
     wanted = [c.casefold() for c in canaries if c.strip()]
     scanned = [t for t in tables if any(c.type in SCANNED_TYPES for c in t.columns)]
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for index, table in enumerate(scanned):
-            _scan_table(conn, table, faker, seen, wanted, result)
-            progress(index + 1, len(scanned))
+        shares = _shares(conn, scanned)
+    found: dict[tuple[int, int], Scan] = {}
+    scanners = [Scanner(dsn, share, faker, seen, wanted) for share in shares if share]
+    try:
+        for index, part in _collect(scanners):
+            found[index] = part
+            progress(len(found), sum(len(share) for share in shares))
+    finally:
+        for scanner in scanners:
+            scanner.stop()
+    result = Scan()
+    for index in sorted(found):
+        part = found[index]
+        result.values += part.values
+        for leak in part.leaks:
+            result.add(leak.column, leak.what)
+        result.count += part.count - len(part.leaks)
     return result
+
+
+def _shares(
+    conn: psycopg.Connection[tuple[object, ...]], tables: list[Table]
+) -> list[list[tuple[tuple[int, int], Part]]]:
+    """The tables dealt to two processes by rows, the largest cut in two if need be."""
+    rows = [_rows(conn, table) for table in tables]
+    parts: list[tuple[int, tuple[int, int], Part]] = [
+        (count, (index, 0), (table, None))
+        for index, (table, count) in enumerate(zip(tables, rows, strict=True))
+    ]
+    parts.sort(key=lambda p: -p[0])
+    if parts and 2 * parts[0][0] > sum(rows) and parts[0][0] > SPLIT_ROWS:
+        count, (index, _), (table, _) = parts[0]
+        middle = _middle(conn, table)
+        if middle:
+            cut = sql.Literal(f"({middle},0)")
+            parts[:1] = [
+                (
+                    count // 2,
+                    (index, 0),
+                    (table, sql.SQL("ctid < {}::tid").format(cut)),
+                ),
+                (
+                    count // 2,
+                    (index, 1),
+                    (table, sql.SQL("ctid >= {}::tid").format(cut)),
+                ),
+            ]
+    shares: list[list[tuple[tuple[int, int], Part]]] = [[], []]
+    loads = [0, 0]
+    for count, place, part in parts:
+        lighter = loads.index(min(loads))
+        shares[lighter].append((place, part))
+        loads[lighter] += count
+    return shares
+
+
+def _rows(conn: psycopg.Connection[tuple[object, ...]], table: Table) -> int:
+    # The copy was analyzed once built: its statistics count its rows.
+    row = conn.execute(
+        "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass",
+        (f'"{table.schema}"."{table.name}"',),
+    ).fetchone()
+    return int(str(row[0])) if row else 0
+
+
+def _middle(conn: psycopg.Connection[tuple[object, ...]], table: Table) -> int:
+    row = conn.execute(
+        "SELECT pg_relation_size(%s::regclass)"
+        " / current_setting('block_size')::bigint / 2",
+        (f'"{table.schema}"."{table.name}"',),
+    ).fetchone()
+    return int(str(row[0])) if row else 0
+
+
+class Scanner:
+    """A forked process scanning its share of the tables."""
+
+    def __init__(
+        self,
+        dsn: str,
+        share: list[tuple[tuple[int, int], Part]],
+        faker: Faker,
+        seen: set[int],
+        canaries: list[str],
+    ) -> None:
+        context = multiprocessing.get_context("fork")
+        self.answers, sender = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_scan_share,
+            args=(os.getpid(), dsn, share, faker, seen, canaries, sender),
+            daemon=True,
+        )
+        self.process.start()
+        sender.close()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.answers.close()
+
+
+def _collect(scanners: list[Scanner]) -> Iterator[tuple[tuple[int, int], Scan]]:
+    """Each part's findings as a scanner sends them."""
+    waiting = list(scanners)
+    while waiting:
+        ready = multiprocessing.connection.wait([s.answers for s in waiting])
+        for scanner in [s for s in waiting if s.answers in ready]:
+            try:
+                answer: Any = scanner.answers.recv()
+            except EOFError:
+                answer = ("failed", "a scanning process ended unexpectedly")
+            if answer[0] == "part":
+                yield answer[1], answer[2]
+            elif answer[0] == "failed":
+                raise RefreshError(
+                    f"the leak scan failed: {answer[1]}",
+                    "check the staging server's log, then refresh again",
+                )
+            else:
+                waiting.remove(scanner)
+
+
+def _scan_share(
+    parent: int,
+    dsn: str,
+    share: list[tuple[tuple[int, int], Part]],
+    faker: Faker,
+    seen: set[int],
+    canaries: list[str],
+    sender: multiprocessing.connection.Connection,
+) -> None:
+    die_with_parent(parent)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for index, (table, pages) in share:
+                result = Scan()
+                _scan_table(conn, table, pages, faker, seen, canaries, result)
+                sender.send(("part", index, result))
+    except Exception as exc:
+        sender.send(("failed", f"{type(exc).__name__}: {exc}"))
+    else:
+        sender.send(("done",))
+    sender.close()
 
 
 def _scan_table(
     conn: psycopg.Connection[tuple[object, ...]],
     table: Table,
+    pages: sql.Composable | None,
     faker: Faker,
     seen: set[int],
     canaries: list[str],
@@ -86,41 +243,46 @@ def _scan_table(
     listed = sql.SQL(", ").join(
         sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in columns
     )
-    query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
-        listed, sql.Identifier(table.schema, table.name)
+    query = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT").format(
+        listed,
+        sql.Identifier(table.schema, table.name),
+        sql.SQL("") if pages is None else sql.SQL(" WHERE {}").format(pages),
     )
+    # A value repeats (a fake number in every message to it): checked once.
+    verdicts: list[dict[str, list[str]]] = [{} for _ in columns]
     with conn.cursor().copy(query) as source:
         for row in source.rows():
-            for column, value in zip(columns, row, strict=True):
+            for column, value, known in zip(columns, row, verdicts, strict=True):
                 if value:
                     result.values += 1
-                    _check(column.key_name, value, faker, seen, canaries, result)
+                    found = known.get(value)
+                    if found is None:
+                        found = _check(value, faker, seen, canaries)
+                        if len(value) <= REMEMBERED_SIZE and len(known) < REMEMBERED:
+                            known[value] = found
+                    for what in found:
+                        result.add(column.key_name, what)
 
 
-def _check(
-    where: str,
-    value: str,
-    faker: Faker,
-    seen: set[int],
-    canaries: list[str],
-    result: Scan,
-) -> None:
+def _check(value: str, faker: Faker, seen: set[int], canaries: list[str]) -> list[str]:
+    """What production left in ``value``: one sentence per finding, none if clean."""
     text = normal_text(value)
-    before = result.count
+    found = []
     if len(text) >= SHORTEST and faker.fingerprint("v", text) in seen:
-        result.add(where, "a production value")
+        found.append("a production value")
     if "@" in value and faker.fingerprint("e", normal_email(value)) in seen:
-        result.add(where, "a production email")
-    for found in faker.embedded(value):
-        if found in seen:
-            result.add(where, "a production email or phone number")
-    if result.count == before:
+        found.append("a production email")
+    for fingerprint in faker.embedded(value):
+        if fingerprint in seen:
+            found.append("a production email or phone number")
+    if not found:
         embedded = _embedded(value, faker)
         if embedded:
-            result.add(where, embedded)
+            found.append(embedded)
     for canary in canaries:
         if canary in text or canary in value.casefold():
-            result.add(where, f"the canary {canary!r}")
+            found.append(f"the canary {canary!r}")
+    return found
 
 
 def _embedded(value: str, faker: Faker) -> str | None:
