@@ -9,15 +9,14 @@ the job records what it was doing as interrupted and exits non-zero.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from verger.children import end
 from verger.errors import Interrupted
 
 # Exit codes a shell gives a process ended by the signal.
@@ -51,18 +50,7 @@ def interruptible(job: str) -> Iterator[None]:
 
 def stop_children(grace: float = 10.0) -> list[int]:
     """SIGTERM every process descended from this one, then SIGKILL what is left."""
-    found = descendants(os.getpid())
-    for pid in found:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_running(pid) for pid in found):
-        time.sleep(0.05)
-    for pid in found:
-        if _running(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-    return found
+    return end(descendants(os.getpid()), grace)
 
 
 def descendants(root: int) -> list[int]:
@@ -89,11 +77,3 @@ def _parent(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat.rpartition(")")[2].split()[1])
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
