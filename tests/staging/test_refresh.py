@@ -524,3 +524,28 @@ def test_refused_when_a_refresh_would_rename_production():
     with pytest.raises(RefreshError, match="renames or drops"):
         refuse_production(server + "church_stg", server + "church_stg_previous", {})
     refuse_production(server + "church_stg", server + "church_prod", {})
+
+
+@pytest.mark.parametrize("name", ["postgres", "template0", "template1"])
+def test_refused_when_staging_is_a_system_database(name):
+    """A staging target that is one of PostgreSQL's own databases is refused before
+    anything is copied: renaming template1 aside would make every later
+    CREATE DATABASE copy staging's tables."""
+    from verger.staging.databases import refuse_production
+
+    server = "postgresql://postgres@localhost:5432/"
+    with pytest.raises(RefreshError, match="keeps for itself"):
+        refuse_production(server + name, server + "church_prod", {})
+
+
+def test_refused_when_the_salt_names_an_unset_variable(site, monkeypatch):
+    """staging.salt: ${VAR} with VAR unset is refused, naming the variable, instead
+    of masking with the literal text, which anyone reading verger.yml knows."""
+    from verger.staging import salt_of
+
+    monkeypatch.delenv("VERGER_TEST_UNSET_SALT", raising=False)
+    section = site.loaded().config.staging.model_copy(
+        update={"salt": "${VERGER_TEST_UNSET_SALT}"}
+    )
+    with pytest.raises(RefreshError, match=r"names \$\{VERGER_TEST_UNSET_SALT\}"):
+        salt_of(section)

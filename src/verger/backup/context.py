@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 
 from verger.backup.engines.base import Context
 from verger.backup.system import Runner, resolve_user
 from verger.config import Loaded
+from verger.config.loader import unset_reference
 from verger.config.model import Backup
 from verger.errors import BackupError, ConfigError
 
@@ -28,13 +28,13 @@ def backup_section(loaded: Loaded) -> Backup:
 def passphrase(section: Backup) -> str:
     """The repository key: from the config (often ${VAR}) or the environment."""
     value = section.passphrase or os.environ.get(PASSPHRASE_VARIABLE, "")
-    unset = re.search(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value)
+    unset = unset_reference(value)
     if unset:
         # Encrypting with the literal text would make every backup unreadable
         # once the variable is set.
         raise BackupError(
-            f"backup.passphrase names ${{{unset.group(1)}}}, which is not set",
-            f"export {unset.group(1)} with the repository's passphrase, then run "
+            f"backup.passphrase names ${{{unset}}}, which is not set",
+            f"export {unset} with the repository's passphrase, then run "
             "the command again",
         )
     if not value:

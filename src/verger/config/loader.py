@@ -203,14 +203,22 @@ def _key_from_message(
     return named, match.group(2)
 
 
+def unset_reference(value: str) -> str | None:
+    """The NAME of the first ``${NAME}`` left in ``value`` because it was not set.
+
+    Unset references are kept as written, so that a section nobody uses does
+    not stop the others; a secret read from one must be refused instead.
+    """
+    found = _ENV_REF.search(value)
+    return found.group(1) if found else None
+
+
 def _unset_hint(value: Any) -> str:
     """Say so when a rejected value still holds a ``${NAME}`` that was not set."""
     if not isinstance(value, str):
         return ""
-    names = _ENV_REF.findall(value)
-    if not names:
-        return ""
-    return f" (environment variable {names[0]} is not set)"
+    name = unset_reference(value)
+    return f" (environment variable {name} is not set)" if name else ""
 
 
 def nearest_key(typed: str, known: list[str]) -> str | None:

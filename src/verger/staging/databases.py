@@ -54,6 +54,7 @@ def refuse_production(target: str, source: str, others: dict[str, str]) -> None:
             "another server or under another name",
         )
     _refuse_managed_names(target, source)
+    _refuse_system_database(target)
     for name, url in others.items():
         if same_database(target, url):
             raise RefreshError(
@@ -61,6 +62,21 @@ def refuse_production(target: str, source: str, others: dict[str, str]) -> None:
                 "name), which a refresh would replace",
                 "give staging.target a database of its own",
             )
+
+
+# A refresh renames the live database aside and a new one into its place:
+# done to template1 every later CREATE DATABASE copies staging's tables, and
+# the maintenance database is the one the swap itself connects to.
+SYSTEM_DATABASES = ("postgres", "template0", "template1")
+
+
+def _refuse_system_database(target: str) -> None:
+    if name_of(target) in SYSTEM_DATABASES:
+        raise RefreshError(
+            f"the staging database is {name_of(target)}, a database PostgreSQL "
+            "keeps for itself, which a refresh would rename and replace",
+            "point databases.staging at a database of its own, such as app_staging",
+        )
 
 
 def _refuse_managed_names(target: str, source: str) -> None:

@@ -26,6 +26,7 @@ import psycopg
 from verger.backup.lock import exclusive
 from verger.children import running
 from verger.config import Loaded
+from verger.config.loader import unset_reference
 from verger.config.staging import Staging
 from verger.errors import BusyError, VergerError
 from verger.notify import StagingEvent, make_notifier
@@ -87,6 +88,15 @@ def section_of(loaded: Loaded) -> Staging:
 
 def salt_of(section: Staging) -> str:
     value = section.salt or os.environ.get(SALT_VARIABLE, "")
+    unset = unset_reference(value)
+    if unset:
+        # Masking with the literal text would make every fake guessable by
+        # anyone who can read verger.yml.
+        raise RefreshError(
+            f"staging.salt names ${{{unset}}}, which is not set",
+            f"export {unset} with the salt used every night (keep it the same), "
+            "then run the refresh again",
+        )
     if len(value) < 16:
         raise RefreshError(
             "no salt of 16 characters or more is set for masking",
