@@ -184,3 +184,30 @@ def test_two_processes_keep_a_unique_phone_pair_unique(site, monkeypatch, caplog
         site.staging_url,
     )
     assert all(_e164(phone) == _e164(to) for phone, to in rows)
+
+
+def _text_fake(numbers: list[str], body: str) -> str:
+    from verger.staging.fakes import Faker
+
+    faker = Faker("a-test-salt-of-more-than-16-characters", "US")
+    for number in numbers:
+        faker.learn_phone(number)
+    faker.known.finish()
+    faker.settle()
+    return faker.text(body)
+
+
+def test_a_number_written_in_another_countrys_national_format_keeps_its_fake():
+    """A number in text that the configured region does not know is read in the
+    region with most production numbers first, then by name: its fake does not
+    hang on the order numbers were read in, nor change when a number of another
+    country is added to production."""
+    body = "ring 0412 345 678 today"  # Valid in Australia, Germany and France.
+    base = ["+61 2 9876 5432", "+61 3 9123 4567", "+44 20 7946 0000"]
+
+    first = _text_fake(base, body)
+    reordered = _text_fake(list(reversed(base)), body)
+    grown = _text_fake(["+49 30 901820", "+33 1 42 68 53 00", *base], body)
+
+    assert "0412 345 678" not in first
+    assert first == reordered == grown

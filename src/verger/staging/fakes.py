@@ -647,7 +647,7 @@ class Faker:
         return self._shape(fake, candidate), self.fingerprint("p", real)
 
     def _e164_any(self, value: str) -> str | None:
-        """The number in E.164 in the first region (configured, then seen) it is valid in."""
+        """The number in E.164 in the first region it is valid in: configured, then seen."""
         if value.lstrip().startswith("+"):
             return self.e164(value)
         regions = [self.region, *(r for r in self.known.regions if r != self.region)]

@@ -97,20 +97,23 @@ class Known:
 
     @property
     def regions(self) -> list[str]:
-        """The regions of production's numbers, in the order their numbers came.
+        """The regions of production's numbers, those with the most numbers first.
 
-        Worked out on first use: a number in text is looked up in them only
-        when the configured region does not know it, which most texts never
-        need, and finding a number's region costs microseconds a number.
+        A number written nationally is read in the first of them it is valid
+        in, so the order must not hang on the order rows were read in, nor
+        turn over when a few numbers come or go: most numbers first, then by
+        name. Worked out on first use: a number in text is looked up in them
+        only when the configured region does not know it, which most texts
+        never need, and finding a number's region costs microseconds a number.
         """
         if self._regions is None:
-            found: list[str] = []
+            counts: dict[str, int] = {}
             for e164 in self.learnt:
                 code, _, significant = _national(e164)
                 region = region_of(code, significant)
-                if region and region not in found:
-                    found.append(region)
-            self._regions = found
+                if region:
+                    counts[region] = counts.get(region, 0) + 1
+            self._regions = sorted(counts, key=lambda r: (-counts[r], r))
         return self._regions
 
     def finish(self) -> None:
