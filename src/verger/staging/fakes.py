@@ -43,6 +43,8 @@ NANP_SHAPE = re.compile(r"(\+?1[ .-]?)?(\(\d{3}\)|\d{3})[ .-]?\d{3}[ .-]?\d{4}")
 NANP_REGIONS = frozenset({"US", "CA", "PR", "GU", "VI", "AS", "MP"})
 # Entries kept in each of the fakes' caches; past that, values are computed again.
 CACHED = 2_000_000
+# Fewer layouts kept: each holds two strings, and most rows repeat a few.
+WRITTEN_CACHED = 500_000
 DOMAINS = ("example.com", "example.net", "example.org")
 CONSONANTS = "bdfghklmnprstvz"
 VOWELS = "aeiou"
@@ -285,6 +287,8 @@ class Faker:
         self.emails: dict[str, str] = {}
         self._phones: dict[str, str | None] = {}
         self._numbers: dict[str, int] = {}
+        # Each (fake, original) written out once: a number recurs in every row.
+        self._written_as: dict[tuple[int, str], str] = {}
         # The numbers of the masked phone columns, each with the first unique
         # column it is in (None in none), learnt before any row is masked.
         self._learnt: dict[str, str | None] = {}
@@ -537,16 +541,37 @@ class Faker:
         return None
 
     def _shape(self, fake: int, value: str) -> str:
-        """The fake written the way the original was: E.164, or national."""
-        if value.lstrip().startswith("+"):
-            return f"+{fake}"
+        """The fake written the way the original was.
+
+        Its digits go into the original's layout where they are as many (so
+        ``4155550199`` stays ten digits and fits its column, and a number
+        written two ways stays two strings); otherwise it is written in E.164,
+        or nationally, as the original was.
+        """
+        written = self._written_as.get((fake, value))
+        if written is None:
+            written = self._layout(fake, value)
+            if len(self._written_as) < WRITTEN_CACHED:
+                self._written_as[(fake, value)] = written
+        return written
+
+    def _layout(self, fake: int, value: str) -> str:
+        international = value.lstrip().startswith("+")
         text = str(fake)
-        if len(text) == 11 and text[0] == "1":
-            return f"({text[1:4]}) {text[4:7]}-{text[7:]}"
-        parsed = phonenumbers.parse(f"+{fake}")
-        return phonenumbers.format_number(
-            parsed, phonenumbers.PhoneNumberFormat.NATIONAL
-        )
+        if international:
+            written = f"+{text}"
+        elif len(text) == 11 and text[0] == "1":
+            written = f"({text[1:4]}) {text[4:7]}-{text[7:]}"
+        else:
+            parsed = phonenumbers.parse(f"+{fake}")
+            written = phonenumbers.format_number(
+                parsed, phonenumbers.PhoneNumberFormat.NATIONAL
+            )
+        digits = NON_DIGITS.sub("", written)
+        if sum(char.isdigit() for char in value) != len(digits):
+            return written
+        fill = iter(digits)
+        return "".join(next(fill) if char.isdigit() else char for char in value)
 
     # -- names, text, hashes --------------------------------------------------
 
