@@ -492,7 +492,7 @@ def test_the_leak_scan_cut_in_two_finds_what_one_scan_finds(site, monkeypatch):
         told.append(caught.value.message)
 
     assert told[0] == told[1]
-    assert "found 6 production value(s)" in told[0]
+    assert "found 2 production values" in told[0]
 
 
 def test_tabs_newlines_and_backslashes_survive_the_stream(site):
@@ -549,3 +549,22 @@ def test_refused_when_the_salt_names_an_unset_variable(site, monkeypatch):
     )
     with pytest.raises(RefreshError, match=r"names \$\{VERGER_TEST_UNSET_SALT\}"):
         salt_of(section)
+
+
+def test_a_leaked_value_counts_once_and_the_message_says_how_many(site):
+    """A leaked value counts once, and the leak error tells each kind of finding
+    with how many values it covers, so the count and the list agree."""
+    site.sql(
+        "ALTER TABLE messages ADD COLUMN note text;"
+        " UPDATE messages SET note = (SELECT email FROM members m WHERE m.id = member_id)"
+        " WHERE id <= 40"
+    )
+    site.keep.append("messages.note")
+
+    with pytest.raises(LeakError) as caught:
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    message = caught.value.message
+    assert "found 40 production values" in message
+    assert "messages.note: a production email (40 values)" in message
+    assert "more" not in message

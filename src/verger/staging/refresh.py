@@ -36,7 +36,7 @@ from verger.staging.databases import RefreshError, Server, refuse_production
 from verger.staging.fakes import Faker
 from verger.staging.mask import Masked, build_masked
 from verger.staging.plan import Plan, make_plan
-from verger.staging.scan import scan_database
+from verger.staging.scan import Scan, scan_database
 from verger.state import actor
 from verger.state.base import Store
 
@@ -309,15 +309,27 @@ def _build(
     outcome.values_scanned = scan.values
     if scan.count:
         store.update_refresh(outcome.refresh_id, leaks=scan.count)
-        listed = "; ".join(leak.sentence() for leak in scan.leaks[:5])
         raise LeakError(
-            f"the leak scan found {scan.count} production value(s) in the masked "
-            f"copy ({listed}); staging keeps its old copy",
+            f"the leak scan found {scan.count} production "
+            f"{'value' if scan.count == 1 else 'values'} in the masked copy "
+            f"({_listed(scan)}); staging keeps its old copy",
             "mask the columns named (or add the text rule to them), then refresh again",
         )
     log.info(
         "The leak scan checked %s values and found no production value.", scan.values
     )
+
+
+def _listed(scan: Scan) -> str:
+    """The first five kinds of finding with their counts, and how many more."""
+    shown = scan.leaks[:5]
+    parts = [
+        leak.sentence()
+        + (f" ({scan.times[leak]} values)" if scan.times[leak] > 1 else "")
+        for leak in shown
+    ]
+    more = scan.count - sum(scan.times[leak] for leak in shown)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 def _mask(got: Got, url: str, plan: Plan, faker: Faker, progress: Progress) -> Masked:

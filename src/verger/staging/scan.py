@@ -47,7 +47,7 @@ SCANNED_TYPES = (*TEXT_TYPES, "json", "jsonb", "USER-DEFINED", "ARRAY")
 REMEMBERED_SIZE = 256
 
 
-@dataclass
+@dataclass(frozen=True)
 class Leak:
     column: str
     what: str
@@ -58,14 +58,21 @@ class Leak:
 
 @dataclass
 class Scan:
+    """The values scanned, and the leaks found: each kind of finding once, counted."""
+
     values: int = 0
     leaks: list[Leak] = field(default_factory=list)
+    times: dict[Leak, int] = field(default_factory=dict)
     count: int = 0
 
-    def add(self, column: str, what: str) -> None:
-        self.count += 1
-        if len(self.leaks) < 20:
-            self.leaks.append(Leak(column, what))
+    def add(self, column: str, what: str, times: int = 1) -> None:
+        self.count += times
+        leak = Leak(column, what)
+        if leak in self.times:
+            self.times[leak] += times
+        elif len(self.leaks) < 20:
+            self.leaks.append(leak)
+            self.times[leak] = times
 
 
 # One process's part of the scan: a table, and the pages it reads (None: all).
@@ -99,8 +106,8 @@ def scan_database(
         part = found[index]
         result.values += part.values
         for leak in part.leaks:
-            result.add(leak.column, leak.what)
-        result.count += part.count - len(part.leaks)
+            result.add(leak.column, leak.what, part.times[leak])
+        result.count += part.count - sum(part.times.values())
     return result
 
 
@@ -260,29 +267,35 @@ def _scan_table(
                         found = _check(value, faker, seen, canaries)
                         if len(value) <= REMEMBERED_SIZE and len(known) < REMEMBERED:
                             known[value] = found
-                    for what in found:
-                        result.add(column.key_name, what)
+                    if found:
+                        # One value is one leak, told by its most telling finding.
+                        result.add(column.key_name, found[0])
 
 
 def _check(value: str, faker: Faker, seen: set[int], canaries: list[str]) -> list[str]:
-    """What production left in ``value``: one sentence per finding, none if clean."""
+    """What production left in ``value``: one sentence per finding, none if clean.
+
+    Canaries come first, then what names the kind of value, then the bare fact.
+    """
     text = normal_text(value)
+    planted = [
+        f"the canary {canary!r}"
+        for canary in canaries
+        if canary in text or canary in value.casefold()
+    ]
     found = []
-    if len(text) >= SHORTEST and faker.fingerprint("v", text) in seen:
-        found.append("a production value")
     if "@" in value and faker.fingerprint("e", normal_email(value)) in seen:
         found.append("a production email")
     for fingerprint in faker.embedded(value):
         if fingerprint in seen:
             found.append("a production email or phone number")
+    if len(text) >= SHORTEST and faker.fingerprint("v", text) in seen:
+        found.append("a production value")
     if not found:
         embedded = _embedded(value, faker)
         if embedded:
             found.append(embedded)
-    for canary in canaries:
-        if canary in text or canary in value.casefold():
-            found.append(f"the canary {canary!r}")
-    return found
+    return planted + found
 
 
 def _embedded(value: str, faker: Faker) -> str | None:
