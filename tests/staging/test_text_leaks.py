@@ -143,3 +143,51 @@ def test_a_full_name_in_any_case_or_surname_first_is_replaced_and_reported(site)
     site.keep.append("churches.about")
     with pytest.raises(LeakError, match=r"churches\.about: the production name"):
         refresh(site.loaded(), site.store(), use_snapshot=True)
+
+
+# A production name written with other whitespace than one space between its
+# words, or surname first with other than ", " after the comma.
+SPACED = [
+    ("Hi Olivia  Quartermaine!", "Hi {given} {surname}!"),
+    ("Hi Olivia\nQuartermaine", "Hi {given} {surname}"),
+    ("Hi Olivia\u00a0Quartermaine", "Hi {given} {surname}"),
+    ("Hi Olivia\t\tQuartermaine.", "Hi {given} {surname}."),
+    ("Hi Quartermaine,Olivia", "Hi {surname}, {given}"),
+    ("Quartermaine,  Olivia came", "{surname}, {given} came"),
+]
+
+
+@pytest.mark.parametrize(("written", "masked"), SPACED)
+def test_a_name_with_other_whitespace_in_text_is_replaced_whole(site, written, masked):
+    """Two spaces, a newline, a no-break space or tabs between a name's words, or
+    no or several spaces after a surname's comma: the whole name gets the fake."""
+    site.sql(PEOPLE)
+    site.sql(
+        "INSERT INTO messages (member_id, to_phone, body)"
+        f" VALUES (901, '+447911109523', '{written}')"
+    )
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    fake = site.sql("SELECT full_name FROM members WHERE id = 901", site.staging_url)
+    given, surname = fake[0][0].split()
+    body = site.sql(
+        "SELECT body FROM messages WHERE id = (SELECT max(id) FROM messages)",
+        site.staging_url,
+    )
+    assert body == [(masked.format(given=given, surname=surname),)]
+
+
+@pytest.mark.parametrize("written", [written for written, _ in SPACED])
+def test_a_name_with_other_whitespace_in_a_kept_column_is_a_leak(site, written):
+    """The same names, planted in a kept column, fail the refresh as a production name."""
+    site.sql(PEOPLE)
+    site.sql("ALTER TABLE churches ADD COLUMN about text")
+    site.sql(f"UPDATE churches SET about = '{written}' WHERE id = 2")
+    site.keep.append("churches.about")
+    store = site.store()
+
+    with pytest.raises(LeakError, match=r"churches\.about: the production name"):
+        refresh(site.loaded(), store, use_snapshot=True)
+
+    assert store.refreshes(site.staging)[0].status == "failed"
