@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import pwd
@@ -130,6 +131,34 @@ def test_restore_outside_the_range_names_the_range(
         assert "can restore from" in done.stderr
         assert "Traceback" not in done.stderr
     assert not (workdir / "app" / ".verger" / "restores").exists()
+
+
+def test_a_time_after_the_newest_commit_is_refused_before_any_restore(
+    workdir: Path, source: Source
+) -> None:
+    """A time after the newest commit but before the newest segment was archived
+    is refused up front with the range, whose end is that commit: recovery can
+    stop only at a commit, so such a time would fail only after the restore."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    source.sql("INSERT INTO churches (name) VALUES ('last commit')")
+    (committed,) = source.sql("SELECT extract(epoch FROM clock_timestamp())")[0]
+    _switch_wal(source)
+    time.sleep(4)
+    # A segment with no commit in it, archived seconds after the newest commit.
+    _switch_wal(source)
+    moment = dt.datetime.fromtimestamp(float(str(committed)) + 2, dt.UTC).isoformat()
+    target = workdir / "copy"
+    done = verger(config, "restore", "--to-time", str(moment), "--target", str(target))
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert "can restore from" in done.stderr, done.stderr
+    assert "could not reach the recovery target" not in done.stderr
+    end = re.search(r"can restore from .* to (\S+ \S+) UTC", done.stderr)
+    assert end, done.stderr
+    newest = dt.datetime.fromisoformat(end[1] + "+00:00").timestamp()
+    assert newest <= float(str(committed)) < newest + 2
+    assert not target.exists()
 
 
 def test_a_deleted_wal_segment_is_reported_as_a_gap(

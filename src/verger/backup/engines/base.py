@@ -169,6 +169,11 @@ class Engine(ABC):
     def wal(self) -> list[WalSegment]:
         """The archived WAL segments, oldest first (empty for engines without WAL)."""
 
+    def last_commit(self, names: list[str]) -> float | None:
+        """The newest commit time in the first of the archived segments ``names``
+        that holds one; None for engines without WAL or when none can be read."""
+        return None
+
     @abstractmethod
     def expire(self, keep: list[str]) -> list[str]:
         """Delete every backup not in ``keep`` (and WAL no kept backup needs)."""

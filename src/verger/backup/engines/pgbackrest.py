@@ -405,8 +405,8 @@ class PgBackRest(Engine):
         return BackupError(
             f"the restore could not reach the recovery target{when}: PostgreSQL "
             f"says {said}",
-            "pick a time after the backup's end and before the newest archived "
-            "WAL (see backups and wal)",
+            "pick an earlier time after the backup's end (see 'verger backup "
+            "list'); a time past the newest commit is never reached",
         )
 
     # -- WAL, retention, repository ---------------------------------------
