@@ -170,7 +170,7 @@ def backup_list(c: Ctx) -> None:
     missing = passphrase_problem(context.section)
     checked = missing is None
     if missing is None:
-        gaps = _checked_against_repository(c, context, store)
+        gaps, checked = _checked_against_repository(c, context, store)
     else:
         # The catalog needs no key; the repository does, so it is left alone.
         c.out.warn(
@@ -207,20 +207,23 @@ def backup_list(c: Ctx) -> None:
         c.out.warn(gap.sentence(when))
 
 
-def _checked_against_repository(c: Ctx, context: Any, store: Any) -> list[Any]:
-    """Bring the catalog in line with the repository; the WAL archive's gaps."""
+def _checked_against_repository(
+    c: Ctx, context: Any, store: Any
+) -> tuple[list[Any], bool]:
+    """Bring the catalog in line with the repository: the WAL archive's gaps, and
+    whether the repository could be read at all."""
     from verger.backup import find_gaps, make_engine, reconcile
 
     engine = make_engine(context)
     try:
         reconcile(engine, store)
-        return find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
+        return (find_gaps(engine.backups(), engine.wal()) if engine.pitr else []), True
     except RepositoryMissing as exc:
         if not store.backups(context.database):
             raise
         # The catalog is what is left to go by: show it, marked as unchecked.
         c.out.warn(f"{exc.message}; {exc.hint}. The catalog below is unchecked.")
-        return []
+        return [], False
 
 
 def _backup_data(row: Any) -> dict[str, Any]:
@@ -381,6 +384,7 @@ def restore(
     """Restore the database as it was at a time, or as late as the archive reaches."""
     from verger.backup import parse_time, plan, unusable, when
     from verger.backup import restore as run_restore
+    from verger.backup.runs import refuse_missing_repository
     from verger.backup.verify import content_error, mark_unrestorable
 
     _require_one_point(latest, to_time, backup_id)
@@ -391,6 +395,7 @@ def restore(
     with _job(c, "restore") as (engine, store, progress):
         database = engine.context.database
         label = None if backup_id is None else _label_of(store, database, backup_id)
+        refuse_missing_repository(engine, store)
         skip = unusable(store, database)
         verified = _verified(store, engine)
         point = plan(engine, latest, moment, skip, verified, label)
