@@ -467,6 +467,51 @@ def test_drill_measures_rto_and_rpo_and_report_lists_it(
     assert row["writable_at"] <= row["finished_at"]
 
 
+def _drills(config: Path) -> list[tuple[str, str | None]]:
+    """Every drill's status and detail in the catalog, oldest first."""
+    state = config.parent / ".verger" / "state.db"
+    if not state.exists():
+        return []
+    with (
+        contextlib.closing(sqlite3.connect(state)) as db,
+        contextlib.suppress(sqlite3.Error),
+    ):
+        return list(db.execute("SELECT status, detail FROM drills ORDER BY id"))
+    return []
+
+
+def test_a_drill_stopped_while_it_writes_markers_is_recorded_interrupted(
+    workdir: Path, source: Source
+) -> None:
+    """SIGTERM during a drill's marker-writing lead, before the incident, ends the
+    command with 143 and leaves the drill interrupted with the reason, not running."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    env = {**os.environ, "VERGER_BACKUP_PASSPHRASE": PASSPHRASE}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verger", "-c", str(config), "dr", "drill"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _drills(config):
+        time.sleep(0.1)
+    assert _drills(config), "no drill started"
+    # The lead is archive_timeout + 5 s: two seconds in, markers are being written.
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    ((status, detail),) = _drills(config)
+    assert status == "interrupted", (status, detail)
+    assert detail and "SIGTERM" in detail
+
+
 def test_failing_archive_command_fails_the_check_and_alerts_once(
     workdir: Path, source: Source, recorder: Recorder
 ) -> None:
