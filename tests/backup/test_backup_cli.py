@@ -256,6 +256,23 @@ def test_an_unset_passphrase_variable_is_refused_not_used(
     assert not list((workdir / "repo").rglob("*.manifest"))
 
 
+@pytest.mark.parametrize(
+    "secret", [f" {PASSPHRASE}", f"{PASSPHRASE}\t", f"{PASSPHRASE} "]
+)
+def test_a_passphrase_with_surrounding_space_is_refused(
+    workdir: Path, source: Source, secret: str
+) -> None:
+    """A passphrase that begins or ends with whitespace is refused in one line with
+    a hint before anything is written, as some readers of it would trim it."""
+    config = backup_config(workdir, source)
+    done = verger(config, "backup", "setup", VERGER_BACKUP_PASSPHRASE=secret)
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert "backup.passphrase begins or ends with a space" in done.stderr
+    assert "hint: remove it" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 2, done.stderr
+    assert not (workdir / "repo").exists()
+
+
 def test_wrong_passphrase_is_one_clear_line(workdir: Path, source: Source) -> None:
     """A wrong passphrase fails with one line saying so, no traceback, and the
     passphrase itself appears nowhere in the output."""
