@@ -707,3 +707,29 @@ def test_a_missing_or_empty_repository_is_refused_once_it_held_backups(
         (workdir / "elsewhere").rename(repo)
     listed = verger(config, "--json", "backup", "list", check=True)
     assert json.loads(listed.stdout)["repository_checked"] is True
+
+
+def test_backup_run_says_verified_once_and_one_differing_table_in_the_singular(
+    workdir: Path, source: Source
+) -> None:
+    """'backup run' says once that the backup is verified; a verify that finds one
+    table unlike its record says '1 table differs', not '1 tables differ'."""
+    import json
+    import sqlite3
+
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    done = verger(config, "backup", "run", check=True)
+    assert done.stdout.count("is verified") == 1, done.stdout
+    state = config.parent / ".verger" / "state.db"
+    with contextlib.closing(sqlite3.connect(state)) as db, db:
+        (text,) = db.execute("SELECT tables FROM backups WHERE id = 1").fetchone()
+        tables = json.loads(text)
+        name = next(n for n in sorted(tables) if not n.startswith("verger."))
+        tables[name]["rows"] = int(tables[name]["rows"]) + 1
+        db.execute("UPDATE backups SET tables = ? WHERE id = 1", (json.dumps(tables),))
+    checked = verger(config, "backup", "verify", "1")
+    assert checked.returncode == 6, checked.stdout + checked.stderr
+    assert f"1 table differs from what was recorded at backup time ({name})" in (
+        checked.stdout + checked.stderr
+    )

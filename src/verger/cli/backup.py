@@ -152,7 +152,9 @@ def backup_run(c: Ctx, kind: str | None, no_verify: bool) -> None:
         if decided.remove:
             c.out.say(f"Retention removed {', '.join(decided.remove)}.")
     final = store.backup(row.id)
-    c.out.result(_backup_data(final), f"Backup #{final.id} is {final.status}.")
+    # The verdict, said above, already names the backup's status.
+    human = None if verdict is not None else f"Backup #{final.id} is {final.status}."
+    c.out.result(_backup_data(final), human)
     if verdict is not None and not verdict.verified:
         c.out.exit_code = 6
 
