@@ -2,8 +2,9 @@
 
 The point is checked against what the repository can reach before anything
 is written: a time before the first backup finished, after the newest
-commit in the archived WAL, or inside a gap in the archive is refused with the range that
-can be restored. A restore never writes over the database it came from.
+commit in the archived WAL, or inside a gap in the archive is refused with
+the range that can be restored. A restore never writes over the database it
+came from.
 """
 
 from __future__ import annotations
