@@ -214,18 +214,27 @@ def _checked_against_repository(
 ) -> tuple[list[Any], bool]:
     """Bring the catalog in line with the repository: the WAL archive's gaps, and
     whether the repository could be read at all."""
-    from verger.backup import find_gaps, make_engine, reconcile
+    from verger.backup import make_engine, reconcile
 
     engine = make_engine(context)
     try:
         reconcile(engine, store)
-        return (find_gaps(engine.backups(), engine.wal()) if engine.pitr else []), True
+        return _gaps(engine), True
     except RepositoryMissing as exc:
         if not store.backups(context.database):
             raise
         # The catalog is what is left to go by: show it, marked as unchecked.
         c.out.warn(f"{exc.message}; {exc.hint}. The catalog below is unchecked.")
         return [], False
+
+
+def _gaps(engine: Any) -> list[Any]:
+    """The archive's gaps, each broken from the newest commit before it."""
+    from verger.backup import find_gaps
+
+    if not engine.pitr:
+        return []
+    return find_gaps(engine.backups(), engine.wal(), last_commit=engine.last_commit)
 
 
 def _backup_data(row: Any) -> dict[str, Any]:
@@ -256,7 +265,7 @@ def _backup_data(row: Any) -> dict[str, Any]:
 @pass_ctx
 def backup_verify(c: Ctx, backup_id: int | None) -> None:
     """Restore a backup into a scratch cluster and check it (default: newest unverified)."""
-    from verger.backup import find_gaps, reconcile, to_verify, verify_backup, when
+    from verger.backup import reconcile, to_verify, verify_backup, when
 
     with _job(c, "verification") as (engine, store, progress):
         reconcile(engine, store)
@@ -269,7 +278,7 @@ def backup_verify(c: Ctx, backup_id: int | None) -> None:
             return
         row = to_verify(store, engine.context.database, backup_id)
         verdict = verify_backup(engine, store, row, progress)
-        gaps = find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
+        gaps = _gaps(engine)
         if not verdict.verified:
             _alert(c, engine, "verify_failed", verdict.sentence())
     for gap in gaps:
