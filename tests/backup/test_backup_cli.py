@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import pwd
@@ -132,6 +133,34 @@ def test_restore_outside_the_range_names_the_range(
     assert not (workdir / "app" / ".verger" / "restores").exists()
 
 
+def test_a_time_after_the_newest_commit_is_refused_before_any_restore(
+    workdir: Path, source: Source
+) -> None:
+    """A time after the newest commit but before the newest segment was archived
+    is refused up front with the range, whose end is that commit: recovery can
+    stop only at a commit, so such a time would fail only after the restore."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    source.sql("INSERT INTO churches (name) VALUES ('last commit')")
+    (committed,) = source.sql("SELECT extract(epoch FROM clock_timestamp())")[0]
+    _switch_wal(source)
+    time.sleep(4)
+    # A segment with no commit in it, archived seconds after the newest commit.
+    _switch_wal(source)
+    moment = dt.datetime.fromtimestamp(float(str(committed)) + 2, dt.UTC).isoformat()
+    target = workdir / "copy"
+    done = verger(config, "restore", "--to-time", str(moment), "--target", str(target))
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert "can restore from" in done.stderr, done.stderr
+    assert "could not reach the recovery target" not in done.stderr
+    end = re.search(r"can restore from .* to (\S+ \S+) UTC", done.stderr)
+    assert end, done.stderr
+    newest = dt.datetime.fromisoformat(end[1] + "+00:00").timestamp()
+    assert newest <= float(str(committed)) < newest + 2
+    assert not target.exists()
+
+
 def test_a_deleted_wal_segment_is_reported_as_a_gap(
     workdir: Path, source: Source, recorder: Recorder
 ) -> None:
@@ -225,6 +254,23 @@ def test_an_unset_passphrase_variable_is_refused_not_used(
     assert "${VERGER_BACKUP_PASSPHRASE}, which is not set" in done.stderr
     assert "Traceback" not in done.stderr
     assert not list((workdir / "repo").rglob("*.manifest"))
+
+
+@pytest.mark.parametrize(
+    "secret", [f" {PASSPHRASE}", f"{PASSPHRASE}\t", f"{PASSPHRASE} "]
+)
+def test_a_passphrase_with_surrounding_space_is_refused(
+    workdir: Path, source: Source, secret: str
+) -> None:
+    """A passphrase that begins or ends with whitespace is refused in one line with
+    a hint before anything is written, as some readers of it would trim it."""
+    config = backup_config(workdir, source)
+    done = verger(config, "backup", "setup", VERGER_BACKUP_PASSPHRASE=secret)
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert "backup.passphrase begins or ends with a space" in done.stderr
+    assert "hint: remove it" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 2, done.stderr
+    assert not (workdir / "repo").exists()
 
 
 def test_wrong_passphrase_is_one_clear_line(workdir: Path, source: Source) -> None:
@@ -436,6 +482,51 @@ def test_drill_measures_rto_and_rpo_and_report_lists_it(
     restore_began = row["writable_at"] - row["rto_seconds"]
     assert row["incident_at"] <= restore_began
     assert row["writable_at"] <= row["finished_at"]
+
+
+def _drills(config: Path) -> list[tuple[str, str | None]]:
+    """Every drill's status and detail in the catalog, oldest first."""
+    state = config.parent / ".verger" / "state.db"
+    if not state.exists():
+        return []
+    with (
+        contextlib.closing(sqlite3.connect(state)) as db,
+        contextlib.suppress(sqlite3.Error),
+    ):
+        return list(db.execute("SELECT status, detail FROM drills ORDER BY id"))
+    return []
+
+
+def test_a_drill_stopped_while_it_writes_markers_is_recorded_interrupted(
+    workdir: Path, source: Source
+) -> None:
+    """SIGTERM during a drill's marker-writing lead, before the incident, ends the
+    command with 143 and leaves the drill interrupted with the reason, not running."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    env = {**os.environ, "VERGER_BACKUP_PASSPHRASE": PASSPHRASE}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verger", "-c", str(config), "dr", "drill"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _drills(config):
+        time.sleep(0.1)
+    assert _drills(config), "no drill started"
+    # The lead is archive_timeout + 5 s: two seconds in, markers are being written.
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    ((status, detail),) = _drills(config)
+    assert status == "interrupted", (status, detail)
+    assert detail and "SIGTERM" in detail
 
 
 def test_failing_archive_command_fails_the_check_and_alerts_once(

@@ -663,3 +663,73 @@ def test_a_restored_folder_starts_as_printed_and_trusts_no_one(
     finally:
         stop = f"{pg_program('pg_ctl')} -D {shlex.quote(str(target))} -m fast -w stop"
         postgres_runner().run(["sh", "-c", stop], check=False, timeout=60)
+
+
+def test_a_missing_or_empty_repository_is_refused_once_it_held_backups(
+    workdir: Path, source: Source
+) -> None:
+    """With the catalog holding pg_dump backups and the repository folder gone
+    or empty, 'backup run', 'backup verify' and 'restore --latest' refuse with
+    the missing-or-not-mounted line and write nothing there, and 'backup list'
+    warns and says the repository was not checked."""
+    import json
+
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    repo = workdir / "repo"
+    repo.rename(workdir / "elsewhere")
+    try:
+        for empty in (False, True):
+            if empty:
+                repo.mkdir()
+            listed = verger(config, "--json", "backup", "list")
+            assert listed.returncode == 0, listed.stdout + listed.stderr
+            assert "missing or not mounted" in listed.stderr
+            assert json.loads(listed.stdout)["repository_checked"] is False
+            for command in (
+                ("backup", "run", "--no-verify"),
+                ("backup", "verify"),
+                ("restore", "--latest", "--target", str(workdir / "copy")),
+            ):
+                done = verger(config, *command)
+                assert done.returncode == 6, (command, done.stdout + done.stderr)
+                assert f"the repository at {repo} is missing or not mounted" in (
+                    done.stderr
+                ), done.stderr
+                assert "Traceback" not in done.stderr
+                assert repo.exists() is empty
+                assert not empty or not any(repo.iterdir())
+            assert not (workdir / "copy").exists()
+    finally:
+        if repo.exists():
+            repo.rmdir()
+        (workdir / "elsewhere").rename(repo)
+    listed = verger(config, "--json", "backup", "list", check=True)
+    assert json.loads(listed.stdout)["repository_checked"] is True
+
+
+def test_backup_run_says_verified_once_and_one_differing_table_in_the_singular(
+    workdir: Path, source: Source
+) -> None:
+    """'backup run' says once that the backup is verified; a verify that finds one
+    table unlike its record says '1 table differs', not '1 tables differ'."""
+    import json
+    import sqlite3
+
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    done = verger(config, "backup", "run", check=True)
+    assert done.stdout.count("is verified") == 1, done.stdout
+    state = config.parent / ".verger" / "state.db"
+    with contextlib.closing(sqlite3.connect(state)) as db, db:
+        (text,) = db.execute("SELECT tables FROM backups WHERE id = 1").fetchone()
+        tables = json.loads(text)
+        name = next(n for n in sorted(tables) if not n.startswith("verger."))
+        tables[name]["rows"] = int(tables[name]["rows"]) + 1
+        db.execute("UPDATE backups SET tables = ? WHERE id = 1", (json.dumps(tables),))
+    checked = verger(config, "backup", "verify", "1")
+    assert checked.returncode == 6, checked.stdout + checked.stderr
+    assert f"1 table differs from what was recorded at backup time ({name})" in (
+        checked.stdout + checked.stderr
+    )

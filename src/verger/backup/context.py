@@ -44,6 +44,14 @@ def passphrase(section: Backup) -> str:
             f"export {PASSPHRASE_VARIABLE}; keep a copy somewhere safe, since "
             "without it no backup can be restored",
         )
+    if value != value.strip():
+        # One place would trim it and another not, and the repository would
+        # then not open with the passphrase it was made with.
+        raise BackupError(
+            "backup.passphrase begins or ends with a space",
+            "remove it (from the value or from the variable it names), keeping "
+            "the passphrase the repository was created with",
+        )
     if len(value) < 12:
         raise BackupError(
             "the backup passphrase is shorter than 12 characters",

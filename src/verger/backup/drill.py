@@ -97,28 +97,32 @@ def drill(
     prune(context.dsn, KIND, 7 * 86400)
     writer = MarkerWriter(context.dsn, KIND)
     began = time.time()
-    writer.start()
+    incident: float | None = None
+    # The lead is inside the try too: a drill stopped while it writes markers
+    # is recorded as interrupted, never left running.
     try:
-        time.sleep(lead)
-    finally:
-        # The incident: from here on the source is treated as lost.
-        writer.stop()
-    incident = time.time()
-    durable = _durable(engine, writer)
-    skip = unusable(store, context.database)
-    try:
+        writer.start()
+        try:
+            time.sleep(lead)
+        finally:
+            # The incident: from here on the source is treated as lost.
+            writer.stop()
+        incident = time.time()
+        durable = _durable(engine, writer)
+        skip = unusable(store, context.database)
         result = _recover(
             engine, store, drill_id, (began, incident, durable), progress, skip
         )
-    except VergerError as exc:
+    except (VergerError, KeyboardInterrupt) as exc:
+        stopped = isinstance(exc, (Interrupted, KeyboardInterrupt))
         store.update_drill(
             drill_id,
-            status=INTERRUPTED if isinstance(exc, Interrupted) else "failed",
+            status=INTERRUPTED if stopped else "failed",
             incident_at=incident,
-            detail=str(exc),
+            detail=str(exc) or "interrupted",
             finished_at=time.time(),
         )
-        if isinstance(exc, Interrupted):
+        if stopped:
             raise
         return DrillResult(
             drill_id, False, None, None, targets.rto, targets.rpo, None, str(exc)

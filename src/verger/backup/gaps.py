@@ -4,18 +4,25 @@ An engine's own verify checks the files it has; it does not say that a
 segment in the middle of the chain was never archived or was deleted. WAL
 segment names count up without holes within a timeline, so a missing name
 between a backup's first segment and the newest one is a gap, and every point
-in time from the last segment before it to the first backup taken after it
-cannot be restored.
+in time from the newest commit before it to the first backup taken after it
+cannot be restored: recovery to a time stops at a commit, so a segment archived
+after the newest commit reaches no later point.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from verger.backup.engines.base import EngineBackup, WalSegment
 
 SEGMENT_SIZE = 16 * 1024 * 1024
+# How many segments, newest first, are read for a commit before giving up:
+# each costs a fetch and a pg_waldump.
+COMMIT_SEARCH = 4
+
+# Given segment names newest first, the newest commit time in them, or None.
+LastCommit = Callable[[list[str]], float | None]
 
 
 def segments_per_log(segment_size: int = SEGMENT_SIZE) -> int:
@@ -55,12 +62,30 @@ class Gap:
         )
 
 
+def newest_commit(
+    segments: list[WalSegment], last_commit: LastCommit, before: str | None = None
+) -> float | None:
+    """The newest commit time in the archive, or in the segments before ``before``.
+
+    ``segments`` are in archive order, oldest first. None when no commit is
+    found in the newest few segments.
+    """
+    names = [s.name for s in segments if before is None or s.name[8:] < before[8:]]
+    return last_commit(names[::-1][:COMMIT_SEARCH]) if names else None
+
+
 def find_gaps(
     backups: list[EngineBackup],
     segments: list[WalSegment],
     segment_size: int = SEGMENT_SIZE,
+    last_commit: LastCommit | None = None,
 ) -> list[Gap]:
-    """Missing segments between the oldest backup's first segment and the newest one."""
+    """Missing segments between the oldest backup's first segment and the newest one.
+
+    With ``last_commit`` a gap is broken from the newest commit before it (what
+    recovery can reach); without, from the archive time of the segment before
+    it, which is cheaper and later than that commit.
+    """
     starts = [b.wal_start for b in backups if b.wal_start and not b.error]
     if not starts or not segments:
         return []
@@ -79,7 +104,12 @@ def find_gaps(
         start = position
         while position <= last and name(timeline, position, segment_size) not in have:
             position += 1
-        gaps.append(_gap(timeline, start, position - 1, backups, have, segment_size))
+        gap = _gap(timeline, start, position - 1, backups, have, segment_size)
+        if last_commit is not None:
+            commit = newest_commit(segments, last_commit, gap.first)
+            if commit is not None:
+                gap = replace(gap, broken_from=commit)
+        gaps.append(gap)
     return gaps
 
 

@@ -2,8 +2,9 @@
 
 The point is checked against what the repository can reach before anything
 is written: a time before the first backup finished, after the newest
-archived WAL, or inside a gap in the archive is refused with the range that
-can be restored. A restore never writes over the database it came from.
+commit in the archived WAL, or inside a gap in the archive is refused with
+the range that can be restored. A restore never writes over the database it
+came from.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from verger.backup.engines.base import (
     no_progress,
     step,
 )
-from verger.backup.gaps import Gap, find_gaps
+from verger.backup.gaps import Gap, find_gaps, newest_commit
 from verger.backup.system import Runner, pg_program
 from verger.errors import BackupError
 from verger.state import Store
@@ -93,11 +94,15 @@ def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
             + (" that a restore has not proved broken" if found else ""),
             "take one with 'verger backup run'",
         )
+    earliest = min(b.finished_at for b in backups)
     latest = max(b.finished_at for b in backups)
     segments = engine.wal() if engine.pitr else []
-    if segments:
-        latest = max(latest, max(s.archived_at for s in segments))
-    return Reach(min(b.finished_at for b in backups), latest, backups, segments)
+    # Recovery to a time stops at a commit: a segment archived after the newest
+    # commit reaches no later point, and a time past that commit is never reached.
+    commit = newest_commit(segments, engine.last_commit) if segments else None
+    if commit is not None:
+        latest = max(earliest, commit)
+    return Reach(earliest, latest, backups, segments)
 
 
 def plan(
@@ -137,11 +142,11 @@ def plan(
             f"{span.sentence()}",
             "pick a time in that range, or --latest",
         )
-    for gap in find_gaps(span.backups, span.segments):
+    for gap in find_gaps(span.backups, span.segments, last_commit=engine.last_commit):
         start = gap.broken_from or 0.0
         end = gap.broken_until or float("inf")
-        # Archive times are whole seconds, later than the commits they hold:
-        # the second a segment before the gap was archived may still be reached.
+        # Recovery stops after a commit at the target time itself, so the
+        # newest commit before the gap may still be reached.
         if start < to_time <= end:
             raise BackupError(
                 f"cannot restore to {when(to_time)}: {gap.sentence(when)}",
@@ -211,9 +216,7 @@ def _before_the_gap(engine: Engine, span: Reach, gap: Gap) -> str:
     before a commit the archive still holds; rounded down to the second, the
     newest commit's own time does.
     """
-    before = [s.name for s in span.segments if s.name[8:] < gap.first[8:]]
-    newest = getattr(engine, "last_commit", None)
-    commit = newest(before[::-1][:4]) if callable(newest) and before else None
+    commit = newest_commit(span.segments, engine.last_commit, gap.first)
     stop = None if commit is None else math.ceil(commit) - 1
     if stop is None or stop < span.earliest:
         return (

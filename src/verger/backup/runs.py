@@ -88,10 +88,26 @@ def _record(store: Store, backup_id: int, taken: EngineBackup, engine: Engine) -
     store.update_backup(backup_id, **fields)
 
 
+def refuse_missing_repository(engine: Engine, store: Store) -> None:
+    """Raise RepositoryMissing when the catalog holds backups of this repository
+    and its folder is gone or empty (unmounted, or deleted).
+
+    Without this a job would list the catalog's backups as still there, or
+    write a new backup into a folder made again where the mount should be.
+    """
+    database = engine.context.database
+    kept = store.backups(database, "done", "verified", "unrestorable")
+    if any(row.engine == engine.name for row in kept):
+        missing = engine.missing_error()
+        if missing is not None:
+            raise missing
+
+
 def reconcile(engine: Engine, store: Store) -> list[str]:
     """Bring the catalog in line with the repository; return what changed, as sentences."""
     database = engine.context.database
     changes = mark_orphans(store, database)
+    refuse_missing_repository(engine, store)
     held = {b.label: b for b in engine.backups()}
     kept = store.backups(database, "done", "verified", "unrestorable")
     if not held and kept:

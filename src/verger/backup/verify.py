@@ -227,7 +227,8 @@ def _tables(
     if wrong:
         names = ", ".join(sorted(wrong)[:5])
         verdict.problems.append(
-            f"{len(wrong)} tables differ from what was recorded at backup time ({names})"
+            f"{len(wrong)} {'table differs' if len(wrong) == 1 else 'tables differ'} "
+            f"from what was recorded at backup time ({names})"
         )
     else:
         verdict.checked.append(

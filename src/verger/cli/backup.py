@@ -152,7 +152,9 @@ def backup_run(c: Ctx, kind: str | None, no_verify: bool) -> None:
         if decided.remove:
             c.out.say(f"Retention removed {', '.join(decided.remove)}.")
     final = store.backup(row.id)
-    c.out.result(_backup_data(final), f"Backup #{final.id} is {final.status}.")
+    # The verdict, said above, already names the backup's status.
+    human = None if verdict is not None else f"Backup #{final.id} is {final.status}."
+    c.out.result(_backup_data(final), human)
     if verdict is not None and not verdict.verified:
         c.out.exit_code = 6
 
@@ -170,7 +172,7 @@ def backup_list(c: Ctx) -> None:
     missing = passphrase_problem(context.section)
     checked = missing is None
     if missing is None:
-        gaps = _checked_against_repository(c, context, store)
+        gaps, checked = _checked_against_repository(c, context, store)
     else:
         # The catalog needs no key; the repository does, so it is left alone.
         c.out.warn(
@@ -207,20 +209,32 @@ def backup_list(c: Ctx) -> None:
         c.out.warn(gap.sentence(when))
 
 
-def _checked_against_repository(c: Ctx, context: Any, store: Any) -> list[Any]:
-    """Bring the catalog in line with the repository; the WAL archive's gaps."""
-    from verger.backup import find_gaps, make_engine, reconcile
+def _checked_against_repository(
+    c: Ctx, context: Any, store: Any
+) -> tuple[list[Any], bool]:
+    """Bring the catalog in line with the repository: the WAL archive's gaps, and
+    whether the repository could be read at all."""
+    from verger.backup import make_engine, reconcile
 
     engine = make_engine(context)
     try:
         reconcile(engine, store)
-        return find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
+        return _gaps(engine), True
     except RepositoryMissing as exc:
         if not store.backups(context.database):
             raise
         # The catalog is what is left to go by: show it, marked as unchecked.
         c.out.warn(f"{exc.message}; {exc.hint}. The catalog below is unchecked.")
+        return [], False
+
+
+def _gaps(engine: Any) -> list[Any]:
+    """The archive's gaps, each broken from the newest commit before it."""
+    from verger.backup import find_gaps
+
+    if not engine.pitr:
         return []
+    return find_gaps(engine.backups(), engine.wal(), last_commit=engine.last_commit)
 
 
 def _backup_data(row: Any) -> dict[str, Any]:
@@ -251,7 +265,7 @@ def _backup_data(row: Any) -> dict[str, Any]:
 @pass_ctx
 def backup_verify(c: Ctx, backup_id: int | None) -> None:
     """Restore a backup into a scratch cluster and check it (default: newest unverified)."""
-    from verger.backup import find_gaps, reconcile, to_verify, verify_backup, when
+    from verger.backup import reconcile, to_verify, verify_backup, when
 
     with _job(c, "verification") as (engine, store, progress):
         reconcile(engine, store)
@@ -264,7 +278,7 @@ def backup_verify(c: Ctx, backup_id: int | None) -> None:
             return
         row = to_verify(store, engine.context.database, backup_id)
         verdict = verify_backup(engine, store, row, progress)
-        gaps = find_gaps(engine.backups(), engine.wal()) if engine.pitr else []
+        gaps = _gaps(engine)
         if not verdict.verified:
             _alert(c, engine, "verify_failed", verdict.sentence())
     for gap in gaps:
@@ -381,6 +395,7 @@ def restore(
     """Restore the database as it was at a time, or as late as the archive reaches."""
     from verger.backup import parse_time, plan, unusable, when
     from verger.backup import restore as run_restore
+    from verger.backup.runs import refuse_missing_repository
     from verger.backup.verify import content_error, mark_unrestorable
 
     _require_one_point(latest, to_time, backup_id)
@@ -391,6 +406,7 @@ def restore(
     with _job(c, "restore") as (engine, store, progress):
         database = engine.context.database
         label = None if backup_id is None else _label_of(store, database, backup_id)
+        refuse_missing_repository(engine, store)
         skip = unusable(store, database)
         verified = _verified(store, engine)
         point = plan(engine, latest, moment, skip, verified, label)

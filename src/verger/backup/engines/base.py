@@ -19,6 +19,7 @@ from typing import ClassVar
 from verger.backup.cluster import ScratchCluster
 from verger.backup.system import Runner
 from verger.config.model import Backup
+from verger.errors import RepositoryMissing
 
 # Called with (done, total) in bytes while an engine works; total may be 0 if unknown.
 Progress = Callable[[int, int], None]
@@ -169,6 +170,22 @@ class Engine(ABC):
     def wal(self) -> list[WalSegment]:
         """The archived WAL segments, oldest first (empty for engines without WAL)."""
 
+    def missing_error(self) -> RepositoryMissing | None:
+        """A local repository whose folder is gone or holds nothing, or None.
+
+        Only meaningful where the catalog says backups were taken there: a
+        new repository is empty too.
+        """
+        path = self.context.repository_path()
+        if path is None or not empty_folder(path):
+            return None
+        return missing_repository(path)
+
+    def last_commit(self, names: list[str]) -> float | None:
+        """The newest commit time in the first of the archived segments ``names``
+        that holds one; None for engines without WAL or when none can be read."""
+        return None
+
     @abstractmethod
     def expire(self, keep: list[str]) -> list[str]:
         """Delete every backup not in ``keep`` (and WAL no kept backup needs)."""
@@ -176,3 +193,19 @@ class Engine(ABC):
     @abstractmethod
     def repository(self) -> RepositoryStatus:
         """Whether the repository answers, and the space left where that is known."""
+
+
+def empty_folder(path: Path) -> bool:
+    """Whether ``path`` is no folder, an unreadable one, or an empty one."""
+    try:
+        return not path.is_dir() or not any(path.iterdir())
+    except OSError:
+        return True
+
+
+def missing_repository(path: Path) -> RepositoryMissing:
+    return RepositoryMissing(
+        f"the repository at {path} is missing or not mounted",
+        "mount it, or restore the folder from a copy; until then no backup "
+        "can be listed, verified or restored",
+    )

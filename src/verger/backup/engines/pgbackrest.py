@@ -48,6 +48,8 @@ from verger.backup.engines.base import (
     RepositoryStatus,
     RestorePoint,
     WalSegment,
+    empty_folder,
+    missing_repository,
     no_progress,
     step,
 )
@@ -405,8 +407,8 @@ class PgBackRest(Engine):
         return BackupError(
             f"the restore could not reach the recovery target{when}: PostgreSQL "
             f"says {said}",
-            "pick a time after the backup's end and before the newest archived "
-            "WAL (see backups and wal)",
+            "pick an earlier time after the backup's end (see 'verger backup "
+            "list'); a time past the newest commit is never reached",
         )
 
     # -- WAL, retention, repository ---------------------------------------
@@ -804,19 +806,10 @@ class PgBackRest(Engine):
         path = self.context.repository_path()
         if path is None:
             return None
-        try:
-            empty = not path.is_dir() or not any(path.iterdir())
-        except OSError:
-            empty = True
+        empty = empty_folder(path)
         if not empty and not (path / "backup" / self.context.stanza).exists():
             empty = self.saved_facts() is not None
-        if not empty:
-            return None
-        return RepositoryMissing(
-            f"the repository at {path} is missing or not mounted",
-            "mount it, or restore the folder from a copy; until then no backup "
-            "can be listed, verified or restored",
-        )
+        return missing_repository(path) if empty else None
 
     def passphrase_error(self) -> BackupError:
         return BackupError(
