@@ -362,13 +362,19 @@ def test_no_program_a_verification_starts_has_the_passphrase_in_its_environment(
     process = _start(config, "backup", "verify")
     seen: dict[int, str] = {}
     holding: list[str] = []
+    verger_itself = _cmdline(process.pid)
     while process.poll() is None:
         for pid in descendants(process.pid):
+            before = _cmdline(pid)
             try:
                 environ = Path(f"/proc/{pid}/environ").read_bytes()
             except OSError:
                 continue
-            seen.setdefault(pid, " ".join(_cmdline(pid))[:120])
+            # A child caught between fork and exec is still verger, with
+            # verger's environment: only a program it became counts.
+            if before != _cmdline(pid) or before in ([], verger_itself):
+                continue
+            seen.setdefault(pid, " ".join(before)[:120])
             if PASSPHRASE.encode() in environ:
                 holding.append(seen[pid])
         time.sleep(0.02)
