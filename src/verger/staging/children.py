@@ -9,9 +9,13 @@ elsewhere the next refresh ends what the dead one left holding its lock.
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def holders(path: Path) -> list[int]:
@@ -38,3 +42,26 @@ def end_orphans(path: Path, dead: int) -> list[str]:
             continue
         notes.append(f"ended process {pid}, left holding the lock by refresh {dead}")
     return notes
+
+
+class Forked:
+    """A forked process that sends its answers back through a one-way pipe.
+
+    ``target`` is called as ``target(parent_pid, *args, sender)``; it should
+    first call ``die_with_parent(parent_pid)``.
+    """
+
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
+        context = multiprocessing.get_context("fork")
+        self.answers, sender = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=target, args=(os.getpid(), *args, sender), daemon=True
+        )
+        self.process.start()
+        sender.close()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.answers.close()

@@ -9,14 +9,13 @@ fingerprints' key with the process that runs the scan.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from verger.children import die_with_parent
 from verger.config.staging import Rule
+from verger.staging.children import Forked
 from verger.staging.databases import RefreshError
 from verger.staging.fakes import Faker, normal_email, normal_text
 from verger.staging.plan import HIDING
@@ -29,40 +28,26 @@ REMEMBERED = 2_000_000
 Hunter = Callable[[str, set[int]], None]
 
 
-class Hunt:
+class Hunt(Forked):
     """The hunting process: started with the reads to make, asked for its set at the end."""
 
     def __init__(
         self, origin: Origin, faker: Faker, reads: list[tuple[str, list[Rule]]]
     ) -> None:
-        context = multiprocessing.get_context("fork")
-        self._answers, sender = context.Pipe(duplex=False)
-        self._process = context.Process(
-            target=_hunt,
-            args=(os.getpid(), origin, faker, reads, sender),
-            daemon=True,
-        )
-        self._process.start()
-        sender.close()
+        super().__init__(_hunt, origin, faker, reads)
 
     def fingerprints(self) -> set[int]:
         try:
-            answer: Any = self._answers.recv()
+            answer: Any = self.answers.recv()
         except EOFError:
             answer = "the hunting process ended without an answer"
-        self._process.join()
+        self.process.join()
         if isinstance(answer, str):
             raise RefreshError(
                 f"fingerprinting production's values failed: {answer}",
                 "check that the source database is reachable, then refresh again",
             )
         return set(answer)
-
-    def stop(self) -> None:
-        if self._process.is_alive():
-            self._process.kill()
-        self._process.join()
-        self._answers.close()
 
 
 def _hunt(

@@ -18,7 +18,6 @@ import datetime
 import logging
 import multiprocessing
 import multiprocessing.connection
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from psycopg.copy import QueuedLibpqWriter
 from verger.children import die_with_parent
 from verger.config.staging import Rule
 from verger.staging.catalog import Column
+from verger.staging.children import Forked
 from verger.staging.databases import RefreshError, dump_schema, restore_section
 from verger.staging.fakes import Faker, MaskError
 from verger.staging.hunt import Hunt, hunter
@@ -406,27 +406,13 @@ def _query(source: Connection, table: Source) -> str:
     )
 
 
-class Worker:
+class Worker(Forked):
     """A forked process masking some tables into the copy and fingerprinting them."""
 
     def __init__(
         self, origin: Origin, target: str, share: list[Part], faker: Faker
     ) -> None:
-        context = multiprocessing.get_context("fork")
-        self.answers, sender = context.Pipe(duplex=False)
-        self.process = context.Process(
-            target=_work,
-            args=(os.getpid(), origin, target, share, faker, sender),
-            daemon=True,
-        )
-        self.process.start()
-        sender.close()
-
-    def stop(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join()
-        self.answers.close()
+        super().__init__(_work, origin, target, share, faker)
 
 
 def collect(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from psycopg import sql
 
 from verger.children import die_with_parent
 from verger.staging.catalog import TEXT_TYPES, Table
+from verger.staging.children import Forked
 from verger.staging.databases import RefreshError
 from verger.staging.fakes import (
     DOMAINS,
@@ -165,7 +165,7 @@ def _middle(conn: psycopg.Connection[tuple[object, ...]], table: Table) -> int:
     return int(str(row[0])) if row else 0
 
 
-class Scanner:
+class Scanner(Forked):
     """A forked process scanning its share of the tables."""
 
     def __init__(
@@ -176,21 +176,7 @@ class Scanner:
         seen: set[int],
         canaries: list[str],
     ) -> None:
-        context = multiprocessing.get_context("fork")
-        self.answers, sender = context.Pipe(duplex=False)
-        self.process = context.Process(
-            target=_scan_share,
-            args=(os.getpid(), dsn, share, faker, seen, canaries, sender),
-            daemon=True,
-        )
-        self.process.start()
-        sender.close()
-
-    def stop(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join()
-        self.answers.close()
+        super().__init__(_scan_share, dsn, share, faker, seen, canaries)
 
 
 def _collect(scanners: list[Scanner]) -> Iterator[tuple[tuple[int, int], Scan]]:
