@@ -300,6 +300,9 @@ class Faker:
         self._elsewhere: dict[int, set[int]] = {}
         self._abroad: dict[str, int] = {}
         self._in_text: dict[str, tuple[str, int | None]] = {}
+        # Values of phone columns read in production's regions once all are known.
+        self._unsure: list[tuple[str, str | None]] = []
+        self._reading: list[str] | None = None
         # Production's names, emails and numbers, filled before any row is masked.
         self.known = Known()
 
@@ -357,26 +360,51 @@ class Faker:
     # -- phone numbers ------------------------------------------------------
 
     def e164(self, value: str) -> str | None:
-        """The number in E.164, or None when it is not a possible phone number."""
+        """The number in E.164, or None when it is not a possible phone number.
+
+        One rule wherever a number is written, a column or a text, so it gets
+        one fake: as written when international; else in the configured
+        region if valid there; else in the first of ``reading`` it is valid
+        in ("020 7946 0018" is London's where production has British numbers,
+        whatever the region); else in the configured region if possible there.
+        """
         if value in self._phones:
             return self._phones[value]
-        found = self._nanp(value)
-        if found is None:
-            found = self._parsed(value)
-        if len(self._phones) < CACHED:
+        found, sure = self._read(value)
+        # Read before the regions are settled, an unsure reading may change.
+        if (sure or self._reading is not None) and len(self._phones) < CACHED:
             self._phones[value] = found
         return found
 
-    def _parsed(self, value: str) -> str | None:
+    @property
+    def reading(self) -> list[str]:
+        """The regions a national number is tried in: configured, then production's.
+
+        Fixed by ``settle``, so every process reads a number alike all night.
+        """
+        if self._reading is not None:
+            return self._reading
+        return [self.region, *(r for r in self.known.regions if r != self.region)]
+
+    def _read(self, value: str) -> tuple[str | None, bool]:
+        """``e164``'s reading, and whether it stands without production's regions."""
+        found = self._nanp(value)
+        if found is not None:
+            return found, True
         try:
             parsed = phonenumbers.parse(value, self.region)
         except phonenumbers.NumberParseException:
-            parsed = None
-        if parsed is not None and not phonenumbers.is_possible_number(parsed):
-            parsed = None
-        if parsed is None:
-            return None
-        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+            return None, True
+        if value.lstrip().startswith("+") or phonenumbers.is_valid_number(parsed):
+            return _possible(parsed), True
+        for region in self.reading[1:]:
+            try:
+                other = phonenumbers.parse(value, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(other):
+                return _possible(other), False
+        return _possible(parsed), False
 
     def _nanp(self, value: str) -> str | None:
         """The common North American shapes without the full parser, which is slow."""
@@ -387,7 +415,8 @@ class Faker:
         digits = NON_DIGITS.sub("", value)
         if len(digits) == 11 and digits[0] == "1":
             digits = digits[1:]
-        if len(digits) != 10:
+        # An area code from 0 or 1 is another country's national number.
+        if len(digits) != 10 or digits[0] in "01":
             return None
         return f"+1{digits}"
 
@@ -400,7 +429,15 @@ class Faker:
         """
         if not value.strip():
             return
-        real = self._real(value)
+        found, sure = self._read(value)
+        if not sure:
+            # Read once production's regions are known (see settle).
+            self._unsure.append((value, unique))
+            return
+        self._learn(value, found, unique)
+
+    def _learn(self, value: str, found: str | None, unique: str | None) -> None:
+        real = found or f"raw:{normal_text(value)}"
         if real.startswith("+"):
             self.known.add_phone(real)
         if unique is None:
@@ -418,7 +455,13 @@ class Faker:
         Numbers of unique columns go first, so the others cannot take the
         slots they need; within each group, numbers go in the order of their
         keyed digests, so the outcome is the same whatever order rows came in.
+        Numbers written nationally that the configured region does not know
+        are read first, in the regions of the numbers read without them.
         """
+        self._reading = self.reading
+        for value, unique in self._unsure:
+            self._learn(value, self.e164(value), unique)
+        self._unsure.clear()
         groups: tuple[dict[bytes, str], dict[bytes, str]] = ({}, {})
         for real, unique in self._learnt.items():
             groups[unique is None][self.digest("phone", real)] = real
@@ -663,29 +706,13 @@ class Faker:
         """A number written in text: its production number's fake, else one of its own."""
         if DATE_SHAPE.fullmatch(candidate):
             return candidate, None
-        real = self.known.phone(candidate) or self._e164_any(candidate)
+        real = self.known.phone(candidate) or self.e164(candidate)
         if real is None:
             return self._digits(candidate), None
         fake = self._numbers.get(real)
         if fake is None:
             fake = self._number(real)
         return self._shape(fake, candidate), self.fingerprint("p", real)
-
-    def _e164_any(self, value: str) -> str | None:
-        """The number in E.164 in the first region it is valid in: configured, then seen."""
-        if value.lstrip().startswith("+"):
-            return self.e164(value)
-        regions = [self.region, *(r for r in self.known.regions if r != self.region)]
-        for region in regions:
-            try:
-                parsed = phonenumbers.parse(value, region)
-            except phonenumbers.NumberParseException:
-                continue
-            if phonenumbers.is_valid_number(parsed):
-                return phonenumbers.format_number(
-                    parsed, phonenumbers.PhoneNumberFormat.E164
-                )
-        return None
 
     def _digits(self, value: str) -> str:
         """Phone-looking digits no plan knows: other digits, the same separators."""
@@ -737,10 +764,20 @@ class Faker:
             yield from self._phones_in(value)
 
     def _phones_in(self, value: str) -> Iterator[int]:
+        """Each number in ``value`` read as masking reads it in text (_new_in_text)."""
         for match in PHONE.finditer(value):
-            found = self.e164(match.group(0))
+            written = match.group(0)
+            if DATE_SHAPE.fullmatch(written):
+                continue
+            found = self.known.phone(written) or self.e164(written)
             if found is not None:
                 yield self.fingerprint("p", found)
+
+
+def _possible(parsed: phonenumbers.PhoneNumber) -> str | None:
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _country(real: str) -> int:

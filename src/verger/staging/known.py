@@ -97,11 +97,15 @@ class Known:
             return
         self.learnt[e164] = None
         self._regions = None
+        for digits in self.spellings(e164):
+            self.phones.setdefault(digits, e164)
+
+    @staticmethod
+    def spellings(e164: str) -> list[str]:
+        """The runs of digits that write a number: international, national, with trunk."""
         code, national, _ = _national(e164)
         prefix = "1" if code == 1 else "0"
-        for digits in (e164[1:], national, prefix + national):
-            if len(digits) >= 7:
-                self.phones.setdefault(digits, e164)
+        return [d for d in (e164[1:], national, prefix + national) if len(d) >= 7]
 
     @property
     def regions(self) -> list[str]:
