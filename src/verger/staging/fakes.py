@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import phonenumbers
 
 from verger.errors import VergerError
-from verger.staging.known import Known, reordered, replaced
+from verger.staging.known import Known, replaced, respelled
 
 # Local parts and domains in any script (josé1@outlook.com, 李雷.1@yahoo.co.uk).
 EMAIL = re.compile(r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}")
@@ -679,9 +679,9 @@ class Faker:
         fakes = (
             self.email(span.value)
             if span.kind != "name"
-            else reordered(self.name(span.value))
-            if span.reordered
-            else self.name(span.value)
+            else respelled(
+                self.name(span.value), value[span.start : span.end], span.reordered
+            )
             for span in found
         )
         return replaced(value, found, fakes)
