@@ -46,6 +46,10 @@ CACHED = 2_000_000
 # Fewer layouts kept: each holds two strings, and most rows repeat a few.
 WRITTEN_CACHED = 500_000
 DOMAINS = ("example.com", "example.net", "example.org")
+# The shortest fake email: "u", 8 hex digits (4 billion apart) and a domain.
+EMAIL_WIDTH = 1 + 8 + 1 + len(DOMAINS[0])
+# A whole one, of 16 hex digits.
+WHOLE_EMAIL = EMAIL_WIDTH + 8
 CONSONANTS = "bdfghklmnprstvz"
 VOWELS = "aeiou"
 # The syllable each byte of a digest stands for in a fake name.
@@ -305,6 +309,11 @@ class Faker:
         self._reading: list[str] | None = None
         # Production's names, emails and numbers, filled before any row is masked.
         self.known = Known()
+        # Each unique email column's addresses by normal form (the first value
+        # read, then others writing it otherwise), with the column's width.
+        self._addresses: dict[str, tuple[int | None, dict[str, str | list[str]]]] = {}
+        # A unique column's own fakes for the values needing one (settle_emails).
+        self._own: dict[str, dict[str, str]] = {}
 
     def digest(self, kind: str, value: str) -> bytes:
         """HMAC-SHA256 (RFC 2104) of ``kind:value``, from pads hashed once."""
@@ -326,14 +335,20 @@ class Faker:
 
     # -- emails -------------------------------------------------------------
 
-    def email(self, value: str, width: int | None = None) -> str:
+    def email(
+        self, value: str, width: int | None = None, where: str | None = None
+    ) -> str:
+        """The fake of an email; ``where`` names a unique column, held apart in it."""
         if not value.strip():
             return value
+        own = self._own.get(where) if where is not None else None
+        if own is not None and value in own:
+            return own[value]
         real = normal_email(value)
         fake = self.emails.get(real)
         if fake is None:
             fake = self._new_email(real)
-        return self._fit_email(fake, width, value)
+        return self._fit_email(fake, width, where or "an email column")
 
     def _new_email(self, real: str) -> str:
         # 64 bits of the address's own digest, whatever addresses came before
@@ -344,18 +359,72 @@ class Faker:
         self.emails[real] = fake
         return fake
 
-    def _fit_email(self, fake: str, width: int | None, value: str) -> str:
+    def _fit_email(self, fake: str, width: int | None, where: str) -> str:
         if width is None or len(fake) <= width:
             return fake
+        check_email_width(where, width)
         local, _, domain = fake.partition("@")
-        room = width - len(domain) - 1
-        if room < 9:
-            raise MaskError(
-                f"a fake email does not fit in {width} characters (for {value[:0]}"
-                "a column this short)",
-                "widen the column, or mask it with hash",
-            )
-        return f"{local[:room]}@{domain}"
+        return f"{local[: width - len(domain) - 1]}@{domain}"
+
+    def learn_email(self, value: str, where: str, width: int | None) -> None:
+        """One value of the unique email column ``where``, read before any row is masked."""
+        if not value.strip():
+            return
+        known = self._addresses.setdefault(where, (width, {}))[1]
+        real = normal_email(value)
+        first = known.setdefault(real, value)
+        if first == value:
+            return
+        if isinstance(first, str):
+            known[real] = [first, value]
+        elif value not in first:
+            first.append(value)
+
+    def settle_emails(self) -> None:
+        """Fakes that keep each unique email column unique, given before any row is.
+
+        Values that differ in case or spaces only (A@x.org, a@x.org) are one
+        address, and get one fake everywhere: here, the one written as its
+        normal form (a@x.org) keeps it, or else the first in order, and the
+        others get fakes of their own, from the digest of the value as
+        written. Text quoting any of them gets the one that kept it.
+        Where the column is too narrow for a whole fake, fakes cut to its
+        width that would meet are drawn again, in the order of their digests.
+        """
+        for where, (width, known) in self._addresses.items():
+            own: dict[str, str] = {}
+            for real, written in known.items():
+                if isinstance(written, list):
+                    # The normal form first (False sorts before True), then in order.
+                    ranked = sorted((v != real, v) for v in written)
+                    for _, value in ranked[1:]:
+                        own[value] = self._own_email(value, 0)
+            if width is not None and width < WHOLE_EMAIL:
+                self._apart(known, own, width)
+            if own:
+                self._own[where] = own
+        self._addresses.clear()
+
+    def _own_email(self, value: str, attempt: int) -> str:
+        digest = self.digest(f"email:{attempt}", value)
+        return f"u{digest.hex()[:16]}@{DOMAINS[digest[0] % len(DOMAINS)]}"
+
+    def _apart(
+        self, known: dict[str, str | list[str]], own: dict[str, str], width: int
+    ) -> None:
+        """Fakes cut to ``width`` drawn again, where two would meet, until none do."""
+        values = [v for w in known.values() for v in ([w] if isinstance(w, str) else w)]
+        given: set[str] = set()
+        for value in sorted(values, key=lambda v: self.digest("email", v)):
+            fake = self._fit_email(own.get(value) or self.email(value), width, "")
+            attempt = 1
+            while fake in given:
+                fake = self._fit_email(self._own_email(value, attempt), width, "")
+                own[value] = fake
+                attempt += 1
+            given.add(fake)
+            if value in own:
+                own[value] = fake
 
     # -- phone numbers ------------------------------------------------------
 
@@ -458,6 +527,7 @@ class Faker:
         Numbers written nationally that the configured region does not know
         are read first, in the regions of the numbers read without them.
         """
+        self.settle_emails()
         self._reading = self.reading
         for value, unique in self._unsure:
             self._learn(value, self.e164(value), unique)
@@ -772,6 +842,16 @@ class Faker:
             found = self.known.phone(written) or self.e164(written)
             if found is not None:
                 yield self.fingerprint("p", found)
+
+
+def check_email_width(where: str, width: int | None) -> None:
+    """Refused before any row is masked when a column cannot hold a fake email."""
+    if width is not None and width < EMAIL_WIDTH:
+        raise MaskError(
+            f"{where} holds at most {width} characters, too few for a fake email, "
+            f"which needs {EMAIL_WIDTH}",
+            f"widen {where} to {EMAIL_WIDTH} characters, or mask it with hash",
+        )
 
 
 def _possible(parsed: phonenumbers.PhoneNumber) -> str | None:
