@@ -195,11 +195,15 @@ def _running(pid: int) -> bool:
 
 def _forked(pid: int) -> list[int]:
     """The refresh's forked Python children (not its psql readers)."""
-    return [
-        c
-        for c in _children(pid)
-        if "python" in Path(f"/proc/{c}/comm").read_text(errors="replace")
-    ]
+    return [c for c in _children(pid) if "python" in _command(c)]
+
+
+def _command(pid: int) -> str:
+    # A psql reader may end between being listed and being read.
+    try:
+        return Path(f"/proc/{pid}/comm").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def test_a_refresh_killed_with_sigkill_takes_its_forked_children_with_it(site):
