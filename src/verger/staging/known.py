@@ -125,10 +125,13 @@ class Known:
         if len(folded) < shortest:
             return
         self._add(folded, kind, value, False)
+        if kind != "name":
+            # An address without its accents is another mailbox.
+            return
         bare = plain(folded)
         if bare != folded:
             self._add(bare, kind, value, True)
-        if kind == "name" and " " in folded:
+        if " " in folded:
             self.surnames.update({folded.rpartition(" ")[2], bare.rpartition(" ")[2]})
             self.given.update({folded.partition(" ")[0], bare.partition(" ")[0]})
 
@@ -239,7 +242,7 @@ class Known:
             first, last = end - size + 1, end + 1
             if starts is not None:
                 first, last = starts[first], starts[end] + 1
-            if _bounded(text, first, last) and _written(text, first, kind, value):
+            if _bounded(text, first, last) and _written(text, first, last, kind, value):
                 spans.append(Found(first, last, kind, value))
         return spans
 
@@ -431,7 +434,7 @@ def _original(index: int, breaks: list[int], shifts: list[int]) -> int:
     return index + shifts[bisect_right(breaks, index) - 1]
 
 
-def _written(text: str, first: int, kind: str, value: str) -> bool:
+def _written(text: str, first: int, last: int, kind: str, value: str) -> bool:
     """Whether a match stands for the value: a one-word name only written as a name.
 
     A first or last name on its own (Will, Grace, Mark) is often a common
@@ -442,7 +445,7 @@ def _written(text: str, first: int, kind: str, value: str) -> bool:
         return True
     if text[first].islower() or SAINTED.search(text[max(0, first - 8) : first].lower()):
         return False
-    return VERSE.match(text, first + len(value.strip())) is None
+    return VERSE.match(text, last) is None
 
 
 def _capitals(text: str, starts: list[int] | None, words: tuple[int, int]) -> bool:
