@@ -6,7 +6,8 @@ they were masked: whole values of hidden columns, and every email and phone
 number written in production text, each normalized the same way; and
 production's names, emails and numbers written inside any text, in any case
 or format, with one Aho-Corasick pass per value (verger.staging.known). Canaries
-planted in production are looked for as plain substrings, case-insensitively.
+planted in production are looked for as plain substrings, case-insensitively,
+and one that is a phone number in every spelling of it.
 The tables are shared between two forked processes, the largest cut in two
 by pages when it holds most of the rows, and their findings put back in
 table order.
