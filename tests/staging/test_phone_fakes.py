@@ -7,7 +7,7 @@ import re
 import phonenumbers
 import pytest
 
-from verger.staging import MaskError, mask, refresh
+from verger.staging import LeakError, MaskError, mask, refresh
 from verger.staging.fakes import AU_MOBILES
 
 # 3,000 London numbers drawn into Ofcom's 14,000 landline numbers: some 300 of
@@ -236,3 +236,61 @@ def test_a_fake_keeps_the_layout_of_its_original(site):
     assert re.fullmatch(r"\+44 \d\d \d{4} \d{4}", rows[0][1])
     assert re.fullmatch(r"\+61 \d \d{4} \d{4}", rows[1][1])
     assert rows[0][1] != "+44 20 7946 0958" and rows[1][0] != "4155550142"
+
+
+# A member with a British number written nationally, and a message quoting it.
+LONDONER = (
+    "INSERT INTO members (id, church_id, full_name, phone) VALUES"
+    " (901, 1, 'Olivia Quartermaine', '+447911109523'),"
+    " (902, 2, 'Ada Lovelace', '020 7946 0018');"
+    " INSERT INTO messages (member_id, to_phone, body) VALUES"
+    " (902, '+447911109523', 'Ada is on 020 7946 0018 at home')"
+)
+
+
+def test_a_national_number_of_another_country_gets_one_fake_in_column_and_text(site):
+    """A London number written nationally in a column (region US, production holding
+    other British numbers) is read as London's there as in text: the message
+    quoting it gets the very fake the column got."""
+    site.sql(LONDONER)
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    phone = site.sql("SELECT phone FROM members WHERE id = 902", site.staging_url)
+    body = site.sql("SELECT body FROM messages WHERE member_id = 902", site.staging_url)
+    assert phone[0][0] != "020 7946 0018"
+    assert UK_FICTION.fullmatch("+44" + phone[0][0].replace(" ", "")[1:])
+    assert body == [(f"Ada is on {phone[0][0]} at home",)]
+
+
+def test_a_national_number_of_another_country_in_a_kept_column_is_a_leak(site):
+    """The London number of a masked message, kept by mistake in another column,
+    fails the refresh: the scan reads it the way masking did."""
+    site.sql(LONDONER)
+    site.sql(
+        "ALTER TABLE churches ADD COLUMN about text;"
+        " UPDATE churches SET about = 'office: 020 7946 0018' WHERE id = 2;"
+        " UPDATE members SET phone = '+14155550000' WHERE id = 902"
+    )
+    site.keep.append("churches.about")
+
+    with pytest.raises(LeakError, match=r"churches\.about"):
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+
+
+@pytest.mark.parametrize("written", ["+1 415 555 0123", "(415) 555-0123"])
+def test_a_phone_canary_is_found_in_any_spelling(site, written):
+    """A canary that is a phone number is found written another way: +1 415 555
+    0123 as 4155550123, (415) 555-0123 as +1.415.555.0123."""
+    site.canaries = [written]
+    other = "4155550123" if written.startswith("+") else "+1.415.555.0123"
+    site.sql(
+        "ALTER TABLE churches ADD COLUMN about text;"
+        f" UPDATE churches SET about = 'call {other} now' WHERE id = 2"
+    )
+    site.keep.append("churches.about")
+
+    with pytest.raises(
+        LeakError, match=rf"churches\.about: the canary '{re.escape(written)}'"
+    ):
+        refresh(site.loaded(), site.store(), use_snapshot=True)

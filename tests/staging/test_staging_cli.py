@@ -195,11 +195,15 @@ def _running(pid: int) -> bool:
 
 def _forked(pid: int) -> list[int]:
     """The refresh's forked Python children (not its psql readers)."""
-    return [
-        c
-        for c in _children(pid)
-        if "python" in Path(f"/proc/{c}/comm").read_text(errors="replace")
-    ]
+    return [c for c in _children(pid) if "python" in _command(c)]
+
+
+def _command(pid: int) -> str:
+    # A psql reader may end between being listed and being read.
+    try:
+        return Path(f"/proc/{pid}/comm").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def test_a_refresh_killed_with_sigkill_takes_its_forked_children_with_it(site):
@@ -285,3 +289,40 @@ def test_a_lock_left_held_after_its_refresh_died_is_taken_back(site):
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+def test_ctrl_c_during_a_refresh_says_staging_keeps_its_old_copy(site):
+    """Ctrl-C while masking: one line says the refresh was interrupted, staging
+    still serves the old copy and the half-built copy was removed, which is so;
+    the exit status is 130 and the refresh is recorded as interrupted."""
+    site.sql(
+        "INSERT INTO messages (member_id, to_phone, body) SELECT 1 + g % 300,"
+        " '+14155551001', 'call 415-555-1001 now ' || g FROM generate_series(1, 60000) g"
+    )
+    config = site.write_config()
+    process = subprocess.Popen(
+        [*VERGER, "-c", str(config), "staging", "refresh", "--snapshot"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_loaded_copy(site.folder / ".verger" / "state.db", process)
+        # What a terminal's Ctrl-C does: SIGINT to the whole foreground group.
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+
+    assert process.returncode == 130, err
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert len(lines) == 1, err
+    assert "staging still serves the old copy" in lines[0]
+    assert "was removed" in lines[0] and "Traceback" not in err
+    assert site.sql("SELECT note FROM marker", site.staging_url) == [("old copy",)]
+    assert not [n for n in site.databases() if "_refresh_" in n]
+    shown = verger(config, "--json", "staging", "status")
+    assert json.loads(shown.stdout)["refreshes"][0]["status"] == "interrupted"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import phonenumbers
 
 from verger.errors import VergerError
-from verger.staging.known import Known, reordered, replaced
+from verger.staging.known import Known, replaced, respelled
 
 # Local parts and domains in any script (josé1@outlook.com, 李雷.1@yahoo.co.uk).
 EMAIL = re.compile(r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}")
@@ -46,6 +46,10 @@ CACHED = 2_000_000
 # Fewer layouts kept: each holds two strings, and most rows repeat a few.
 WRITTEN_CACHED = 500_000
 DOMAINS = ("example.com", "example.net", "example.org")
+# The shortest fake email: "u", 8 hex digits (4 billion apart) and a domain.
+EMAIL_WIDTH = 1 + 8 + 1 + len(DOMAINS[0])
+# A whole one, of 16 hex digits.
+WHOLE_EMAIL = EMAIL_WIDTH + 8
 CONSONANTS = "bdfghklmnprstvz"
 VOWELS = "aeiou"
 # The syllable each byte of a digest stands for in a fake name.
@@ -300,8 +304,16 @@ class Faker:
         self._elsewhere: dict[int, set[int]] = {}
         self._abroad: dict[str, int] = {}
         self._in_text: dict[str, tuple[str, int | None]] = {}
+        # Values of phone columns read in production's regions once all are known.
+        self._unsure: list[tuple[str, str | None]] = []
+        self._reading: list[str] | None = None
         # Production's names, emails and numbers, filled before any row is masked.
         self.known = Known()
+        # Each unique email column's addresses by normal form (the first value
+        # read, then others writing it otherwise), with the column's width.
+        self._addresses: dict[str, tuple[int | None, dict[str, str | list[str]]]] = {}
+        # A unique column's own fakes for the values needing one (settle_emails).
+        self._own: dict[str, dict[str, str]] = {}
 
     def digest(self, kind: str, value: str) -> bytes:
         """HMAC-SHA256 (RFC 2104) of ``kind:value``, from pads hashed once."""
@@ -323,14 +335,20 @@ class Faker:
 
     # -- emails -------------------------------------------------------------
 
-    def email(self, value: str, width: int | None = None) -> str:
+    def email(
+        self, value: str, width: int | None = None, where: str | None = None
+    ) -> str:
+        """The fake of an email; ``where`` names a unique column, held apart in it."""
         if not value.strip():
             return value
+        own = self._own.get(where) if where is not None else None
+        if own is not None and value in own:
+            return own[value]
         real = normal_email(value)
         fake = self.emails.get(real)
         if fake is None:
             fake = self._new_email(real)
-        return self._fit_email(fake, width, value)
+        return self._fit_email(fake, width, where or "an email column")
 
     def _new_email(self, real: str) -> str:
         # 64 bits of the address's own digest, whatever addresses came before
@@ -341,42 +359,121 @@ class Faker:
         self.emails[real] = fake
         return fake
 
-    def _fit_email(self, fake: str, width: int | None, value: str) -> str:
+    def _fit_email(self, fake: str, width: int | None, where: str) -> str:
         if width is None or len(fake) <= width:
             return fake
+        check_email_width(where, width)
         local, _, domain = fake.partition("@")
-        room = width - len(domain) - 1
-        if room < 9:
-            raise MaskError(
-                f"a fake email does not fit in {width} characters (for {value[:0]}"
-                "a column this short)",
-                "widen the column, or mask it with hash",
-            )
-        return f"{local[:room]}@{domain}"
+        return f"{local[: width - len(domain) - 1]}@{domain}"
+
+    def learn_email(self, value: str, where: str, width: int | None) -> None:
+        """One value of the unique email column ``where``, read before any row is masked."""
+        if not value.strip():
+            return
+        known = self._addresses.setdefault(where, (width, {}))[1]
+        real = normal_email(value)
+        first = known.setdefault(real, value)
+        if first == value:
+            return
+        if isinstance(first, str):
+            known[real] = [first, value]
+        elif value not in first:
+            first.append(value)
+
+    def settle_emails(self) -> None:
+        """Fakes that keep each unique email column unique, given before any row is.
+
+        Values that differ in case or spaces only (A@x.org, a@x.org) are one
+        address, and get one fake everywhere: here, the one written as its
+        normal form (a@x.org) keeps it, or else the first in order, and the
+        others get fakes of their own, from the digest of the value as
+        written. Text quoting any of them gets the one that kept it.
+        Where the column is too narrow for a whole fake, fakes cut to its
+        width that would meet are drawn again, in the order of their digests.
+        """
+        for where, (width, known) in self._addresses.items():
+            own: dict[str, str] = {}
+            for real, written in known.items():
+                if isinstance(written, list):
+                    # The normal form first (False sorts before True), then in order.
+                    ranked = sorted((v != real, v) for v in written)
+                    for _, value in ranked[1:]:
+                        own[value] = self._own_email(value, 0)
+            if width is not None and width < WHOLE_EMAIL:
+                self._apart(known, own, width)
+            if own:
+                self._own[where] = own
+        self._addresses.clear()
+
+    def _own_email(self, value: str, attempt: int) -> str:
+        digest = self.digest(f"email:{attempt}", value)
+        return f"u{digest.hex()[:16]}@{DOMAINS[digest[0] % len(DOMAINS)]}"
+
+    def _apart(
+        self, known: dict[str, str | list[str]], own: dict[str, str], width: int
+    ) -> None:
+        """Fakes cut to ``width`` drawn again, where two would meet, until none do."""
+        values = [v for w in known.values() for v in ([w] if isinstance(w, str) else w)]
+        given: set[str] = set()
+        for value in sorted(values, key=lambda v: self.digest("email", v)):
+            fake = self._fit_email(own.get(value) or self.email(value), width, "")
+            attempt = 1
+            while fake in given:
+                fake = self._fit_email(self._own_email(value, attempt), width, "")
+                own[value] = fake
+                attempt += 1
+            given.add(fake)
+            if value in own:
+                own[value] = fake
 
     # -- phone numbers ------------------------------------------------------
 
     def e164(self, value: str) -> str | None:
-        """The number in E.164, or None when it is not a possible phone number."""
+        """The number in E.164, or None when it is not a possible phone number.
+
+        One rule wherever a number is written, a column or a text, so it gets
+        one fake: as written when international; else in the configured
+        region if valid there; else in the first of ``reading`` it is valid
+        in ("020 7946 0018" is London's where production has British numbers,
+        whatever the region); else in the configured region if possible there.
+        """
         if value in self._phones:
             return self._phones[value]
-        found = self._nanp(value)
-        if found is None:
-            found = self._parsed(value)
-        if len(self._phones) < CACHED:
+        found, sure = self._read(value)
+        # Read before the regions are settled, an unsure reading may change.
+        if (sure or self._reading is not None) and len(self._phones) < CACHED:
             self._phones[value] = found
         return found
 
-    def _parsed(self, value: str) -> str | None:
+    @property
+    def reading(self) -> list[str]:
+        """The regions a national number is tried in: configured, then production's.
+
+        Fixed by ``settle``, so every process reads a number alike all night.
+        """
+        if self._reading is not None:
+            return self._reading
+        return [self.region, *(r for r in self.known.regions if r != self.region)]
+
+    def _read(self, value: str) -> tuple[str | None, bool]:
+        """``e164``'s reading, and whether it stands without production's regions."""
+        found = self._nanp(value)
+        if found is not None:
+            return found, True
         try:
             parsed = phonenumbers.parse(value, self.region)
         except phonenumbers.NumberParseException:
-            parsed = None
-        if parsed is not None and not phonenumbers.is_possible_number(parsed):
-            parsed = None
-        if parsed is None:
-            return None
-        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+            return None, True
+        if value.lstrip().startswith("+") or phonenumbers.is_valid_number(parsed):
+            return _possible(parsed), True
+        for region in self.reading[1:]:
+            try:
+                other = phonenumbers.parse(value, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(other):
+                return _possible(other), False
+        return _possible(parsed), False
 
     def _nanp(self, value: str) -> str | None:
         """The common North American shapes without the full parser, which is slow."""
@@ -387,7 +484,8 @@ class Faker:
         digits = NON_DIGITS.sub("", value)
         if len(digits) == 11 and digits[0] == "1":
             digits = digits[1:]
-        if len(digits) != 10:
+        # An area code from 0 or 1 is another country's national number.
+        if len(digits) != 10 or digits[0] in "01":
             return None
         return f"+1{digits}"
 
@@ -400,7 +498,15 @@ class Faker:
         """
         if not value.strip():
             return
-        real = self._real(value)
+        found, sure = self._read(value)
+        if not sure:
+            # Read once production's regions are known (see settle).
+            self._unsure.append((value, unique))
+            return
+        self._learn(value, found, unique)
+
+    def _learn(self, value: str, found: str | None, unique: str | None) -> None:
+        real = found or f"raw:{normal_text(value)}"
         if real.startswith("+"):
             self.known.add_phone(real)
         if unique is None:
@@ -418,7 +524,14 @@ class Faker:
         Numbers of unique columns go first, so the others cannot take the
         slots they need; within each group, numbers go in the order of their
         keyed digests, so the outcome is the same whatever order rows came in.
+        Numbers written nationally that the configured region does not know
+        are read first, in the regions of the numbers read without them.
         """
+        self.settle_emails()
+        self._reading = self.reading
+        for value, unique in self._unsure:
+            self._learn(value, self.e164(value), unique)
+        self._unsure.clear()
         groups: tuple[dict[bytes, str], dict[bytes, str]] = ({}, {})
         for real, unique in self._learnt.items():
             groups[unique is None][self.digest("phone", real)] = real
@@ -636,9 +749,9 @@ class Faker:
         fakes = (
             self.email(span.value)
             if span.kind != "name"
-            else reordered(self.name(span.value))
-            if span.reordered
-            else self.name(span.value)
+            else respelled(
+                self.name(span.value), value[span.start : span.end], span.reordered
+            )
             for span in found
         )
         return replaced(value, found, fakes)
@@ -663,29 +776,13 @@ class Faker:
         """A number written in text: its production number's fake, else one of its own."""
         if DATE_SHAPE.fullmatch(candidate):
             return candidate, None
-        real = self.known.phone(candidate) or self._e164_any(candidate)
+        real = self.known.phone(candidate) or self.e164(candidate)
         if real is None:
             return self._digits(candidate), None
         fake = self._numbers.get(real)
         if fake is None:
             fake = self._number(real)
         return self._shape(fake, candidate), self.fingerprint("p", real)
-
-    def _e164_any(self, value: str) -> str | None:
-        """The number in E.164 in the first region it is valid in: configured, then seen."""
-        if value.lstrip().startswith("+"):
-            return self.e164(value)
-        regions = [self.region, *(r for r in self.known.regions if r != self.region)]
-        for region in regions:
-            try:
-                parsed = phonenumbers.parse(value, region)
-            except phonenumbers.NumberParseException:
-                continue
-            if phonenumbers.is_valid_number(parsed):
-                return phonenumbers.format_number(
-                    parsed, phonenumbers.PhoneNumberFormat.E164
-                )
-        return None
 
     def _digits(self, value: str) -> str:
         """Phone-looking digits no plan knows: other digits, the same separators."""
@@ -737,10 +834,30 @@ class Faker:
             yield from self._phones_in(value)
 
     def _phones_in(self, value: str) -> Iterator[int]:
+        """Each number in ``value`` read as masking reads it in text (_new_in_text)."""
         for match in PHONE.finditer(value):
-            found = self.e164(match.group(0))
+            written = match.group(0)
+            if DATE_SHAPE.fullmatch(written):
+                continue
+            found = self.known.phone(written) or self.e164(written)
             if found is not None:
                 yield self.fingerprint("p", found)
+
+
+def check_email_width(where: str, width: int | None) -> None:
+    """Refused before any row is masked when a column cannot hold a fake email."""
+    if width is not None and width < EMAIL_WIDTH:
+        raise MaskError(
+            f"{where} holds at most {width} characters, too few for a fake email, "
+            f"which needs {EMAIL_WIDTH}",
+            f"widen {where} to {EMAIL_WIDTH} characters, or mask it with hash",
+        )
+
+
+def _possible(parsed: phonenumbers.PhoneNumber) -> str | None:
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _country(real: str) -> int:

@@ -11,6 +11,7 @@ in national and international form.
 from __future__ import annotations
 
 import re
+import unicodedata
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,10 +26,21 @@ SHORTEST = 4
 NON_DIGITS = re.compile(r"\D")
 # Where CJK and the scripts written without spaces begin: no word boundary there.
 UNSPACED = 0x2E80
-# A word before ", ": the surname of a name written surname first; and
-# before a comma with no space after it, looked for only where there is one.
-SURNAME_FIRST = re.compile(r"([^\W\d_][^\s,]*), ")
-SURNAME_TIGHT = re.compile(r"([^\W\d_][^\s,]*),(?! )")
+# Two words joined by a hyphen, a dot or an underscore (John-Smith, john.smith,
+# john_smith: handles, file names, slugs), searched again as if apart. A dot
+# and a space ("John. Smith") is left out: in prose it ends a sentence far
+# more often than it parts a name, and the scan would fail kept text for it.
+JOINED = re.compile(r"[^\W\d_][-._][^\W\d_]")
+JOINERS = str.maketrans("-._", "   ")
+# What stands between the words of a name written in text, kept in its fake.
+BETWEEN = re.compile(r"\s*[-._,]\s*|\s+")
+# Before a one-word name, a title that makes it a saint's, and so a church's,
+# a school's or a street's (St Mary's, Saint Grace, San José); after one, a
+# chapter and verse, which make it a book of the Bible (John 3:16). In a
+# church's messages both are far more common than a member's bare first name.
+# A possessive alone ("Mary's lift") is still taken for the person.
+SAINTED = re.compile(r"(?:^|[^\w.])(?:st|ste|saint|sainte|san|santa|santo|são)\.? $")
+VERSE = re.compile(r" \d{1,3}[:.]\d{1,3}")
 # Whitespace other than one plain space between words ("John  Smith",
 # "John\nSmith", "John\u00a0Smith"): known values have theirs collapsed.
 # Written as any odd space or two plain ones, which searches twice as fast.
@@ -62,13 +74,23 @@ class Found:
     end: int
     kind: str
     value: str
-    # Written surname first, as in "Smith, John".
+    # Written surname first, as in "Smith, John" or "Smith John".
     reordered: bool = False
 
 
 def key(value: str) -> str:
     """A value as it is searched for: case folded, spaces collapsed."""
     return " ".join(value.casefold().split())
+
+
+def plain(folded: str) -> str:
+    """``folded`` with its accents dropped: "josé núñez" as "jose nunez"."""
+    if folded.isascii():
+        return folded
+    decomposed = unicodedata.normalize("NFKD", folded)
+    return unicodedata.normalize(
+        "NFC", "".join(c for c in decomposed if not unicodedata.combining(c))
+    )
 
 
 @dataclass
@@ -80,15 +102,44 @@ class Known:
     ready: bool = False
     # Each number learnt, in the order it came: a dict is an ordered set.
     learnt: dict[str, None] = field(default_factory=dict)
+    # The last and first words of names of more than one, to find "Smith John"
+    # and to try as a name only words that may begin one.
+    surnames: set[str] = field(default_factory=set)
+    given: set[str] = field(default_factory=set)
+    # Keys that write a value without its accents, which a value written so yields.
+    _plain: set[str] = field(default_factory=set)
     _regions: list[str] | None = None
 
     def add(self, kind: str, value: str) -> None:
-        """One production name or email, remembered under its folded form."""
+        """One production name or email, under its folded form and without accents.
+
+        People often type a name without its accents ("Jose Nunez" for José
+        Núñez); a value that is written so in production keeps its own key.
+        """
         folded = key(value)
         # Two characters of a script without spaces are a whole name (李雷).
         shortest = 2 if folded and max(folded) >= chr(UNSPACED) else SHORTEST
-        if len(folded) >= shortest and folded not in self.automaton:
-            self.automaton.add_word(folded, (len(folded), kind, value))
+        if len(folded) < shortest:
+            return
+        self._add(folded, kind, value, False)
+        if kind != "name":
+            # An address without its accents is another mailbox.
+            return
+        bare = plain(folded)
+        if bare != folded:
+            self._add(bare, kind, value, True)
+        if " " in folded:
+            self.surnames.update({folded.rpartition(" ")[2], bare.rpartition(" ")[2]})
+            self.given.update({folded.partition(" ")[0], bare.partition(" ")[0]})
+
+    def _add(self, folded: str, kind: str, value: str, bare: bool) -> None:
+        if folded in self.automaton:
+            if bare or folded not in self._plain:
+                return
+            self._plain.discard(folded)
+        elif bare:
+            self._plain.add(folded)
+        self.automaton.add_word(folded, (len(folded), kind, value))
 
     def add_phone(self, e164: str) -> None:
         """A production number, under every run of digits that writes it."""
@@ -97,11 +148,15 @@ class Known:
             return
         self.learnt[e164] = None
         self._regions = None
+        for digits in self.spellings(e164):
+            self.phones.setdefault(digits, e164)
+
+    @staticmethod
+    def spellings(e164: str) -> list[str]:
+        """The runs of digits that write a number: international, national, with trunk."""
         code, national, _ = _national(e164)
         prefix = "1" if code == 1 else "0"
-        for digits in (e164[1:], national, prefix + national):
-            if len(digits) >= 7:
-                self.phones.setdefault(digits, e164)
+        return [d for d in (e164[1:], national, prefix + national) if len(d) >= 7]
 
     @property
     def regions(self) -> list[str]:
@@ -125,6 +180,7 @@ class Known:
         return self._regions
 
     def finish(self) -> None:
+        self._plain.clear()
         if len(self.automaton):
             self.automaton.make_automaton()
             self.ready = True
@@ -161,52 +217,88 @@ class Known:
     def _find(self, text: str) -> list[Found]:
         """``find`` in a text whose words are apart by single spaces."""
         folded, starts = _folded(text)
+        spans = self._matches(text, folded, starts, False)
+        if JOINED.search(folded):
+            spans += self._matches(text, folded.translate(JOINERS), starts, True)
+        if "," in folded:
+            for place in _before_commas(folded):
+                spans += self._surname_first(text, folded, starts, place, False)
+        if self.surnames and not self.surnames.isdisjoint(folded.split()):
+            spans += self._spaced_surnames(text, folded, starts)
+        return _longest(spans)
+
+    def _matches(
+        self, text: str, folded: str, starts: list[int] | None, joined: bool
+    ) -> list[Found]:
+        """The automaton's whole-word matches; ``joined``: only names of many words."""
         spans = []
         for end, (size, kind, value) in self.automaton.iter(folded):
+            if joined and (kind != "name" or " " not in folded[end - size + 1 : end]):
+                continue
             first, last = end - size + 1, end + 1
             if starts is not None:
                 first, last = starts[first], starts[end] + 1
-            if _bounded(text, first, last) and _written(text, first, kind, value):
+            if _bounded(text, first, last) and _written(text, first, last, kind, value):
                 spans.append(Found(first, last, kind, value))
-        if ", " in folded:
-            spans += self._surname_first(SURNAME_FIRST, text, folded, starts)
-        if "," in folded and folded.count(",") > folded.count(", "):
-            spans += self._surname_first(SURNAME_TIGHT, text, folded, starts)
-        return _longest(spans)
+        return spans
+
+    def _spaced_surnames(
+        self, text: str, folded: str, starts: list[int] | None
+    ) -> list[Found]:
+        """Names written surname first without a comma, as in "Smith John".
+
+        Only capitalized, both words: without the comma, two lower-case words
+        next to each other are far likelier prose than a reversed name.
+        """
+        spans = []
+        for surname in self.surnames.intersection(folded.split()):
+            at = folded.find(surname + " ")
+            while at >= 0:
+                if at == 0 or folded[at - 1] == " ":
+                    place = (at, at + len(surname), at + len(surname) + 1)
+                    spans += self._surname_first(text, folded, starts, place, True)
+                at = folded.find(surname + " ", at + 1)
+        return spans
 
     def _surname_first(
         self,
-        pattern: re.Pattern[str],
         text: str,
         folded: str,
         starts: list[int] | None,
+        place: tuple[int, int, int],
+        spaced: bool,
     ) -> list[Found]:
         """Full names written as lists write them: "Smith, John", "smith,mary ann".
 
-        Each word before a comma is tried as the surname of the up to
-        ``GIVEN_WORDS`` words after it, looked up as the name written the usual
-        way; the longest that is a production name wins. Looked up only where
-        a comma is, rather than kept in the automaton: a second key for every
-        name would double the time to build it.
+        The word at ``place[0]:place[1]`` (folded) is tried as the surname of
+        the up to ``GIVEN_WORDS`` words from ``place[2]``, after its comma (or,
+        ``spaced``, its space),
+        looked up as the name written the usual way; the longest that is a
+        production name wins. Looked up only where a comma or a surname is,
+        rather than kept in the automaton: a second key for every name would
+        double the time to build it.
         """
-        spans = []
-        for match in pattern.finditer(folded):
-            surname = match.group(1)
-            words = folded[match.end() : match.end() + 200].split(" ", GIVEN_WORDS)
-            for count in range(min(GIVEN_WORDS, len(words)), 0, -1):
-                given = " ".join(words[:count]).rstrip(TRAILING)
-                entry = (
-                    self.automaton.get(f"{given} {surname}", None) if given else None
-                )
-                if entry is None or entry[1] != "name":
-                    continue
-                first, end = match.start(1), match.end() + len(given) - 1
-                if starts is not None:
-                    first, end = starts[first], starts[end]
-                if _bounded(text, first, end + 1):
-                    spans.append(Found(first, end + 1, "name", entry[2], True))
-                    break
-        return spans
+        start, stop, after = place
+        words = folded[after : after + 200].split(" ", GIVEN_WORDS)
+        if words[0].rstrip(TRAILING) not in self.given:
+            return []
+        if spaced and not _capitals(text, starts, (start, after)):
+            return []
+        for count in range(min(GIVEN_WORDS, len(words)), 0, -1):
+            given = " ".join(words[:count]).rstrip(TRAILING)
+            entry = (
+                self.automaton.get(f"{given} {folded[start:stop]}", None)
+                if given
+                else None
+            )
+            if entry is None or entry[1] != "name":
+                continue
+            first, end = start, after + len(given) - 1
+            if starts is not None:
+                first, end = starts[first], starts[end]
+            if _bounded(text, first, end + 1):
+                return [Found(first, end + 1, "name", entry[2], True)]
+        return []
 
 
 def _national(e164: str) -> tuple[int, str, str]:
@@ -338,15 +430,44 @@ def _original(index: int, breaks: list[int], shifts: list[int]) -> int:
     return index + shifts[bisect_right(breaks, index) - 1]
 
 
-def _written(text: str, first: int, kind: str, value: str) -> bool:
-    """Whether a match stands for the value: a one-word name only when capitalized.
+def _written(text: str, first: int, last: int, kind: str, value: str) -> bool:
+    """Whether a match stands for the value: a one-word name only written as a name.
 
     A first or last name on its own (Will, Grace, Mark) is often a common
-    word too; written in lower case it is taken for the word, not the person.
+    word too; written in lower case it is taken for the word, not the person,
+    and after a saint's title or before a verse for a place or a book (SAINTED).
     """
     if kind != "name" or len(value.split()) > 1:
         return True
-    return not text[first].islower()
+    if text[first].islower() or SAINTED.search(text[max(0, first - 8) : first].lower()):
+        return False
+    return VERSE.match(text, last) is None
+
+
+def _before_commas(folded: str) -> Iterator[tuple[int, int, int]]:
+    """Each word before a comma, and where the words after it begin.
+
+    The surname of a name written surname first, as in "Smith, John",
+    "Smith,John" and "Smith , John". Found from the commas back: a pattern
+    trying a word at every letter costs several times more.
+    """
+    comma = folded.find(",")
+    while comma >= 0:
+        stop = comma - 1 if comma and folded[comma - 1] == " " else comma
+        start = max(folded.rfind(" ", 0, stop), folded.rfind(",", 0, stop)) + 1
+        while start < stop and not folded[start].isalpha():
+            start += 1
+        after = comma + 2 if folded[comma + 1 : comma + 2] == " " else comma + 1
+        if start < stop:
+            yield start, stop, after
+        comma = folded.find(",", comma + 1)
+
+
+def _capitals(text: str, starts: list[int] | None, words: tuple[int, int]) -> bool:
+    """Whether the words at ``words[0]`` and ``words[1]`` (folded) begin in capitals."""
+    if starts is not None:
+        words = (starts[words[0]], starts[words[1]])
+    return all(index < len(text) and text[index].isupper() for index in words)
 
 
 def _bounded(text: str, first: int, last: int) -> bool:
@@ -370,10 +491,22 @@ def _longest(spans: Iterable[Found]) -> list[Found]:
     return chosen
 
 
-def reordered(name: str) -> str:
-    """A name written surname first: "Kabo Lemi" as "Lemi, Kabo"."""
-    first, _, last = name.rpartition(" ")
-    return f"{last}, {first}" if first else name
+def respelled(fake: str, written: str, reordered: bool) -> str:
+    """A fake name in the order and with the separators of the name it replaces.
+
+    "Kabo Lemi" for "Smith , John" is "Lemi , Kabo", for "john-smith"
+    "Kabo-Lemi"; whitespace between words is one space, as names are found.
+    Where the two have not as many words, words go apart by spaces, after the
+    surname's own separator when it comes first.
+    """
+    words = fake.split(" ")
+    if reordered and len(words) > 1:
+        words = [words[-1], *words[:-1]]
+    between = [SPACES.sub(" ", apart) for apart in BETWEEN.findall(written)]
+    if len(between) != len(words) - 1:
+        first = between[:1] if reordered else [" "]
+        between = (first or [", "]) + [" "] * (len(words) - 2)
+    return "".join(w + s for w, s in zip(words, [*between, ""], strict=False))
 
 
 def replaced(text: str, found: list[Found], fakes: Iterator[str]) -> str:

@@ -36,7 +36,7 @@ from verger.config.staging import Rule
 from verger.staging.catalog import Column
 from verger.staging.children import Forked
 from verger.staging.databases import RefreshError, dump_schema, restore_section
-from verger.staging.fakes import Faker, MaskError
+from verger.staging.fakes import Faker, MaskError, check_email_width
 from verger.staging.hunt import Hunt, hunter
 from verger.staging.plan import Plan, TablePlan
 from verger.staging.stream import (
@@ -192,23 +192,22 @@ def _learn(source: Connection, origin: Origin, plan: Plan, faker: Faker) -> None
     """
     started = time.monotonic()
     reads = [
-        (
-            rule.rule,
-            column.key_name if column.unique else None,
-            _distinct(source, tp, column),
-        )
+        (rule.rule, column, _distinct(source, tp, column))
         for tp in plan.masked
         for column, rule in tp.masked
         if rule.rule in ("name", "email", "phone")
     ]
+    for kind, column, _ in reads:
+        if kind == "email":
+            check_email_width(column.key_name, column.width)
     # The next column is read (the server finding its distinct values) while
     # this process learns the last one's.
     with ThreadPoolExecutor(2) as readers:
         fetched = [readers.submit(_read_all, origin, query) for _, _, query in reads]
-        for (kind, where, _), future in zip(reads, fetched, strict=True):
+        for (kind, column, _), future in zip(reads, fetched, strict=True):
             for chunk in future.result():
                 for line in chunk:
-                    _remember(faker, kind, unescape(line.decode()), where)
+                    _remember(faker, kind, unescape(line.decode()), column)
     faker.known.finish()
     faker.settle()
     refuse_twins(source, plan, faker)
@@ -240,11 +239,14 @@ def _read_all(origin: Origin, query: str) -> list[list[bytes]]:
     return list(lines(origin, query))
 
 
-def _remember(faker: Faker, kind: str, value: str, unique: str | None) -> None:
+def _remember(faker: Faker, kind: str, value: str, column: Column) -> None:
+    unique = column.key_name if column.unique else None
     if kind == "name":
         faker.known.add("name", value)
     elif kind == "email":
         faker.known.add("email", value.strip())
+        if unique is not None:
+            faker.learn_email(value, unique, column.width)
     else:
         faker.learn_phone(value, unique)
 
@@ -698,7 +700,8 @@ def _transform(faker: Faker, column: Column, rule: Rule) -> Transform:
     where = column.key_name
     kind = rule.rule
     if kind == "email":
-        return lambda v: faker.email(v, width)
+        unique = where if column.unique else None
+        return lambda v: faker.email(v, width, unique)
     if kind == "phone":
         return lambda v: faker.phone(v, width, column.unique, where)
     if kind == "name":

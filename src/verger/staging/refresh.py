@@ -14,6 +14,8 @@ import asyncio
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -212,6 +214,11 @@ def _refresh(
     try:
         _build(loaded, store, section, server, outcome, faker, use_snapshot, progress)
         server.swap(new)
+    except KeyboardInterrupt as exc:
+        # A second Ctrl-C must not stop the cleanup that makes the line true.
+        with _uninterrupted():
+            dropped = _fail(loaded, store, server, outcome, exc)
+        raise _interrupted(new, dropped) from None
     except BaseException as exc:
         _fail(loaded, store, server, outcome, exc)
         raise
@@ -436,22 +443,60 @@ def _restored(
         server.drop(scratch)
 
 
+class Interrupted(RefreshError):
+    """Ctrl-C stopped a refresh before its swap; staging keeps its old copy."""
+
+    exit_code = 130
+
+
+def _interrupted(new: str, dropped: bool) -> Interrupted:
+    removed = (
+        f"the half-built copy {new} was removed"
+        if dropped
+        else f"the half-built copy {new} is removed by the next refresh"
+    )
+    return Interrupted(
+        f"the refresh was interrupted: staging still serves the old copy, and {removed}",
+        "",
+    )
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """SIGINT ignored inside, where this is the main thread (signals go to it only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def _fail(
     loaded: Loaded, store: Store, server: Server, outcome: Outcome, exc: BaseException
-) -> None:
+) -> bool:
+    """The refresh marked failed and its copy dropped; whether the drop worked."""
+    dropped = True
     try:
         server.drop(outcome.database)
-    except VergerError as problem:
-        log.warning("Could not drop %s: %s", outcome.database, problem.message)
+    except (VergerError, psycopg.Error) as problem:
+        dropped = False
+        log.warning("Could not drop %s: %s", outcome.database, problem)
     reason = (
         exc.message if isinstance(exc, VergerError) else f"{type(exc).__name__}: {exc}"
     )
+    status = "failed"
+    if isinstance(exc, KeyboardInterrupt):
+        status, reason = "interrupted", "interrupted with Ctrl-C"
     store.update_refresh(
-        outcome.refresh_id, status="failed", finished_at=time.time(), detail=reason
+        outcome.refresh_id, status=status, finished_at=time.time(), detail=reason
     )
     log.error("Refresh #%s failed: %s", outcome.refresh_id, reason)
     if isinstance(exc, Exception):
         _notify(loaded, outcome, "refresh_failed", reason)
+    return dropped
 
 
 def _summary(outcome: Outcome) -> str:

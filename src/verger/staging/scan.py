@@ -6,7 +6,8 @@ they were masked: whole values of hidden columns, and every email and phone
 number written in production text, each normalized the same way; and
 production's names, emails and numbers written inside any text, in any case
 or format, with one Aho-Corasick pass per value (verger.staging.known). Canaries
-planted in production are looked for as plain substrings, case-insensitively.
+planted in production are looked for as plain substrings, case-insensitively,
+and one that is a phone number in every spelling of it.
 The tables are shared between two forked processes, the largest cut in two
 by pages when it holds most of the rows, and their findings put back in
 table order.
@@ -38,6 +39,7 @@ from verger.staging.fakes import (
     normal_text,
 )
 from verger.staging.hunt import REMEMBERED, SHORTEST
+from verger.staging.known import NON_DIGITS, Known
 from verger.staging.mask import SPLIT_ROWS
 
 Progress = Callable[[int, int], None]
@@ -75,6 +77,48 @@ class Scan:
             self.times[leak] = times
 
 
+@dataclass
+class Canaries:
+    """The canaries looked for: as written, case folded; numbers in any spelling."""
+
+    written: list[str]
+    # Each canary that is a phone number, under every run of digits that writes
+    # it (as Known keeps production's numbers) and under its number in E.164.
+    numbers: dict[str, str]
+
+    @classmethod
+    def of(cls, canaries: list[str], faker: Faker) -> Canaries:
+        numbers: dict[str, str] = {}
+        for canary in canaries:
+            if not PHONE.fullmatch(canary.strip()):
+                continue
+            real = faker.e164(canary.strip())
+            if real is not None:
+                numbers[real] = canary
+                for digits in Known.spellings(real):
+                    numbers.setdefault(digits, canary)
+        return cls([c.casefold() for c in canaries if c.strip()], numbers)
+
+    def found(self, value: str, faker: Faker) -> list[str]:
+        text = normal_text(value)
+        folded = value.casefold()
+        planted = [c for c in self.written if c in text or c in folded]
+        if self.numbers and SEVEN_DIGITS.search(value):
+            for match in PHONE.finditer(value):
+                canary = self._number(match.group(0), faker)
+                if canary is not None and canary.casefold() not in planted:
+                    planted.append(canary.casefold())
+        return planted
+
+    def _number(self, written: str, faker: Faker) -> str | None:
+        digits = NON_DIGITS.sub("", written)
+        canary = self.numbers.get(digits[2:] if digits.startswith("00") else digits)
+        if canary is None:
+            real = faker.e164(written)
+            canary = self.numbers.get(real) if real is not None else None
+        return canary
+
+
 # One process's part of the scan: a table, and the pages it reads (None: all).
 Part = tuple[Table, sql.Composable | None]
 
@@ -88,7 +132,7 @@ def scan_database(
     progress: Progress,
 ) -> Scan:
     """Every text value in the copy checked against production's fingerprints."""
-    wanted = [c.casefold() for c in canaries if c.strip()]
+    wanted = Canaries.of(canaries, faker)
     scanned = [t for t in tables if any(c.type in SCANNED_TYPES for c in t.columns)]
     with psycopg.connect(dsn, autocommit=True) as conn:
         shares = _shares(conn, scanned)
@@ -174,7 +218,7 @@ class Scanner(Forked):
         share: list[tuple[tuple[int, int], Part]],
         faker: Faker,
         seen: set[int],
-        canaries: list[str],
+        canaries: Canaries,
     ) -> None:
         super().__init__(_scan_share, dsn, share, faker, seen, canaries)
 
@@ -206,7 +250,7 @@ def _scan_share(
     share: list[tuple[tuple[int, int], Part]],
     faker: Faker,
     seen: set[int],
-    canaries: list[str],
+    canaries: Canaries,
     sender: multiprocessing.connection.Connection,
 ) -> None:
     die_with_parent(parent)
@@ -229,7 +273,7 @@ def _scan_table(
     pages: sql.Composable | None,
     faker: Faker,
     seen: set[int],
-    canaries: list[str],
+    canaries: Canaries,
     result: Scan,
 ) -> None:
     columns = [c for c in table.columns if c.type in SCANNED_TYPES]
@@ -258,17 +302,13 @@ def _scan_table(
                         result.add(column.key_name, found[0])
 
 
-def _check(value: str, faker: Faker, seen: set[int], canaries: list[str]) -> list[str]:
+def _check(value: str, faker: Faker, seen: set[int], canaries: Canaries) -> list[str]:
     """What production left in ``value``: one sentence per finding, none if clean.
 
     Canaries come first, then what names the kind of value, then the bare fact.
     """
     text = normal_text(value)
-    planted = [
-        f"the canary {canary!r}"
-        for canary in canaries
-        if canary in text or canary in value.casefold()
-    ]
+    planted = [f"the canary {canary!r}" for canary in canaries.found(value, faker)]
     found = []
     if "@" in value and faker.fingerprint("e", normal_email(value)) in seen:
         found.append("a production email")
