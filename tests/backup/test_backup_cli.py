@@ -484,6 +484,27 @@ def test_drill_measures_rto_and_rpo_and_report_lists_it(
     assert row["writable_at"] <= row["finished_at"]
 
 
+def test_a_drill_never_reads_the_archive_for_the_newest_commit(
+    workdir: Path, source: Source
+) -> None:
+    """'dr drill' restores the newest backup plus all WAL without first reading
+    archived segments for the newest commit (no archive-get and pg_waldump for
+    a range it does not use), and still measures; 'restore --to-time' does read
+    it, for its range check."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    _switch_wal(source)
+    done = verger(config, "--debug", "--json", "dr", "drill")
+    assert done.returncode in (0, 6), done.stderr
+    result = json.loads(done.stdout)
+    assert result["rto_seconds"] is not None and result["rpo_seconds"] is not None
+    assert "Reading the newest commit" not in done.stderr
+    refused = verger(config, "--debug", "restore", "--to-time", "2099-01-01 00:00+00")
+    assert refused.returncode == 6
+    assert "Reading the newest commit" in refused.stderr
+
+
 def _drills(config: Path) -> list[tuple[str, str | None]]:
     """Every drill's status and detail in the catalog, oldest first."""
     state = config.parent / ".verger" / "state.db"

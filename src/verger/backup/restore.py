@@ -84,8 +84,8 @@ def unusable(store: Store, database: str) -> set[str]:
     }
 
 
-def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
-    """What the repository can restore, leaving out the backups named in ``skip``."""
+def restorable(engine: Engine, skip: Collection[str] = ()) -> list[EngineBackup]:
+    """The repository's backups, leaving out failed ones and those named in ``skip``."""
     found = [b for b in engine.backups() if not b.error]
     backups = [b for b in found if b.label not in skip]
     if not backups:
@@ -94,6 +94,17 @@ def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
             + (" that a restore has not proved broken" if found else ""),
             "take one with 'verger backup run'",
         )
+    return backups
+
+
+def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
+    """What the repository can restore, leaving out the backups named in ``skip``.
+
+    Its end is read from the archived WAL (a few archive-get and pg_waldump
+    calls), so a restore of the newest backup plus all WAL, such as a drill,
+    asks ``restorable`` instead.
+    """
+    backups = restorable(engine, skip)
     earliest = min(b.finished_at for b in backups)
     latest = max(b.finished_at for b in backups)
     segments = engine.wal() if engine.pitr else []

@@ -435,6 +435,7 @@ class PgBackRest(Engine):
         """The newest commit time in the first of the archived segments ``names``
         that holds a commit, read with pg_waldump from a copy fetched with
         archive-get; None when none can be read."""
+        log.debug("Reading the newest commit from WAL segments %s", ", ".join(names))
         self.ensure_config()
         scratch = self.runner.own(self.context.scratch, 0o755)
         folder = self.runner.own(scratch / f"wal-{os.getpid()}", 0o700)
