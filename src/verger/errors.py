@@ -75,6 +75,10 @@ class RepositoryMissing(BackupError):
     """The backup repository's folder is gone or empty: unmounted, or deleted."""
 
 
+class WrongPassphrase(BackupError):
+    """The repository or a backup file does not open with backup.passphrase."""
+
+
 class Interrupted(BackupError):
     """A backup job was stopped by a signal; nothing it was doing counts."""
 

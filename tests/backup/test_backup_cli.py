@@ -273,19 +273,43 @@ def test_a_passphrase_with_surrounding_space_is_refused(
     assert not (workdir / "repo").exists()
 
 
-def test_wrong_passphrase_is_one_clear_line(workdir: Path, source: Source) -> None:
-    """A wrong passphrase fails with one line saying so, no traceback, and the
-    passphrase itself appears nowhere in the output."""
+def test_wrong_passphrase_lists_the_catalog_and_refuses_the_rest(
+    workdir: Path, source: Source
+) -> None:
+    """With a wrong passphrase 'backup list' shows the catalog with one warning
+    line saying the passphrase does not open the repository and what to do
+    (--json: repository_checked false, and why); 'backup verify' and 'backup
+    run' refuse in one line. Neither passphrase appears in any output."""
     config = backup_config(workdir, source)
     _ready(config, source)
     verger(config, "backup", "run", "--no-verify", check=True)
     wrong = "not the right passphrase at all"
-    done = verger(config, "backup", "list", VERGER_BACKUP_PASSPHRASE=wrong)
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr
-    assert wrong not in done.stdout + done.stderr
-    assert PASSPHRASE not in done.stdout + done.stderr
-    assert "passphrase" in done.stderr
+    outputs = []
+
+    listed = verger(config, "--json", "backup", "list", VERGER_BACKUP_PASSPHRASE=wrong)
+    outputs.append(listed)
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert [row["status"] for row in data["backups"]] == ["done"]
+    assert data["repository_checked"] is False
+    assert "passphrase" in data["repository_problem"]
+    human = verger(config, "backup", "list", VERGER_BACKUP_PASSPHRASE=wrong)
+    outputs.append(human)
+    assert human.returncode == 0 and "done" in human.stdout, human.stderr
+    (warning,) = human.stderr.strip().splitlines()
+    assert "passphrase" in warning and "the repository was not read" in warning
+    assert "set backup.passphrase" in warning
+
+    for args in (("backup", "verify"), ("backup", "run", "--no-verify")):
+        refused = verger(config, *args, VERGER_BACKUP_PASSPHRASE=wrong)
+        outputs.append(refused)
+        assert refused.returncode == 6, refused.stderr
+        assert "passphrase" in refused.stderr and "hint:" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 2, refused.stderr
+    for done in outputs:
+        assert "Traceback" not in done.stderr
+        assert wrong not in done.stdout + done.stderr
+        assert PASSPHRASE not in done.stdout + done.stderr
 
 
 def _without_passphrase(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -416,15 +440,34 @@ def test_the_passphrase_is_written_only_where_archive_command_needs_it(
 
 
 def test_root_without_run_as_gets_a_hint(workdir: Path, source: Source) -> None:
-    """Started as root with no backup.run_as, verger refuses with a hint to set it,
-    since PostgreSQL's programs refuse to run as root."""
+    """Started as root with no backup.run_as, commands that need the repository
+    refuse with a hint to set it, since PostgreSQL's programs refuse to run as
+    root; 'backup list' and 'dr report' still show the catalog, list warning
+    that the repository was not read (--json: repository_checked false)."""
     if os.geteuid() != 0:
         pytest.skip("only meaningful when the tests run as root")
     config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
     config.write_text(config.read_text().replace("\n  run_as: postgres", ""))
-    done = verger(config, "backup", "run")
-    assert done.returncode == 6
-    assert "run_as" in done.stderr and "Traceback" not in done.stderr
+
+    listed = verger(config, "--json", "backup", "list")
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert [row["status"] for row in data["backups"]] == ["done"]
+    assert data["repository_checked"] is False and data["gaps"] == []
+    assert "run_as" in data["repository_problem"]
+    (warning,) = listed.stderr.strip().splitlines()
+    assert "the repository was not read" in warning and "run_as" in warning
+    report = verger(config, "--json", "dr", "report")
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout) == []
+
+    for args in (("backup", "run"), ("backup", "verify")):
+        done = verger(config, *args)
+        assert done.returncode == 6
+        assert "run_as" in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 2, done.stderr
 
 
 def test_a_backup_killed_midway_is_never_listed_as_good(

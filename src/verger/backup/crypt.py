@@ -32,6 +32,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from verger.errors import BackupError
+from verger.errors import (
+    WrongPassphrase as WrongPassphrase,
+)  # one of the format's errors
 
 MAGIC = b"VERGER1"
 # scrypt with N = 2**15, r = 8, p = 1: about 0.1 s and 32 MiB per file.
@@ -59,10 +62,6 @@ _WRONG_PASSPHRASE_HINT = (
 _DAMAGED_HINT = (
     "restore another backup, and check the repository's disk or bucket for other damage"
 )
-
-
-class WrongPassphrase(BackupError):
-    """The file is whole, but was encrypted with another passphrase."""
 
 
 class DamagedFile(BackupError):

@@ -56,7 +56,7 @@ from verger.backup.engines.base import (
 from verger.backup.system import pg_program
 from verger.children import guarded
 from verger.config.model import S3
-from verger.errors import BackupError, RepositoryMissing
+from verger.errors import BackupError, RepositoryMissing, WrongPassphrase
 
 log = logging.getLogger("verger.backup")
 
@@ -633,7 +633,7 @@ class PgBackRest(Engine):
         if parser.get("global", "repo1-cipher-pass", fallback=None) != (
             self.context.passphrase
         ):
-            raise BackupError(
+            raise WrongPassphrase(
                 f"backup.passphrase is not the passphrase in {self.config_path}, "
                 "which archive_command uses",
                 "set backup.passphrase back to the passphrase the repository was "
@@ -813,7 +813,7 @@ class PgBackRest(Engine):
         return missing_repository(path) if empty else None
 
     def passphrase_error(self) -> BackupError:
-        return BackupError(
+        return WrongPassphrase(
             "the repository could not be decrypted with backup.passphrase",
             "set backup.passphrase to the passphrase the repository was created with",
         )
