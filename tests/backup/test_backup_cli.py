@@ -470,6 +470,40 @@ def test_root_without_run_as_gets_a_hint(workdir: Path, source: Source) -> None:
         assert len(done.stderr.strip().splitlines()) == 2, done.stderr
 
 
+def test_a_run_as_that_does_not_own_the_cluster_is_named_before_pgbackrest(
+    workdir: Path, source: Source
+) -> None:
+    """With backup.run_as set to a user who does not own the cluster's data
+    folder, 'backup setup' and 'backup run' refuse before pgBackRest runs, in
+    one line naming the owner and run_as, with a hint to set run_as to the
+    owner; setup writes nothing."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    config = backup_config(workdir, source)
+    good = config.read_text()
+    config.write_text(good.replace("run_as: postgres", "run_as: nobody"))
+    done = verger(config, "backup", "setup")
+    assert done.returncode == 6, done.stderr
+    message, hint = done.stderr.strip().splitlines()
+    assert "owned by postgres" in message and "backup.run_as is nobody" in message
+    assert "set backup.run_as: postgres" in hint
+    assert not (workdir / "repo").exists()
+
+    config.write_text(good)
+    _ready(config, source)
+    # The repository and verger's pgBackRest files now belong to nobody, as
+    # if setup had been run with it; the cluster still belongs to postgres.
+    state = config.parent / ".verger" / "backup"
+    subprocess.run(["chown", "-R", "nobody", str(workdir / "repo"), str(state)])
+    config.write_text(good.replace("run_as: postgres", "run_as: nobody"))
+    done = verger(config, "backup", "run")
+    assert done.returncode == 6, done.stderr
+    assert "Permission denied" not in done.stderr
+    message, hint = done.stderr.strip().splitlines()
+    assert "owned by postgres" in message and "backup.run_as is nobody" in message
+    assert "set backup.run_as: postgres" in hint
+
+
 def test_a_backup_killed_midway_is_never_listed_as_good(
     workdir: Path, source: Source
 ) -> None:

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -152,6 +153,7 @@ class PgBackRest(Engine):
             ]
 
         facts = self.cluster_facts()
+        self.refuse_other_owner(facts.data)
         self.refuse_wrong_passphrase(render_config(self.context, facts, secret=False))
         previous = self.read_config()
         lines = [f"wrote {self.write_config(facts)}"]
@@ -285,6 +287,9 @@ class PgBackRest(Engine):
                 f"use one of {', '.join(self.kinds)}",
             )
         self.ensure_config(database=True)
+        facts = self.saved_facts()
+        if facts is not None:
+            self.refuse_other_owner(facts.data)
         total = self.database_size()
         step(progress, "backup", total)
         code, output = self.stream(
@@ -594,6 +599,29 @@ class PgBackRest(Engine):
             )
         return Cluster(data, port, socket, user, database)
 
+    def refuse_other_owner(self, data: str) -> None:
+        """Refuse up front when run_as does not own the cluster's data folder.
+
+        PostgreSQL keeps the folder private to its owner, so pgBackRest run as
+        anyone else fails deep inside with "Permission denied".
+        """
+        try:
+            owner = Path(data).stat().st_uid
+        except OSError:
+            return  # pgBackRest names what is wrong with the folder itself.
+        if owner == self.runner.uid:
+            return
+        name = _user_of(owner)
+        if self.runner.user is not None:
+            who = f"backup.run_as is {self.runner.user.name}"
+        else:
+            who = f"verger runs as {_user_of(self.runner.uid)}"
+        raise BackupError(
+            f"the cluster's data folder {data} is owned by {name}, and {who}: "
+            "pgBackRest cannot read it",
+            f"set backup.run_as: {name} in verger.yml",
+        )
+
     def database_size(self) -> int:
         """The source's size, for progress: pgBackRest's percentages are of it."""
         try:
@@ -824,6 +852,13 @@ class PgBackRest(Engine):
             if secret:
                 text = text.replace(secret, "********")
         return text
+
+
+def _user_of(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def program() -> str:
