@@ -979,6 +979,30 @@ def test_restore_latest_starts_from_the_newest_verified_backup_and_says_so(
     assert "no restore has proved" in named.stderr
 
 
+def test_a_refused_target_is_refused_before_the_backup_is_named(
+    workdir: Path, source: Source
+) -> None:
+    """'restore' into a folder that is not empty, or into the database the
+    backups come from, is refused in one line before it says which backup it
+    would restore from: nothing else is printed, and the folder is untouched."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", check=True)
+    full = workdir / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    for target, why in (
+        (str(full), "is not empty"),
+        (source.url("app"), "the database the backups come from"),
+    ):
+        done = verger(config, "restore", "--latest", "--target", target)
+        assert done.returncode == 6, done.stderr
+        assert done.stdout == ""
+        message, hint = done.stderr.strip().splitlines()
+        assert why in message and hint.startswith("hint:"), done.stderr
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
+
+
 @pytest.mark.parametrize(
     "args",
     [

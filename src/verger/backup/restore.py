@@ -40,6 +40,9 @@ from verger.state import Store
 
 log = logging.getLogger("verger.backup")
 
+# A --target starting so is a database to restore into, not a folder.
+DATABASE_URL = ("postgresql://", "postgres://")
+
 
 def when(epoch: float | None) -> str:
     if epoch is None:
@@ -289,6 +292,20 @@ def _target_problem(data: Path) -> str | None:
     return None
 
 
+def refuse_target(engine: Engine, target: str | None) -> None:
+    """Refuse a target that cannot receive a restore, before anything is said.
+
+    ``restore`` checks again as it starts; this lets the CLI refuse before it
+    names the backup it would restore from.
+    """
+    if target and target.startswith(DATABASE_URL):
+        _refuse_database(engine, target)
+    elif target:
+        problem = _target_problem(Path(target).resolve())
+        if problem:
+            raise BackupError(problem, "restore into a new or empty folder")
+
+
 def restore(
     engine: Engine,
     point: RestorePoint,
@@ -299,7 +316,7 @@ def restore(
     context = engine.context
     for sentence in clean_stale(context.scratch):
         log.warning(sentence)
-    if target and target.startswith(("postgresql://", "postgres://")):
+    if target and target.startswith(DATABASE_URL):
         return _into_database(engine, point, target, progress)
     folder = Path(target) if target else _default_folder(context.root, context.database)
     started = time.monotonic()
@@ -486,12 +503,7 @@ def _into_database(
     engine: Engine, point: RestorePoint, target: str, progress: Progress
 ) -> dict[str, Any]:
     context = engine.context
-    if same_database(target, context.dsn):
-        raise BackupError(
-            "the restore target is the database the backups come from",
-            "restore into a new, empty database, then switch to it yourself",
-        )
-    _require_empty(target)
+    _refuse_database(engine, target)
     started = time.monotonic()
     with ScratchCluster(context.runner, context.scratch, "restore") as cluster:
         engine.restore(point, cluster, progress)
@@ -523,6 +535,15 @@ def _into_database(
         "recovered_to": reached,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _refuse_database(engine: Engine, target: str) -> None:
+    if same_database(target, engine.context.dsn):
+        raise BackupError(
+            "the restore target is the database the backups come from",
+            "restore into a new, empty database, then switch to it yourself",
+        )
+    _require_empty(target)
 
 
 def _where(url: str) -> str:

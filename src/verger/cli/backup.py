@@ -403,6 +403,7 @@ def restore(
     """Restore the database as it was at a time, or as late as the archive reaches."""
     from verger.backup import parse_time, plan, unusable, when
     from verger.backup import restore as run_restore
+    from verger.backup.restore import refuse_target
     from verger.backup.runs import refuse_missing_repository
     from verger.backup.verify import content_error, mark_unrestorable
 
@@ -415,6 +416,8 @@ def restore(
         database = engine.context.database
         label = None if backup_id is None else _label_of(store, database, backup_id)
         refuse_missing_repository(engine, store)
+        # Everything refusable is refused before the choice is said.
+        refuse_target(engine, target)
         skip = unusable(store, database)
         verified = _verified(store, engine)
         point = plan(engine, latest, moment, skip, verified, label)
