@@ -711,6 +711,50 @@ def test_a_verify_killed_midway_leaves_nothing_verified(
     assert not list(scratch.iterdir())
 
 
+def _verify_then_signal(config: Path, scratch: Path, number: int) -> int:
+    """Start 'backup verify 1', send ``number`` once it restores; its exit code."""
+    env = {**os.environ, "VERGER_BACKUP_PASSPHRASE": PASSPHRASE}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verger", "-c", str(config), "backup", "verify", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if scratch.exists() and any(scratch.iterdir()):
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(number)
+    return process.wait(timeout=120)
+
+
+def test_an_interrupted_verification_says_why_and_keeps_the_verified_status(
+    workdir: Path, source: Source
+) -> None:
+    """SIGTERM, then SIGINT, during 'backup verify' of a verified backup leave
+    it verified with its first verification time, and its verification record
+    says it was interrupted, by which signal, and what the earlier one found."""
+    source.sql("CREATE TABLE filler AS SELECT g FROM generate_series(1, 600000) g")
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", check=True)
+    (before,) = _listed(config)
+    assert before["status"] == "verified"
+    scratch = workdir / "scratch"
+    for number, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        assert _verify_then_signal(config, scratch, number) == code
+        (after,) = _listed(config)
+        assert after["status"] == "verified"
+        assert after["verified_at"] == before["verified_at"]
+        detail = str(after["verify_detail"])
+        assert detail.startswith(f"Verification interrupted by {number.name}")
+        assert detail.count("Verification interrupted") == 1, detail
+        assert detail.endswith(str(before["verify_detail"])), detail
+
+
 def test_retention_keeps_the_oldest_promised_point_restorable(
     workdir: Path, source: Source
 ) -> None:
