@@ -387,11 +387,44 @@ def test_runs_whose_process_died_are_listed_as_interrupted(
     (row,) = json.loads(listed.stdout)["backups"]
     assert row["status"] == "interrupted"
     assert "ended before it finished" in str(row["detail"])
+    assert row["finished_at"] is None
     assert "Backup #1 is marked interrupted" in listed.stderr
     (drill,) = json.loads(_without_passphrase(config, "--json", "dr", "report").stdout)
     assert drill["status"] == "interrupted"
     human = _without_passphrase(config, "backup", "list")
     assert "interrupted" in human.stdout and "failed" not in human.stdout
+    assert "unknown" in human.stdout
+
+
+def test_a_killed_pg_dump_backup_took_an_unknown_time(
+    workdir: Path, source: Source
+) -> None:
+    """A pg_dump 'backup run' killed with SIGKILL is marked interrupted by the
+    next command with no end time, so its "took" is unknown rather than the
+    time until someone looked."""
+    source.sql(
+        "CREATE TABLE bulk AS SELECT g, md5(g::text) AS h FROM generate_series(1, 600000) g"
+    )
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    env = {**os.environ, "VERGER_BACKUP_PASSPHRASE": PASSPHRASE}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verger", "-c", str(config), "backup", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _wait_for_running_backup(config)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(2)
+    (row,) = _listed(config)
+    assert row["status"] == "interrupted", row
+    assert row["finished_at"] is None
+    human = verger(config, "backup", "list", check=True)
+    (line,) = [line for line in human.stdout.splitlines() if "interrupted" in line]
+    assert "unknown" in line, human.stdout
 
 
 def _holding(folder: Path, secret: bytes) -> dict[str, tuple[int, int]]:

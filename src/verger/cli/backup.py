@@ -187,9 +187,7 @@ def backup_list(c: Ctx) -> None:
                 r.kind,
                 r.status,
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)),
-                format_duration(round(r.finished_at - r.started_at))
-                if r.finished_at
-                else "",
+                _took(r),
                 _size(r.repo_size or r.size),
                 r.verify_detail or r.detail or "",
             ]
@@ -204,6 +202,13 @@ def backup_list(c: Ctx) -> None:
     )
     for gap in gaps:
         c.out.warn(gap.sentence(when))
+
+
+def _took(row: Any) -> str:
+    """How long a backup ran; unknown for one whose process died unseen."""
+    if row.finished_at:
+        return format_duration(round(row.finished_at - row.started_at))
+    return "unknown" if row.status == "interrupted" else ""
 
 
 def _unread(problem: VergerError) -> str:
