@@ -161,6 +161,56 @@ def test_a_time_after_the_newest_commit_is_refused_before_any_restore(
     assert not target.exists()
 
 
+def _newest_stop(config: Path) -> float:
+    """The newest backup's stop time (its consistent point), as pgBackRest lists it."""
+    conf = config.parent / ".verger" / "backup" / "production" / "pgbackrest.conf"
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    done = subprocess.run(
+        [*as_postgres, "pgbackrest", f"--config={conf}", "info", "--output=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (stanza,) = json.loads(done.stdout)
+    return float(stanza["backup"][-1]["timestamp"]["stop"])
+
+
+def test_without_a_commit_since_the_newest_backup_the_range_reaches_its_end(
+    workdir: Path, source: Source
+) -> None:
+    """When nothing was committed after the newest backup, the restorable range
+    still ends no earlier than that backup's stop time, and a restore to that
+    end succeeds with everything committed before it."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    source.sql("INSERT INTO churches (name) VALUES ('between the backups')")
+    verger(config, "backup", "run", "--no-verify", check=True)
+    _switch_wal(source)
+    stop = _newest_stop(config)
+
+    refused = verger(config, "restore", "--to-time", "2099-01-01 00:00:00+00")
+    assert refused.returncode == 6, refused.stderr
+    end = re.search(r"can restore from .* to (\S+ \S+) UTC", refused.stderr)
+    assert end, refused.stderr
+    newest = dt.datetime.fromisoformat(end[1] + "+00:00").timestamp()
+    assert newest >= stop, (newest, stop)
+
+    target = workdir / "copy"
+    done = verger(
+        config, "restore", "--to-time", f"{end[1]}+00:00", "--target", str(target)
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    copy = Source(source.runner, workdir / "check", "copy")
+    copy.data = target
+    copy.start(timeout=60)
+    try:
+        names = copy.sql("SELECT name FROM churches WHERE name = 'between the backups'")
+    finally:
+        copy.remove()
+    assert names == [("between the backups",)]
+
+
 def test_a_deleted_wal_segment_is_reported_as_a_gap(
     workdir: Path, source: Source, recorder: Recorder
 ) -> None:

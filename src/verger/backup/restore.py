@@ -2,8 +2,9 @@
 
 The point is checked against what the repository can reach before anything
 is written: a time before the first backup finished, after the newest
-commit in the archived WAL, or inside a gap in the archive is refused with
-the range that can be restored. A restore never writes over the database it
+commit in the archived WAL (or the newest backup's end, when that is later),
+or inside a gap in the archive is refused with the range that can be
+restored. A restore never writes over the database it
 came from.
 """
 
@@ -73,6 +74,8 @@ class Reach:
     backups: list[EngineBackup]
     # The archive as listed once, for the gap checks that follow.
     segments: list[WalSegment] = field(default_factory=list)
+    # The newest commit in the archive, where one was found.
+    commit: float | None = None
 
     def sentence(self) -> str:
         return f"from {when(self.earliest)} to {when(self.latest)}"
@@ -115,8 +118,10 @@ def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
     # commit reaches no later point, and a time past that commit is never reached.
     commit = newest_commit(segments, engine.last_commit) if segments else None
     if commit is not None:
-        latest = max(earliest, commit)
-    return Reach(earliest, latest, backups, segments)
+        # Without a commit since the newest backup, its consistent point is
+        # still reached: the range never ends before it.
+        latest = max(latest, commit)
+    return Reach(earliest, latest, backups, segments, commit)
 
 
 def plan(
@@ -173,6 +178,10 @@ def plan(
             "pick a later time, or another backup",
         )
     base = max(usable, key=lambda b: b.finished_at)
+    if span.commit is not None and to_time > span.commit:
+        # No commit follows the time, so recovery to it would replay all WAL
+        # and fail looking for one; replaying all WAL is that very state.
+        return RestorePoint(label=base.label, latest=True, size=base.size)
     return RestorePoint(label=base.label, time=to_time, size=base.size)
 
 
@@ -185,7 +194,7 @@ def _only(span: Reach, label: str, skip: Collection[str]) -> Reach:
             f"cannot restore from backup {label}: {why}",
             "see 'verger backup list' for the backups that can be restored",
         )
-    return Reach(chosen[0].finished_at, span.latest, chosen, span.segments)
+    return Reach(chosen[0].finished_at, span.latest, chosen, span.segments, span.commit)
 
 
 def _base_for_latest(
