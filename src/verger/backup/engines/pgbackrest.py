@@ -612,14 +612,16 @@ class PgBackRest(Engine):
         if owner == self.runner.uid:
             return
         name = _user_of(owner)
+        hint = f"set backup.run_as: {name} in verger.yml"
         if self.runner.user is not None:
             who = f"backup.run_as is {self.runner.user.name}"
         else:
             who = f"verger runs as {_user_of(self.runner.uid)}"
+            hint = f"run verger as {name}, or as root with backup.run_as: {name}"
         raise BackupError(
             f"the cluster's data folder {data} is owned by {name}, and {who}: "
             "pgBackRest cannot read it",
-            f"set backup.run_as: {name} in verger.yml",
+            hint,
         )
 
     def database_size(self) -> int:
