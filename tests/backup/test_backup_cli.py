@@ -362,6 +362,27 @@ def test_wrong_passphrase_lists_the_catalog_and_refuses_the_rest(
         assert PASSPHRASE not in done.stdout + done.stderr
 
 
+def test_a_pg_dump_repository_with_a_wrong_passphrase_lists_the_catalog(
+    workdir: Path, source: Source
+) -> None:
+    """With the pg_dump engine too, a wrong passphrase makes 'backup list' show
+    the catalog, unchecked, with the reason in --json, and 'backup verify'
+    refuse."""
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    wrong = "not the right passphrase at all"
+    listed = verger(config, "--json", "backup", "list", VERGER_BACKUP_PASSPHRASE=wrong)
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert [row["status"] for row in data["backups"]] == ["done"]
+    assert data["repository_checked"] is False
+    assert "passphrase is wrong" in data["repository_problem"]
+    assert "the repository was not read" in listed.stderr
+    refused = verger(config, "backup", "verify", VERGER_BACKUP_PASSPHRASE=wrong)
+    assert refused.returncode == 6 and "passphrase" in refused.stderr
+
+
 def _without_passphrase(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the verger CLI with no passphrase anywhere in its environment."""
     env = {k: v for k, v in os.environ.items() if k != "VERGER_BACKUP_PASSPHRASE"}
