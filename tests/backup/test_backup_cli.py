@@ -1130,19 +1130,25 @@ def test_restore_latest_starts_from_the_newest_verified_backup_and_says_so(
 def test_a_refused_target_is_refused_before_the_backup_is_named(
     workdir: Path, source: Source
 ) -> None:
-    """'restore' into a folder that is not empty, or into the database the
-    backups come from, is refused in one line before it says which backup it
-    would restore from: nothing else is printed, and the folder is untouched."""
+    """'restore' into a folder that is not empty, one run_as cannot reach, or
+    the database the backups come from, is refused in one line before it says
+    which backup it would restore from: nothing else is printed, and the
+    folder is untouched."""
     config = backup_config(workdir, source)
     _ready(config, source)
     verger(config, "backup", "run", check=True)
     full = workdir / "full"
     full.mkdir()
     (full / "keep.txt").write_text("mine")
-    for target, why in (
+    closed = workdir / "closed"
+    closed.mkdir(mode=0o700)
+    refusals = [
         (str(full), "is not empty"),
         (source.url("app"), "the database the backups come from"),
-    ):
+    ]
+    if os.geteuid() == 0:
+        refusals.append((str(closed / "copy"), "postgres cannot enter"))
+    for target, why in refusals:
         done = verger(config, "restore", "--latest", "--target", target)
         assert done.returncode == 6, done.stderr
         assert done.stdout == ""

@@ -310,9 +310,11 @@ def refuse_target(engine: Engine, target: str | None) -> None:
     if target and target.startswith(DATABASE_URL):
         _refuse_database(engine, target)
     elif target:
-        problem = _target_problem(Path(target).resolve())
+        folder = Path(target).resolve()
+        problem = _target_problem(folder)
         if problem:
             raise BackupError(problem, "restore into a new or empty folder")
+        engine.context.runner.check_reachable(folder.parent)
 
 
 def restore(
