@@ -31,10 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from verger.errors import BackupError
-from verger.errors import (
-    WrongPassphrase as WrongPassphrase,
-)  # one of the format's errors
+from verger.errors import BackupError, WrongPassphrase
 
 MAGIC = b"VERGER1"
 # scrypt with N = 2**15, r = 8, p = 1: about 0.1 s and 32 MiB per file.

@@ -4,8 +4,7 @@ The point is checked against what the repository can reach before anything
 is written: a time before the first backup finished, after the newest
 commit in the archived WAL (or the newest backup's end, when that is later),
 or inside a gap in the archive is refused with the range that can be
-restored. A restore never writes over the database it
-came from.
+restored. A restore never writes over the database it came from.
 """
 
 from __future__ import annotations
