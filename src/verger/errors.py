@@ -75,9 +75,17 @@ class RepositoryMissing(BackupError):
     """The backup repository's folder is gone or empty: unmounted, or deleted."""
 
 
+class WrongPassphrase(BackupError):
+    """The repository or a backup file does not open with backup.passphrase."""
+
+
 class Interrupted(BackupError):
     """A backup job was stopped by a signal; nothing it was doing counts."""
 
-    def __init__(self, message: str, hint: str = "", *, exit_code: int = 143) -> None:
+    def __init__(
+        self, message: str, hint: str = "", *, exit_code: int = 143, signal: str = ""
+    ) -> None:
         super().__init__(message, hint)
         self.exit_code = exit_code
+        # The signal's name, such as SIGTERM.
+        self.signal = signal

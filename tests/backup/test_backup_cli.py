@@ -161,6 +161,56 @@ def test_a_time_after_the_newest_commit_is_refused_before_any_restore(
     assert not target.exists()
 
 
+def _newest_stop(config: Path) -> float:
+    """The newest backup's stop time (its consistent point), as pgBackRest lists it."""
+    conf = config.parent / ".verger" / "backup" / "production" / "pgbackrest.conf"
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    done = subprocess.run(
+        [*as_postgres, "pgbackrest", f"--config={conf}", "info", "--output=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (stanza,) = json.loads(done.stdout)
+    return float(stanza["backup"][-1]["timestamp"]["stop"])
+
+
+def test_without_a_commit_since_the_newest_backup_the_range_reaches_its_end(
+    workdir: Path, source: Source
+) -> None:
+    """When nothing was committed after the newest backup, the restorable range
+    still ends no earlier than that backup's stop time, and a restore to that
+    end succeeds with everything committed before it."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    source.sql("INSERT INTO churches (name) VALUES ('between the backups')")
+    verger(config, "backup", "run", "--no-verify", check=True)
+    _switch_wal(source)
+    stop = _newest_stop(config)
+
+    refused = verger(config, "restore", "--to-time", "2099-01-01 00:00:00+00")
+    assert refused.returncode == 6, refused.stderr
+    end = re.search(r"can restore from .* to (\S+ \S+) UTC", refused.stderr)
+    assert end, refused.stderr
+    newest = dt.datetime.fromisoformat(end[1] + "+00:00").timestamp()
+    assert newest >= stop, (newest, stop)
+
+    target = workdir / "copy"
+    done = verger(
+        config, "restore", "--to-time", f"{end[1]}+00:00", "--target", str(target)
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    copy = Source(source.runner, workdir / "check", "copy")
+    copy.data = target
+    copy.start(timeout=60)
+    try:
+        names = copy.sql("SELECT name FROM churches WHERE name = 'between the backups'")
+    finally:
+        copy.remove()
+    assert names == [("between the backups",)]
+
+
 def test_a_deleted_wal_segment_is_reported_as_a_gap(
     workdir: Path, source: Source, recorder: Recorder
 ) -> None:
@@ -273,19 +323,64 @@ def test_a_passphrase_with_surrounding_space_is_refused(
     assert not (workdir / "repo").exists()
 
 
-def test_wrong_passphrase_is_one_clear_line(workdir: Path, source: Source) -> None:
-    """A wrong passphrase fails with one line saying so, no traceback, and the
-    passphrase itself appears nowhere in the output."""
+def test_wrong_passphrase_lists_the_catalog_and_refuses_the_rest(
+    workdir: Path, source: Source
+) -> None:
+    """With a wrong passphrase 'backup list' shows the catalog with one warning
+    line saying the passphrase does not open the repository and what to do
+    (--json: repository_checked false, and why); 'backup verify' and 'backup
+    run' refuse in one line. Neither passphrase appears in any output."""
     config = backup_config(workdir, source)
     _ready(config, source)
     verger(config, "backup", "run", "--no-verify", check=True)
     wrong = "not the right passphrase at all"
-    done = verger(config, "backup", "list", VERGER_BACKUP_PASSPHRASE=wrong)
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr
-    assert wrong not in done.stdout + done.stderr
-    assert PASSPHRASE not in done.stdout + done.stderr
-    assert "passphrase" in done.stderr
+    outputs = []
+
+    listed = verger(config, "--json", "backup", "list", VERGER_BACKUP_PASSPHRASE=wrong)
+    outputs.append(listed)
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert [row["status"] for row in data["backups"]] == ["done"]
+    assert data["repository_checked"] is False
+    assert "passphrase" in data["repository_problem"]
+    human = verger(config, "backup", "list", VERGER_BACKUP_PASSPHRASE=wrong)
+    outputs.append(human)
+    assert human.returncode == 0 and "done" in human.stdout, human.stderr
+    (warning,) = human.stderr.strip().splitlines()
+    assert "passphrase" in warning and "the repository was not read" in warning
+    assert "set backup.passphrase" in warning
+
+    for args in (("backup", "verify"), ("backup", "run", "--no-verify")):
+        refused = verger(config, *args, VERGER_BACKUP_PASSPHRASE=wrong)
+        outputs.append(refused)
+        assert refused.returncode == 6, refused.stderr
+        assert "passphrase" in refused.stderr and "hint:" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 2, refused.stderr
+    for done in outputs:
+        assert "Traceback" not in done.stderr
+        assert wrong not in done.stdout + done.stderr
+        assert PASSPHRASE not in done.stdout + done.stderr
+
+
+def test_a_pg_dump_repository_with_a_wrong_passphrase_lists_the_catalog(
+    workdir: Path, source: Source
+) -> None:
+    """With the pg_dump engine too, a wrong passphrase makes 'backup list' show
+    the catalog, unchecked, with the reason in --json, and 'backup verify'
+    refuse."""
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    wrong = "not the right passphrase at all"
+    listed = verger(config, "--json", "backup", "list", VERGER_BACKUP_PASSPHRASE=wrong)
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert [row["status"] for row in data["backups"]] == ["done"]
+    assert data["repository_checked"] is False
+    assert "passphrase is wrong" in data["repository_problem"]
+    assert "the repository was not read" in listed.stderr
+    refused = verger(config, "backup", "verify", VERGER_BACKUP_PASSPHRASE=wrong)
+    assert refused.returncode == 6 and "passphrase" in refused.stderr
 
 
 def _without_passphrase(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -363,11 +458,44 @@ def test_runs_whose_process_died_are_listed_as_interrupted(
     (row,) = json.loads(listed.stdout)["backups"]
     assert row["status"] == "interrupted"
     assert "ended before it finished" in str(row["detail"])
+    assert row["finished_at"] is None
     assert "Backup #1 is marked interrupted" in listed.stderr
     (drill,) = json.loads(_without_passphrase(config, "--json", "dr", "report").stdout)
     assert drill["status"] == "interrupted"
     human = _without_passphrase(config, "backup", "list")
     assert "interrupted" in human.stdout and "failed" not in human.stdout
+    assert "unknown" in human.stdout
+
+
+def test_a_killed_pg_dump_backup_took_an_unknown_time(
+    workdir: Path, source: Source
+) -> None:
+    """A pg_dump 'backup run' killed with SIGKILL is marked interrupted by the
+    next command with no end time, so its "took" is unknown rather than the
+    time until someone looked."""
+    source.sql(
+        "CREATE TABLE bulk AS SELECT g, md5(g::text) AS h FROM generate_series(1, 600000) g"
+    )
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    env = {**os.environ, "VERGER_BACKUP_PASSPHRASE": PASSPHRASE}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verger", "-c", str(config), "backup", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _wait_for_running_backup(config)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(2)
+    (row,) = _listed(config)
+    assert row["status"] == "interrupted", row
+    assert row["finished_at"] is None
+    human = verger(config, "backup", "list", check=True)
+    (line,) = [line for line in human.stdout.splitlines() if "interrupted" in line]
+    assert "unknown" in line, human.stdout
 
 
 def _holding(folder: Path, secret: bytes) -> dict[str, tuple[int, int]]:
@@ -416,15 +544,68 @@ def test_the_passphrase_is_written_only_where_archive_command_needs_it(
 
 
 def test_root_without_run_as_gets_a_hint(workdir: Path, source: Source) -> None:
-    """Started as root with no backup.run_as, verger refuses with a hint to set it,
-    since PostgreSQL's programs refuse to run as root."""
+    """Started as root with no backup.run_as, commands that need the repository
+    refuse with a hint to set it, since PostgreSQL's programs refuse to run as
+    root; 'backup list' and 'dr report' still show the catalog, list warning
+    that the repository was not read (--json: repository_checked false)."""
     if os.geteuid() != 0:
         pytest.skip("only meaningful when the tests run as root")
     config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
     config.write_text(config.read_text().replace("\n  run_as: postgres", ""))
+
+    listed = verger(config, "--json", "backup", "list")
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert [row["status"] for row in data["backups"]] == ["done"]
+    assert data["repository_checked"] is False and data["gaps"] == []
+    assert "run_as" in data["repository_problem"]
+    (warning,) = listed.stderr.strip().splitlines()
+    assert "the repository was not read" in warning and "run_as" in warning
+    report = verger(config, "--json", "dr", "report")
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout) == []
+
+    for args in (("backup", "run"), ("backup", "verify")):
+        done = verger(config, *args)
+        assert done.returncode == 6
+        assert "run_as" in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 2, done.stderr
+
+
+def test_a_run_as_that_does_not_own_the_cluster_is_named_before_pgbackrest(
+    workdir: Path, source: Source
+) -> None:
+    """With backup.run_as set to a user who does not own the cluster's data
+    folder, 'backup setup' and 'backup run' refuse before pgBackRest runs, in
+    one line naming the owner and run_as, with a hint to set run_as to the
+    owner; setup writes nothing."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    config = backup_config(workdir, source)
+    good = config.read_text()
+    config.write_text(good.replace("run_as: postgres", "run_as: nobody"))
+    done = verger(config, "backup", "setup")
+    assert done.returncode == 6, done.stderr
+    message, hint = done.stderr.strip().splitlines()
+    assert "owned by postgres" in message and "backup.run_as is nobody" in message
+    assert "set backup.run_as: postgres" in hint
+    assert not (workdir / "repo").exists()
+
+    config.write_text(good)
+    _ready(config, source)
+    # The repository and verger's pgBackRest files now belong to nobody, as
+    # if setup had been run with it; the cluster still belongs to postgres.
+    state = config.parent / ".verger" / "backup"
+    subprocess.run(["chown", "-R", "nobody", str(workdir / "repo"), str(state)])
+    config.write_text(good.replace("run_as: postgres", "run_as: nobody"))
     done = verger(config, "backup", "run")
-    assert done.returncode == 6
-    assert "run_as" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 6, done.stderr
+    assert "Permission denied" not in done.stderr
+    message, hint = done.stderr.strip().splitlines()
+    assert "owned by postgres" in message and "backup.run_as is nobody" in message
+    assert "set backup.run_as: postgres" in hint
 
 
 def test_a_backup_killed_midway_is_never_listed_as_good(
@@ -482,6 +663,27 @@ def test_drill_measures_rto_and_rpo_and_report_lists_it(
     restore_began = row["writable_at"] - row["rto_seconds"]
     assert row["incident_at"] <= restore_began
     assert row["writable_at"] <= row["finished_at"]
+
+
+def test_a_drill_never_reads_the_archive_for_the_newest_commit(
+    workdir: Path, source: Source
+) -> None:
+    """'dr drill' restores the newest backup plus all WAL without first reading
+    archived segments for the newest commit (no archive-get and pg_waldump for
+    a range it does not use), and still measures; 'restore --to-time' does read
+    it, for its range check."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    _switch_wal(source)
+    done = verger(config, "--debug", "--json", "dr", "drill")
+    assert done.returncode in (0, 6), done.stderr
+    result = json.loads(done.stdout)
+    assert result["rto_seconds"] is not None and result["rpo_seconds"] is not None
+    assert "Reading the newest commit" not in done.stderr
+    refused = verger(config, "--debug", "restore", "--to-time", "2099-01-01 00:00+00")
+    assert refused.returncode == 6
+    assert "Reading the newest commit" in refused.stderr
 
 
 def _drills(config: Path) -> list[tuple[str, str | None]]:
@@ -611,6 +813,50 @@ def test_a_verify_killed_midway_leaves_nothing_verified(
     done = verger(config, "--json", "backup", "verify")
     assert json.loads(done.stdout)["verified"] is True, done.stderr
     assert not list(scratch.iterdir())
+
+
+def _verify_then_signal(config: Path, scratch: Path, number: int) -> int:
+    """Start 'backup verify 1', send ``number`` once it restores; its exit code."""
+    env = {**os.environ, "VERGER_BACKUP_PASSPHRASE": PASSPHRASE}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verger", "-c", str(config), "backup", "verify", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if scratch.exists() and any(scratch.iterdir()):
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(number)
+    return process.wait(timeout=120)
+
+
+def test_an_interrupted_verification_says_why_and_keeps_the_verified_status(
+    workdir: Path, source: Source
+) -> None:
+    """SIGTERM, then SIGINT, during 'backup verify' of a verified backup leave
+    it verified with its first verification time, and its verification record
+    says it was interrupted, by which signal, and what the earlier one found."""
+    source.sql("CREATE TABLE filler AS SELECT g FROM generate_series(1, 600000) g")
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", check=True)
+    (before,) = _listed(config)
+    assert before["status"] == "verified"
+    scratch = workdir / "scratch"
+    for number, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        assert _verify_then_signal(config, scratch, number) == code
+        (after,) = _listed(config)
+        assert after["status"] == "verified"
+        assert after["verified_at"] == before["verified_at"]
+        detail = str(after["verify_detail"])
+        assert detail.startswith(f"Verification interrupted by {number.name}")
+        assert detail.count("Verification interrupted") == 1, detail
+        assert detail.endswith(str(before["verify_detail"])), detail
 
 
 def test_retention_keeps_the_oldest_promised_point_restorable(
@@ -879,6 +1125,36 @@ def test_restore_latest_starts_from_the_newest_verified_backup_and_says_so(
     assert named.returncode == 0, named.stdout + named.stderr
     assert json.loads(named.stdout)["backup"] == newer["label"]
     assert "no restore has proved" in named.stderr
+
+
+def test_a_refused_target_is_refused_before_the_backup_is_named(
+    workdir: Path, source: Source
+) -> None:
+    """'restore' into a folder that is not empty, one run_as cannot reach, or
+    the database the backups come from, is refused in one line before it says
+    which backup it would restore from: nothing else is printed, and the
+    folder is untouched."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", check=True)
+    full = workdir / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    closed = workdir / "closed"
+    closed.mkdir(mode=0o700)
+    refusals = [
+        (str(full), "is not empty"),
+        (source.url("app"), "the database the backups come from"),
+    ]
+    if os.geteuid() == 0:
+        refusals.append((str(closed / "copy"), "postgres cannot enter"))
+    for target, why in refusals:
+        done = verger(config, "restore", "--latest", "--target", target)
+        assert done.returncode == 6, done.stderr
+        assert done.stdout == ""
+        message, hint = done.stderr.strip().splitlines()
+        assert why in message and hint.startswith("hint:"), done.stderr
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
 
 
 @pytest.mark.parametrize(

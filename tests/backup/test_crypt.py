@@ -13,12 +13,11 @@ from verger.backup.crypt import (
     DamagedFile,
     Decryptor,
     Encryptor,
-    WrongPassphrase,
     decrypt_bytes,
     decrypt_stream,
     encrypt_stream,
 )
-from verger.errors import BackupError
+from verger.errors import BackupError, WrongPassphrase
 
 P = "correct horse battery staple"
 CHUNK_LOG2 = 12

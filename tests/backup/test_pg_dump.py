@@ -20,14 +20,14 @@ from conftest import Source, backup_config, postgres_runner, verger
 
 from verger.backup import crypt
 from verger.backup.cluster import ScratchCluster
-from verger.backup.crypt import DamagedFile, WrongPassphrase
+from verger.backup.crypt import DamagedFile
 from verger.backup.engines import pg_dump as pg_dump_engine
 from verger.backup.engines.base import Context, RestorePoint
 from verger.backup.engines.pg_dump import NO_PITR, NO_POINT_IN_TIME, PgDump
 from verger.backup.storage import LocalStorage, S3Storage, Storage
 from verger.backup.tables import checksums
 from verger.config.model import S3, Backup, Repository
-from verger.errors import BackupError, VergerError
+from verger.errors import BackupError, VergerError, WrongPassphrase
 
 P = "pg-dump test passphrase 5b1e"
 RUN_AS = "postgres" if os.geteuid() == 0 else None

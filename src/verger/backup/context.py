@@ -61,30 +61,31 @@ def passphrase(section: Backup) -> str:
     return value
 
 
-def passphrase_problem(section: Backup) -> BackupError | None:
-    """Why the repository key cannot be had, or None when it can."""
+def repository_problem(section: Backup) -> BackupError | None:
+    """Why the repository cannot be read here (no key, no run_as as root), or None."""
     try:
         passphrase(section)
+        resolve_user(section.run_as)
     except BackupError as exc:
         return exc
     return None
 
 
-def make_context(loaded: Loaded, *, need_passphrase: bool = True) -> Context:
-    """The engine's context; without ``need_passphrase`` a missing key is no error.
+def make_context(loaded: Loaded, *, catalog_only: bool = False) -> Context:
+    """The engine's context; with ``catalog_only`` what the repository needs is no error.
 
-    Commands that read only verger's catalog (``backup list`` without a key,
-    ``dr report``) must work where the passphrase is not at hand; their
-    context then holds an empty passphrase, which every engine refuses.
+    Commands that read only verger's catalog (``backup list`` without a key
+    or started as root without ``backup.run_as``, ``dr report``) must work
+    where the repository cannot be read; their context then holds an empty
+    passphrase, which every engine refuses.
     """
     section = backup_section(loaded)
-    try:
-        secret = passphrase(section)
-    except BackupError:
-        if need_passphrase:
-            raise
-        secret = ""
-    runner = Runner(resolve_user(section.run_as), secrets=[secret])
+    problem = repository_problem(section)
+    if problem is not None and not catalog_only:
+        raise problem
+    secret = passphrase(section) if problem is None else ""
+    user = resolve_user(section.run_as) if problem is None else None
+    runner = Runner(user, secrets=[secret])
     s3 = section.repository.s3
     if s3 is not None and s3.secret:
         runner.secrets.append(s3.secret)

@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from verger.errors import BackupError
+from verger.errors import BackupError, WrongPassphrase
 
 MAGIC = b"VERGER1"
 # scrypt with N = 2**15, r = 8, p = 1: about 0.1 s and 32 MiB per file.
@@ -59,10 +59,6 @@ _WRONG_PASSPHRASE_HINT = (
 _DAMAGED_HINT = (
     "restore another backup, and check the repository's disk or bucket for other damage"
 )
-
-
-class WrongPassphrase(BackupError):
-    """The file is whole, but was encrypted with another passphrase."""
 
 
 class DamagedFile(BackupError):

@@ -35,7 +35,7 @@ from verger.backup.markers import (
     newest_marker,
     prune,
 )
-from verger.backup.restore import reach, unusable
+from verger.backup.restore import restorable, unusable
 from verger.backup.runs import INTERRUPTED
 from verger.backup.verify import _database, content_error, mark_unrestorable
 from verger.errors import Interrupted, VergerError
@@ -163,7 +163,7 @@ def _recover(
     began, incident, durable = times
     context = engine.context
     targets = context.section.targets
-    newest = max(reach(engine, skip).backups, key=lambda b: b.finished_at)
+    newest = max(restorable(engine, skip), key=lambda b: b.finished_at)
     point = RestorePoint(label=newest.label, latest=engine.pitr, size=newest.size)
     with ScratchCluster(context.runner, context.scratch, "drill") as cluster:
         started = time.time()

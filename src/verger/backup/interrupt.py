@@ -38,6 +38,7 @@ def interruptible(job: str) -> Iterator[None]:
             f"the {job} was interrupted by {name}; nothing it was doing counts",
             "nothing from it is listed as good; run it again when ready",
             exit_code=EXIT_CODES.get(signal.Signals(number), 143),
+            signal=name,
         )
 
     previous = {number: signal.signal(number, handler) for number in EXIT_CODES}

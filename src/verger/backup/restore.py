@@ -2,9 +2,9 @@
 
 The point is checked against what the repository can reach before anything
 is written: a time before the first backup finished, after the newest
-commit in the archived WAL, or inside a gap in the archive is refused with
-the range that can be restored. A restore never writes over the database it
-came from.
+commit in the archived WAL (or the newest backup's end, when that is later),
+or inside a gap in the archive is refused with the range that can be
+restored. A restore never writes over the database it came from.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ from verger.state import Store
 
 log = logging.getLogger("verger.backup")
 
+# A --target starting so is a database to restore into, not a folder.
+DATABASE_URL = ("postgresql://", "postgres://")
+
 
 def when(epoch: float | None) -> str:
     if epoch is None:
@@ -70,6 +73,8 @@ class Reach:
     backups: list[EngineBackup]
     # The archive as listed once, for the gap checks that follow.
     segments: list[WalSegment] = field(default_factory=list)
+    # The newest commit in the archive, where one was found.
+    commit: float | None = None
 
     def sentence(self) -> str:
         return f"from {when(self.earliest)} to {when(self.latest)}"
@@ -84,8 +89,8 @@ def unusable(store: Store, database: str) -> set[str]:
     }
 
 
-def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
-    """What the repository can restore, leaving out the backups named in ``skip``."""
+def restorable(engine: Engine, skip: Collection[str] = ()) -> list[EngineBackup]:
+    """The repository's backups, leaving out failed ones and those named in ``skip``."""
     found = [b for b in engine.backups() if not b.error]
     backups = [b for b in found if b.label not in skip]
     if not backups:
@@ -94,6 +99,17 @@ def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
             + (" that a restore has not proved broken" if found else ""),
             "take one with 'verger backup run'",
         )
+    return backups
+
+
+def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
+    """What the repository can restore, leaving out the backups named in ``skip``.
+
+    Its end is read from the archived WAL (a few archive-get and pg_waldump
+    calls), so a restore of the newest backup plus all WAL, such as a drill,
+    asks ``restorable`` instead.
+    """
+    backups = restorable(engine, skip)
     earliest = min(b.finished_at for b in backups)
     latest = max(b.finished_at for b in backups)
     segments = engine.wal() if engine.pitr else []
@@ -101,8 +117,10 @@ def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
     # commit reaches no later point, and a time past that commit is never reached.
     commit = newest_commit(segments, engine.last_commit) if segments else None
     if commit is not None:
-        latest = max(earliest, commit)
-    return Reach(earliest, latest, backups, segments)
+        # Without a commit since the newest backup, its consistent point is
+        # still reached: the range never ends before it.
+        latest = max(latest, commit)
+    return Reach(earliest, latest, backups, segments, commit)
 
 
 def plan(
@@ -159,6 +177,10 @@ def plan(
             "pick a later time, or another backup",
         )
     base = max(usable, key=lambda b: b.finished_at)
+    if span.commit is not None and to_time > span.commit:
+        # No commit follows the time, so recovery to it would replay all WAL
+        # and fail looking for one; replaying all WAL is that very state.
+        return RestorePoint(label=base.label, latest=True, size=base.size)
     return RestorePoint(label=base.label, time=to_time, size=base.size)
 
 
@@ -171,7 +193,7 @@ def _only(span: Reach, label: str, skip: Collection[str]) -> Reach:
             f"cannot restore from backup {label}: {why}",
             "see 'verger backup list' for the backups that can be restored",
         )
-    return Reach(chosen[0].finished_at, span.latest, chosen, span.segments)
+    return Reach(chosen[0].finished_at, span.latest, chosen, span.segments, span.commit)
 
 
 def _base_for_latest(
@@ -278,6 +300,22 @@ def _target_problem(data: Path) -> str | None:
     return None
 
 
+def refuse_target(engine: Engine, target: str | None) -> None:
+    """Refuse a target that cannot receive a restore, before anything is said.
+
+    ``restore`` checks again as it starts; this lets the CLI refuse before it
+    names the backup it would restore from.
+    """
+    if target and target.startswith(DATABASE_URL):
+        _refuse_database(engine, target)
+    elif target:
+        folder = Path(target).resolve()
+        problem = _target_problem(folder)
+        if problem:
+            raise BackupError(problem, "restore into a new or empty folder")
+        engine.context.runner.check_reachable(folder.parent)
+
+
 def restore(
     engine: Engine,
     point: RestorePoint,
@@ -288,7 +326,7 @@ def restore(
     context = engine.context
     for sentence in clean_stale(context.scratch):
         log.warning(sentence)
-    if target and target.startswith(("postgresql://", "postgres://")):
+    if target and target.startswith(DATABASE_URL):
         return _into_database(engine, point, target, progress)
     folder = Path(target) if target else _default_folder(context.root, context.database)
     started = time.monotonic()
@@ -475,12 +513,7 @@ def _into_database(
     engine: Engine, point: RestorePoint, target: str, progress: Progress
 ) -> dict[str, Any]:
     context = engine.context
-    if same_database(target, context.dsn):
-        raise BackupError(
-            "the restore target is the database the backups come from",
-            "restore into a new, empty database, then switch to it yourself",
-        )
-    _require_empty(target)
+    _refuse_database(engine, target)
     started = time.monotonic()
     with ScratchCluster(context.runner, context.scratch, "restore") as cluster:
         engine.restore(point, cluster, progress)
@@ -512,6 +545,15 @@ def _into_database(
         "recovered_to": reached,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _refuse_database(engine: Engine, target: str) -> None:
+    if same_database(target, engine.context.dsn):
+        raise BackupError(
+            "the restore target is the database the backups come from",
+            "restore into a new, empty database, then switch to it yourself",
+        )
+    _require_empty(target)
 
 
 def _where(url: str) -> str:

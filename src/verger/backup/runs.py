@@ -159,10 +159,11 @@ def mark_orphans(store: Store, database: str) -> list[str]:
     for row in store.backups(database, "running"):
         if row.pid is not None and running(int(row.pid)) and row.pid != os.getpid():
             continue
+        # No finished_at: when it was noticed is not when it stopped, and
+        # "took" would count the time nobody looked.
         store.update_backup(
             row.id,
             status=INTERRUPTED,
-            finished_at=time.time(),
             detail="interrupted: the process taking it ended before it finished",
         )
         changes.append(f"Backup #{row.id} is marked interrupted: its process is gone.")

@@ -133,8 +133,10 @@ def verify_backup(
         step(progress, "compare")
         _marker(cluster, context.dsn, row, verdict)
         _tables(engine, cluster, row, verdict)
-    except Interrupted:
-        raise  # Stopped, not disproved: the backup stays as it was.
+    except Interrupted as exc:
+        # Stopped, not disproved: the backup's status stays as it was.
+        _record_interrupted(store, row, exc)
+        raise
     except VergerError as exc:
         verdict.problems.append(f"the restore failed: {exc}")
         verdict.unproved = not content_error(exc)
@@ -155,6 +157,27 @@ def verify_backup(
         )
     log.info(verdict.sentence())
     return verdict
+
+
+# Where an interrupted verification's record quotes the verdict before it.
+EARLIER = ", as the earlier verification found: "
+
+
+def _record_interrupted(store: Store, row: Row, exc: Interrupted) -> None:
+    """Say in the verification record that this one was stopped, and by what."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    said = (
+        f"Verification interrupted by {exc.signal or 'a signal'} at {at}, so "
+        f"nothing new was proved; backup #{row.id} stays {row.status}"
+    )
+    earlier = row.verify_detail or ""
+    if EARLIER in earlier or earlier.startswith("Verification interrupted"):
+        # Stopped again: what an earlier verification found is still the news.
+        earlier = earlier.partition(EARLIER)[2]
+    if earlier:
+        said += f"{EARLIER}{earlier}"
+    store.update_backup(row.id, verify_detail=said)
+    log.warning(said)
 
 
 def _database(dsn: str) -> str:

@@ -15,7 +15,7 @@ import click
 
 from verger.cli.main import Ctx, UsageError, _store, cli, pass_ctx
 from verger.config.types import format_duration
-from verger.errors import RepositoryMissing, VergerError
+from verger.errors import RepositoryMissing, VergerError, WrongPassphrase
 
 # What the progress bar says in each step of a job.
 PHASES = {
@@ -164,22 +164,18 @@ def backup_run(c: Ctx, kind: str | None, no_verify: bool) -> None:
 def backup_list(c: Ctx) -> None:
     """Backups in the catalog, newest first, with what proved them, and WAL gaps."""
     from verger.backup import make_context, when
-    from verger.backup.context import passphrase_problem
+    from verger.backup.context import repository_problem
 
-    context = make_context(c.loaded, need_passphrase=False)
+    context = make_context(c.loaded, catalog_only=True)
     store = _store(c)
     _tidy(c, context, store)
-    missing = passphrase_problem(context.section)
-    checked = missing is None
-    if missing is None:
-        gaps, checked = _checked_against_repository(c, context, store)
+    problem: VergerError | None = repository_problem(context.section)
+    gaps: list[Any] = []
+    if problem is None:
+        gaps, problem = _checked_against_repository(c, context, store)
     else:
-        # The catalog needs no key; the repository does, so it is left alone.
-        c.out.warn(
-            f"{missing.message}, so the repository was not read: the catalog below "
-            f"is not checked against it and WAL gaps are not looked for ({missing.hint})"
-        )
-        gaps = []
+        # The catalog needs no key and no run_as; the repository does.
+        c.out.warn(_unread(problem))
     rows = store.backups(context.database)
     c.out.table(
         f"Backups of {context.database}",
@@ -191,9 +187,7 @@ def backup_list(c: Ctx) -> None:
                 r.kind,
                 r.status,
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)),
-                format_duration(round(r.finished_at - r.started_at))
-                if r.finished_at
-                else "",
+                _took(r),
                 _size(r.repo_size or r.size),
                 r.verify_detail or r.detail or "",
             ]
@@ -202,30 +196,49 @@ def backup_list(c: Ctx) -> None:
         data={
             "backups": [_backup_data(r) for r in rows],
             "gaps": [gap.__dict__ for gap in gaps],
-            "repository_checked": checked,
+            "repository_checked": problem is None,
+            "repository_problem": None if problem is None else problem.message,
         },
     )
     for gap in gaps:
         c.out.warn(gap.sentence(when))
 
 
+def _took(row: Any) -> str:
+    """How long a backup ran; unknown for one whose process died unseen."""
+    if row.finished_at:
+        return format_duration(round(row.finished_at - row.started_at))
+    return "unknown" if row.status == "interrupted" else ""
+
+
+def _unread(problem: VergerError) -> str:
+    return (
+        f"{problem.message}, so the repository was not read: the catalog below "
+        f"is not checked against it and WAL gaps are not looked for ({problem.hint})"
+    )
+
+
 def _checked_against_repository(
     c: Ctx, context: Any, store: Any
-) -> tuple[list[Any], bool]:
+) -> tuple[list[Any], VergerError | None]:
     """Bring the catalog in line with the repository: the WAL archive's gaps, and
-    whether the repository could be read at all."""
+    why the repository could not be read (None when it was)."""
     from verger.backup import make_engine, reconcile
 
     engine = make_engine(context)
     try:
         reconcile(engine, store)
-        return _gaps(engine), True
+        return _gaps(engine), None
+    except WrongPassphrase as exc:
+        # As without a passphrase, the catalog is what is left to go by.
+        c.out.warn(_unread(exc))
+        return [], exc
     except RepositoryMissing as exc:
         if not store.backups(context.database):
             raise
         # The catalog is what is left to go by: show it, marked as unchecked.
         c.out.warn(f"{exc.message}; {exc.hint}. The catalog below is unchecked.")
-        return [], False
+        return [], exc
 
 
 def _gaps(engine: Any) -> list[Any]:
@@ -395,6 +408,7 @@ def restore(
     """Restore the database as it was at a time, or as late as the archive reaches."""
     from verger.backup import parse_time, plan, unusable, when
     from verger.backup import restore as run_restore
+    from verger.backup.restore import refuse_target
     from verger.backup.runs import refuse_missing_repository
     from verger.backup.verify import content_error, mark_unrestorable
 
@@ -407,6 +421,8 @@ def restore(
         database = engine.context.database
         label = None if backup_id is None else _label_of(store, database, backup_id)
         refuse_missing_repository(engine, store)
+        # Everything refusable is refused before the choice is said.
+        refuse_target(engine, target)
         skip = unusable(store, database)
         verified = _verified(store, engine)
         point = plan(engine, latest, moment, skip, verified, label)

@@ -44,7 +44,6 @@ from verger.backup.crypt import (
     Encryptor,
     Readable,
     Writable,
-    WrongPassphrase,
     decrypt_bytes,
     encrypt_bytes,
     require_passphrase,
@@ -64,7 +63,7 @@ from verger.backup.engines.base import (
 from verger.backup.storage import LocalStorage, StoredFile, make_storage
 from verger.backup.system import Runner, pg_program
 from verger.backup.tables import Connection, TableCheck, checksums, table_checks
-from verger.errors import BackupError, ToolError, VergerError
+from verger.errors import BackupError, ToolError, VergerError, WrongPassphrase
 
 log = logging.getLogger("verger.backup")
 

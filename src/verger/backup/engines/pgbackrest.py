@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -56,7 +57,7 @@ from verger.backup.engines.base import (
 from verger.backup.system import pg_program
 from verger.children import guarded
 from verger.config.model import S3
-from verger.errors import BackupError, RepositoryMissing
+from verger.errors import BackupError, RepositoryMissing, WrongPassphrase
 
 log = logging.getLogger("verger.backup")
 
@@ -152,6 +153,7 @@ class PgBackRest(Engine):
             ]
 
         facts = self.cluster_facts()
+        self.refuse_other_owner(facts.data)
         self.refuse_wrong_passphrase(render_config(self.context, facts, secret=False))
         previous = self.read_config()
         lines = [f"wrote {self.write_config(facts)}"]
@@ -285,6 +287,9 @@ class PgBackRest(Engine):
                 f"use one of {', '.join(self.kinds)}",
             )
         self.ensure_config(database=True)
+        facts = self.saved_facts()
+        if facts is not None:
+            self.refuse_other_owner(facts.data)
         total = self.database_size()
         step(progress, "backup", total)
         code, output = self.stream(
@@ -435,6 +440,7 @@ class PgBackRest(Engine):
         """The newest commit time in the first of the archived segments ``names``
         that holds a commit, read with pg_waldump from a copy fetched with
         archive-get; None when none can be read."""
+        log.debug("Reading the newest commit from WAL segments %s", ", ".join(names))
         self.ensure_config()
         scratch = self.runner.own(self.context.scratch, 0o755)
         folder = self.runner.own(scratch / f"wal-{os.getpid()}", 0o700)
@@ -593,6 +599,31 @@ class PgBackRest(Engine):
             )
         return Cluster(data, port, socket, user, database)
 
+    def refuse_other_owner(self, data: str) -> None:
+        """Refuse up front when run_as does not own the cluster's data folder.
+
+        PostgreSQL keeps the folder private to its owner, so pgBackRest run as
+        anyone else fails deep inside with "Permission denied".
+        """
+        try:
+            owner = Path(data).stat().st_uid
+        except OSError:
+            return  # pgBackRest names what is wrong with the folder itself.
+        if owner == self.runner.uid:
+            return
+        name = _user_of(owner)
+        hint = f"set backup.run_as: {name} in verger.yml"
+        if self.runner.user is not None:
+            who = f"backup.run_as is {self.runner.user.name}"
+        else:
+            who = f"verger runs as {_user_of(self.runner.uid)}"
+            hint = f"run verger as {name}, or as root with backup.run_as: {name}"
+        raise BackupError(
+            f"the cluster's data folder {data} is owned by {name}, and {who}: "
+            "pgBackRest cannot read it",
+            hint,
+        )
+
     def database_size(self) -> int:
         """The source's size, for progress: pgBackRest's percentages are of it."""
         try:
@@ -632,7 +663,7 @@ class PgBackRest(Engine):
         if parser.get("global", "repo1-cipher-pass", fallback=None) != (
             self.context.passphrase
         ):
-            raise BackupError(
+            raise WrongPassphrase(
                 f"backup.passphrase is not the passphrase in {self.config_path}, "
                 "which archive_command uses",
                 "set backup.passphrase back to the passphrase the repository was "
@@ -812,7 +843,7 @@ class PgBackRest(Engine):
         return missing_repository(path) if empty else None
 
     def passphrase_error(self) -> BackupError:
-        return BackupError(
+        return WrongPassphrase(
             "the repository could not be decrypted with backup.passphrase",
             "set backup.passphrase to the passphrase the repository was created with",
         )
@@ -823,6 +854,13 @@ class PgBackRest(Engine):
             if secret:
                 text = text.replace(secret, "********")
         return text
+
+
+def _user_of(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def program() -> str:
