@@ -9,7 +9,8 @@ masked fields replaced on the way and every other field passed through
 untouched. Indexes and constraints are built once afterwards, so no row is
 ever written twice. The originals' keyed fingerprints, for the leak scan,
 are taken by a second process reading beside the masking one, or, from a
-million rows, by each of two processes that share the masked tables.
+million rows, by each of two processes that share the masked tables, the
+largest cut between them by a hash of its costliest masked field.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ PARALLEL_ROWS = 1_000_000
 # A table with more rows than this, and more than half the work, is halved
 # between the two processes, or one of them would idle while the other masks it.
 SPLIT_ROWS = 500_000
+# A halved table is cut by a hash of one field into this many buckets.
+BUCKETS = 1024
+# Which masked field a halved table is cut by: the one whose fakes cost most.
+COSTLIEST = {"text": 3, "phone": 2, "name": 1, "email": 1}
 INTEGER_TYPES = ("smallint", "integer", "bigint")
 # Every table pg_dump copies data for: ordinary tables and partitions, not
 # partitioned parents (their rows are their partitions'), not extensions' own.
@@ -334,7 +339,9 @@ def _shares(
         # The largest table is cut so that each process gets half the work.
         work, (table, tp, _, _) = parts[0]
         share = total / 2 / work
-        cut = _cut(source, table, share) if sizes[table.key_name] > SPLIT_ROWS else []
+        cut = (
+            _cut(source, table, tp, share) if sizes[table.key_name] > SPLIT_ROWS else []
+        )
         if cut:
             parts[:1] = [
                 (total // 2, (table, tp, cut[0], True)),
@@ -350,23 +357,26 @@ def _shares(
     return shares, joined
 
 
-def _cut(source: Connection, table: Source, share: float) -> list[str]:
-    """Two COPY queries reading a table's pages before and from a cut.
+def _cut(source: Connection, table: Source, tp: TablePlan, share: float) -> list[str]:
+    """Two COPY queries, each reading the rows on one side of a cut by hash.
 
-    The first reads ``share`` of the pages. Pages past the end the size gave
-    are read by the second, so every row is read once whatever the size says.
+    Rows go by a hash of their costliest masked field (message bodies
+    before phone numbers, say), so each distinct value there is masked by
+    one process only, and its memo serves every row holding it; cut by
+    pages, both processes would meet most values and mask them twice. The
+    first query reads about ``share`` of the rows. A NULL counts as hash 0:
+    every row is read by exactly one query.
     """
-    row = source.execute(
-        "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::bigint",
-        (f'"{table.schema}"."{table.name}"',),
-    ).fetchone()
-    middle = int(int(str(row[0])) * share) if row else 0
-    if middle < 1:
+    cut = round(share * BUCKETS)
+    if not 0 < cut < BUCKETS:
         return []
-    cut = sql.Literal(f"({middle},0)")
+    column = max(tp.masked, key=lambda masked: COSTLIEST.get(masked[1].rule, 0))[0]
+    bucket = sql.SQL("coalesce(hashtext({}::text), 0) & {}").format(
+        sql.Identifier(column.name), sql.Literal(BUCKETS - 1)
+    )
     return [
-        sql.SQL("COPY (SELECT {} FROM {} WHERE ctid {} {}::tid) TO STDOUT")
-        .format(table.listed, table.ident, sql.SQL(side), cut)
+        sql.SQL("COPY (SELECT {} FROM {} WHERE ({}) {} {}) TO STDOUT")
+        .format(table.listed, table.ident, bucket, sql.SQL(side), sql.Literal(cut))
         .as_string(source)
         for side in ("<", ">=")
     ]
