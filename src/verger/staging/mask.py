@@ -16,6 +16,7 @@ largest cut between them by a hash of its costliest masked field.
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -63,8 +64,10 @@ PARALLEL_ROWS = 1_000_000
 # A table with more rows than this, and more than half the work, is halved
 # between the two processes, or one of them would idle while the other masks it.
 SPLIT_ROWS = 500_000
-# A halved table is cut by a hash of one field into this many buckets.
-BUCKETS = 1024
+# A shared table is cut by a hash of one field into ranges of these many
+# buckets of 1024 (see Shares): four reads of it rather than two, for balance.
+RANGES = (400, 300, 200, 124)
+BUCKETS = sum(RANGES)
 # Which masked field a halved table is cut by: the one whose fakes cost most.
 COSTLIEST = {"text": 3, "phone": 2, "name": 1, "email": 1}
 INTEGER_TYPES = ("smallint", "integer", "bigint")
@@ -280,8 +283,12 @@ def _load_split(
     A table both processes mask half of is written here, in one COPY, from
     the masked lines they send: it is loaded frozen, like every other.
     """
-    shares, joined = _shares(source, tables, plans, sizes)
-    workers = [Worker(origin, target, share, faker) for share in shares]
+    shares = _shares(source, tables, plans, sizes)
+    joined = shares.joined
+    taken = multiprocessing.get_context("fork").Value("i", 0)
+    workers = [
+        Worker(origin, target, (own, shares.ranges, taken), faker) for own in shares.own
+    ]
     try:
         with ThreadPoolExecutor(1) as beside, _joined(target, joined) as write:
             # Tables without masks go psql to psql while the workers mask.
@@ -319,13 +326,27 @@ def _load_split(
 Part = tuple[Source, TablePlan, str, bool]
 
 
+@dataclass
+class Shares:
+    """The masked tables dealt to two processes, and the ranges of one they share.
+
+    Each process masks its own tables, then takes the next free range of the
+    shared table until none is left: the ranges go largest first, so the
+    two end together, whichever had more of its own to do.
+    """
+
+    own: list[list[Part]]
+    ranges: list[Part]
+    joined: Source | None
+
+
 def _shares(
     source: Connection,
     tables: list[Source],
     plans: dict[str, TablePlan],
     sizes: dict[str, int],
-) -> tuple[list[list[Part]], Source | None]:
-    """The masked tables dealt to two processes by work, the largest halved if need be."""
+) -> Shares:
+    """The masked tables dealt to two processes by work, the largest shared if need be."""
     parts: list[tuple[int, Part]] = []
     for table in tables:
         tp = plans.get(table.key_name)
@@ -333,52 +354,50 @@ def _shares(
             work = sizes[table.key_name] * (1 + len(tp.masked))
             parts.append((work, (table, tp, _query(source, table), False)))
     parts.sort(key=lambda p: -p[0])
-    joined = None
     total = sum(work for work, _ in parts)
+    ranges: list[Part] = []
+    joined = None
     if parts and 2 * parts[0][0] > total:
-        # The largest table is cut so that each process gets half the work.
-        work, (table, tp, _, _) = parts[0]
-        share = total / 2 / work
-        cut = (
-            _cut(source, table, tp, share) if sizes[table.key_name] > SPLIT_ROWS else []
-        )
-        if cut:
-            parts[:1] = [
-                (total // 2, (table, tp, cut[0], True)),
-                (work - total // 2, (table, tp, cut[1], True)),
-            ]
+        # Alone, the largest table would keep one process busy long after the other.
+        _, (table, tp, _, _) = parts[0]
+        if sizes[table.key_name] > SPLIT_ROWS:
+            ranges = [(table, tp, query, True) for query in _cut(source, table, tp)]
             joined = table
-    shares: list[list[Part]] = [[], []]
+            parts = parts[1:]
+    own: list[list[Part]] = [[], []]
     loads = [0, 0]
     for work, part in parts:
         lighter = loads.index(min(loads))
-        shares[lighter].append(part)
+        own[lighter].append(part)
         loads[lighter] += work
-    return shares, joined
+    return Shares(own, ranges, joined)
 
 
-def _cut(source: Connection, table: Source, tp: TablePlan, share: float) -> list[str]:
-    """Two COPY queries, each reading the rows on one side of a cut by hash.
+def _cut(source: Connection, table: Source, tp: TablePlan) -> list[str]:
+    """COPY queries reading a table's rows in ranges of a hash, largest first.
 
     Rows go by a hash of their costliest masked field (message bodies
     before phone numbers, say), so each distinct value there is masked by
     one process only, and its memo serves every row holding it; cut by
-    pages, both processes would meet most values and mask them twice. The
-    first query reads about ``share`` of the rows. A NULL counts as hash 0:
-    every row is read by exactly one query.
+    pages, both processes would meet most values and mask them twice. A
+    NULL counts as hash 0: every row is read by exactly one query.
     """
-    cut = round(share * BUCKETS)
-    if not 0 < cut < BUCKETS:
-        return []
     column = max(tp.masked, key=lambda masked: COSTLIEST.get(masked[1].rule, 0))[0]
     bucket = sql.SQL("coalesce(hashtext({}::text), 0) & {}").format(
         sql.Identifier(column.name), sql.Literal(BUCKETS - 1)
     )
+    bounds = list(itertools.accumulate(RANGES, initial=0))
     return [
-        sql.SQL("COPY (SELECT {} FROM {} WHERE ({}) {} {}) TO STDOUT")
-        .format(table.listed, table.ident, bucket, sql.SQL(side), sql.Literal(cut))
+        sql.SQL("COPY (SELECT {} FROM {} WHERE ({}) BETWEEN {} AND {}) TO STDOUT")
+        .format(
+            table.listed,
+            table.ident,
+            bucket,
+            sql.Literal(low),
+            sql.Literal(high - 1),
+        )
         .as_string(source)
-        for side in ("<", ">=")
+        for low, high in itertools.pairwise(bounds)
     ]
 
 
@@ -419,10 +438,26 @@ def _query(source: Connection, table: Source) -> str:
 class Worker(Forked):
     """A forked process masking some tables into the copy and fingerprinting them."""
 
-    def __init__(
-        self, origin: Origin, target: str, share: list[Part], faker: Faker
-    ) -> None:
+    def __init__(self, origin: Origin, target: str, share: Share, faker: Faker) -> None:
         super().__init__(_work, origin, target, share, faker)
+
+
+# A worker's own parts, the ranges of the shared table, and how many of those
+# are taken, a counter both workers share.
+Share = tuple[list[Part], list[Part], Any]
+
+
+def _parts(share: Share) -> Iterator[Part]:
+    """A worker's own parts, then each range of the shared table no one took yet."""
+    own, ranges, taken = share
+    yield from own
+    while True:
+        with taken.get_lock():
+            index = taken.value
+            taken.value += 1
+        if index >= len(ranges):
+            return
+        yield ranges[index]
 
 
 def collect(
@@ -467,7 +502,7 @@ def _work(
     parent: int,
     origin: Origin,
     target: str,
-    share: list[Part],
+    share: Share,
     faker: Faker,
     sender: multiprocessing.connection.Connection,
 ) -> None:
@@ -477,7 +512,7 @@ def _work(
     try:
         with psycopg.connect(target, autocommit=True) as writer:
             _settle(writer)
-            for table, tp, query, joined in share:
+            for table, tp, query, joined in _parts(share):
                 before = sum(rows.values())
                 if joined:
                     count = _send_masked(
