@@ -25,6 +25,7 @@ SHORTEST = 4
 NON_DIGITS = re.compile(r"\D")
 # Where CJK and the scripts written without spaces begin: no word boundary there.
 UNSPACED = 0x2E80
+UNSPACED_CHAR = re.compile(f"[{chr(UNSPACED)}-{chr(0x10FFFF)}]")
 # A word before ", ": the surname of a name written surname first; and
 # before a comma with no space after it, looked for only where there is one.
 SURNAME_FIRST = re.compile(r"([^\W\d_][^\s,]*), ")
@@ -84,11 +85,23 @@ class Known:
 
     def add(self, kind: str, value: str) -> None:
         """One production name or email, remembered under its folded form."""
-        folded = key(value)
-        # Two characters of a script without spaces are a whole name (李雷).
-        shortest = 2 if folded and max(folded) >= chr(UNSPACED) else SHORTEST
-        if len(folded) >= shortest and folded not in self.automaton:
-            self.automaton.add_word(folded, (len(folded), kind, value))
+        self.add_all(kind, [value])
+
+    def add_all(self, kind: str, values: Iterable[str]) -> None:
+        """Production names or emails, each remembered under its folded form.
+
+        The loop of a million values, so its lookups are made once.
+        """
+        automaton = self.automaton
+        add_word = automaton.add_word
+        exists = automaton.exists
+        unspaced = UNSPACED_CHAR.search
+        for value in values:
+            folded = " ".join(value.casefold().split())
+            # Two characters of a script without spaces are a whole name (李雷).
+            shortest = 2 if unspaced(folded) else SHORTEST
+            if len(folded) >= shortest and not exists(folded):
+                add_word(folded, (len(folded), kind, value))
 
     def add_phone(self, e164: str) -> None:
         """A production number, under every run of digits that writes it."""

@@ -215,8 +215,9 @@ def _learn(source: Connection, origin: Origin, plan: Plan, faker: Faker) -> None
         fetched = [readers.submit(_read_all, origin, query) for _, _, query in reads]
         for (kind, where, _), future in zip(reads, fetched, strict=True):
             for chunk in future.result():
-                for line in chunk:
-                    _remember(faker, kind, unescape(line.decode()), where)
+                _remember(
+                    faker, kind, [unescape(line.decode()) for line in chunk], where
+                )
     faker.known.finish()
     faker.settle()
     refuse_twins(source, plan, faker)
@@ -248,13 +249,14 @@ def _read_all(origin: Origin, query: str) -> list[list[bytes]]:
     return list(lines(origin, query))
 
 
-def _remember(faker: Faker, kind: str, value: str, unique: str | None) -> None:
+def _remember(faker: Faker, kind: str, values: list[str], unique: str | None) -> None:
     if kind == "name":
-        faker.known.add("name", value)
+        faker.known.add_all("name", values)
     elif kind == "email":
-        faker.known.add("email", value.strip())
+        faker.known.add_all("email", (value.strip() for value in values))
     else:
-        faker.learn_phone(value, unique)
+        for value in values:
+            faker.learn_phone(value, unique)
 
 
 def _shared(plan: Plan, rows: int) -> bool:
