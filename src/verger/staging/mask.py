@@ -68,6 +68,10 @@ SPLIT_ROWS = 500_000
 # buckets of 1024 (see Shares): four reads of it rather than two, for balance.
 RANGES = (400, 300, 200, 124)
 BUCKETS = sum(RANGES)
+# The columns learnt first, before any process is forked, and then the rest:
+# only text needs the names and emails (see _load_split).
+NUMBERS = ("phone",)
+WORDS = ("name", "email")
 # Which masked field a halved table is cut by: the one whose fakes cost most.
 COSTLIEST = {"text": 3, "phone": 2, "name": 1, "email": 1}
 INTEGER_TYPES = ("smallint", "integer", "bigint")
@@ -175,12 +179,13 @@ def load_masked(
     tables = [_source(row) for row in source.execute(TABLES).fetchall()]
     sizes = _estimate(source, [t for t in tables if t.key_name in plans])
     _settle(source)
-    _learn(source, origin, plan, faker)
     if _shared(plan, sum(sizes.values())):
         _load_split(
-            source, origin, target, tables, plans, faker, masked, sizes, progress
+            source, origin, target, tables, plan, faker, masked, sizes, progress
         )
         return masked
+    _learn(source, origin, plan, faker, NUMBERS)
+    _learn(source, origin, plan, faker, WORDS)
     hunt = Hunt(origin, faker, [_read(source, tp) for tp in plan.masked])
     try:
         total = sum(sizes.values())
@@ -191,12 +196,15 @@ def load_masked(
     return masked
 
 
-def _learn(source: Connection, origin: Origin, plan: Plan, faker: Faker) -> None:
-    """Production's distinct names, emails and numbers, to find them inside text.
+def _learn(
+    source: Connection, origin: Origin, plan: Plan, faker: Faker, kinds: tuple[str, ...]
+) -> None:
+    """Production's distinct values of the ``kinds`` of columns, to find them in text.
 
-    Read before any row is masked (and before any process is forked), so a
-    name quoted in a message gets the fake its column gets, in every process;
-    the phone numbers are then given their fakes, all at once.
+    Read before any row is masked (and before any process that masks text
+    is forked), so a name quoted in a message gets the fake its column gets,
+    in every process. Phone numbers are then given their fakes, all at once,
+    before any process masking numbers is forked.
     """
     started = time.monotonic()
     reads = [
@@ -207,7 +215,7 @@ def _learn(source: Connection, origin: Origin, plan: Plan, faker: Faker) -> None
         )
         for tp in plan.masked
         for column, rule in tp.masked
-        if rule.rule in ("name", "email", "phone")
+        if rule.rule in kinds
     ]
     # The next column is read (the server finding its distinct values) while
     # this process learns the last one's.
@@ -218,14 +226,19 @@ def _learn(source: Connection, origin: Origin, plan: Plan, faker: Faker) -> None
                 _remember(
                     faker, kind, [unescape(line.decode()) for line in chunk], where
                 )
+    if kinds == NUMBERS:
+        faker.settle()
+        refuse_twins(source, plan, faker)
+        log.info(
+            "Learnt %s ways to write production's numbers in %.1fs.",
+            len(faker.known.phones),
+            time.monotonic() - started,
+        )
+        return
     faker.known.finish()
-    faker.settle()
-    refuse_twins(source, plan, faker)
     log.info(
-        "Learnt production's names and emails (%s) and %s ways to write its numbers "
-        "in %.1fs.",
+        "Learnt production's names and emails (%s) in %.1fs.",
         len(faker.known.automaton),
-        len(faker.known.phones),
         time.monotonic() - started,
     )
 
@@ -274,24 +287,34 @@ def _load_split(
     origin: Origin,
     target: str,
     tables: list[Source],
-    plans: dict[str, TablePlan],
+    plan: Plan,
     faker: Faker,
     masked: Masked,
     sizes: dict[str, int],
     progress: Progress,
 ) -> None:
-    """The masked tables shared between two forked processes, the rest done here.
+    """The masked tables shared between forked processes, the rest done here.
 
-    A table both processes mask half of is written here, in one COPY, from
-    the masked lines they send: it is loaded frozen, like every other.
+    Once the numbers are learnt, a process masks the tables without text
+    while this one learns the names and emails that only text needs; then
+    two more mask the rest. A table both of those mask ranges of is written
+    here, in one COPY, from the masked lines they send: it is loaded frozen,
+    like every other.
     """
+    plans = {tp.table.key_name: tp for tp in plan.masked}
+    workers: list[Worker] = []
+    _learn(source, origin, plan, faker, NUMBERS)
     shares = _shares(source, tables, plans, sizes)
     joined = shares.joined
     taken = multiprocessing.get_context("fork").Value("i", 0)
-    workers = [
-        Worker(origin, target, (own, shares.ranges, taken), faker) for own in shares.own
-    ]
     try:
+        if shares.early:
+            workers.append(Worker(origin, target, (shares.early, [], taken), faker))
+        _learn(source, origin, plan, faker, WORDS)
+        workers += [
+            Worker(origin, target, (own, shares.ranges, taken), faker)
+            for own in shares.own
+        ]
         with ThreadPoolExecutor(1) as beside, _joined(target, joined) as write:
             # Tables without masks go psql to psql while the workers mask.
             passing = beside.submit(
@@ -332,11 +355,14 @@ Part = tuple[Source, TablePlan, str, bool]
 class Shares:
     """The masked tables dealt to two processes, and the ranges of one they share.
 
-    Each process masks its own tables, then takes the next free range of the
-    shared table until none is left: the ranges go largest first, so the
-    two end together, whichever had more of its own to do.
+    ``early`` are tables without text, masked by a process of their own
+    while the names and emails are learnt, up to half the work. Each of the
+    two other processes masks its own tables, then takes the next free range
+    of the shared table until none is left: the ranges go largest first, so
+    the two end together, whichever had more of its own to do.
     """
 
+    early: list[Part]
     own: list[list[Part]]
     ranges: list[Part]
     joined: Source | None
@@ -366,13 +392,24 @@ def _shares(
             ranges = [(table, tp, query, True) for query in _cut(source, table, tp)]
             joined = table
             parts = parts[1:]
+    early: list[Part] = []
     own: list[list[Part]] = [[], []]
     loads = [0, 0]
+    done = 0
     for work, part in parts:
+        if not _texts(part[1]) and done + work <= total / 2:
+            early.append(part)
+            done += work
+            continue
         lighter = loads.index(min(loads))
         own[lighter].append(part)
         loads[lighter] += work
-    return Shares(own, ranges, joined)
+    return Shares(early, own, ranges, joined)
+
+
+def _texts(tp: TablePlan) -> bool:
+    """Whether a table masks text, which needs production's names and emails."""
+    return any(rule.rule == "text" for _, rule in tp.masked)
 
 
 def _cut(source: Connection, table: Source, tp: TablePlan) -> list[str]:
@@ -453,7 +490,7 @@ def _parts(share: Share) -> Iterator[Part]:
     """A worker's own parts, then each range of the shared table no one took yet."""
     own, ranges, taken = share
     yield from own
-    while True:
+    while ranges:
         with taken.get_lock():
             index = taken.value
             taken.value += 1
