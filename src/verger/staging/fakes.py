@@ -15,6 +15,7 @@ import bisect
 import hashlib
 import itertools
 import math
+import operator
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d ().\-]{5,17}\d(?!\w)")
 # Seven digits with few separators between them: the least a phone number has.
 SEVEN_DIGITS = re.compile(r"\d(?:[ ().-]{0,2}\d){6}")
 NON_DIGITS = re.compile(r"\D")
+ASCII_DIGIT = re.compile("[0-9]")
 # +1 415 555 1001, (415) 555-1001, 415.555.1001, 1-415-555-1001 and the like.
 NANP_SHAPE = re.compile(r"(\+?1[ .-]?)?(\(\d{3}\)|\d{3})[ .-]?\d{3}[ .-]?\d{4}")
 NANP_REGIONS = frozenset({"US", "CA", "PR", "GU", "VI", "AS", "MP"})
@@ -681,6 +683,12 @@ class Faker:
                 parsed, phonenumbers.PhoneNumberFormat.NATIONAL
             )
         digits = NON_DIGITS.sub("", written)
+        if value.isascii():
+            # Where isdigit means 0-9: the layout's pieces between its digits.
+            pieces = ASCII_DIGIT.split(value)
+            if len(pieces) - 1 != len(digits):
+                return written
+            return "".join(map(operator.add, pieces, digits)) + pieces[-1]
         if sum(char.isdigit() for char in value) != len(digits):
             return written
         fill = iter(digits)

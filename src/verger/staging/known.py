@@ -26,6 +26,7 @@ SHORTEST = 4
 NON_DIGITS = re.compile(r"\D")
 # Where CJK and the scripts written without spaces begin: no word boundary there.
 UNSPACED = 0x2E80
+UNSPACED_CHAR = re.compile(f"[{chr(UNSPACED)}-{chr(0x10FFFF)}]")
 # Two words joined by a hyphen, a dot or an underscore (John-Smith, john.smith,
 # john_smith: handles, file names, slugs), searched again as if apart. A dot
 # and a space ("John. Smith") is left out: in prose it ends a sentence far
@@ -118,7 +119,7 @@ class Known:
         """
         folded = key(value)
         # Two characters of a script without spaces are a whole name (李雷).
-        shortest = 2 if folded and max(folded) >= chr(UNSPACED) else SHORTEST
+        shortest = 2 if UNSPACED_CHAR.search(folded) else SHORTEST
         if len(folded) < shortest:
             return
         self._add(folded, kind, value, False)
@@ -140,6 +141,12 @@ class Known:
         elif bare:
             self._plain.add(folded)
         self.automaton.add_word(folded, (len(folded), kind, value))
+
+    def add_all(self, kind: str, values: Iterable[str]) -> None:
+        """Production names or emails, a column's chunk of them at a time."""
+        add = self.add
+        for value in values:
+            add(kind, value)
 
     def add_phone(self, e164: str) -> None:
         """A production number, under every run of digits that writes it."""

@@ -9,12 +9,14 @@ masked fields replaced on the way and every other field passed through
 untouched. Indexes and constraints are built once afterwards, so no row is
 ever written twice. The originals' keyed fingerprints, for the leak scan,
 are taken by a second process reading beside the masking one, or, from a
-million rows, by each of two processes that share the masked tables.
+million rows, by each of two processes that share the masked tables, the
+largest cut between them by a hash of its costliest masked field.
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -62,6 +64,18 @@ PARALLEL_ROWS = 1_000_000
 # A table with more rows than this, and more than half the work, is halved
 # between the two processes, or one of them would idle while the other masks it.
 SPLIT_ROWS = 500_000
+# A shared table is cut by a hash of one field into ranges of these many
+# buckets of 1024 (see Shares): four reads of it rather than two, for balance.
+RANGES = (400, 300, 200, 124)
+BUCKETS = sum(RANGES)
+# The columns learnt first, before any process is forked, and then the rest:
+# only text needs the names and emails (see _load_split). A unique email
+# column is learnt first too: its fakes are settled with the numbers', before
+# the process that masks it without text is forked (Faker.settle_emails).
+NUMBERS = ("phone",)
+WORDS = ("name", "email")
+# Which masked field a halved table is cut by: the one whose fakes cost most.
+COSTLIEST = {"text": 3, "phone": 2, "name": 1, "email": 1}
 INTEGER_TYPES = ("smallint", "integer", "bigint")
 # Every table pg_dump copies data for: ordinary tables and partitions, not
 # partitioned parents (their rows are their partitions'), not extensions' own.
@@ -167,12 +181,13 @@ def load_masked(
     tables = [_source(row) for row in source.execute(TABLES).fetchall()]
     sizes = _estimate(source, [t for t in tables if t.key_name in plans])
     _settle(source)
-    _learn(source, origin, plan, faker)
     if _shared(plan, sum(sizes.values())):
         _load_split(
-            source, origin, target, tables, plans, faker, masked, sizes, progress
+            source, origin, target, tables, plan, faker, masked, sizes, progress
         )
         return masked
+    _learn(source, origin, plan, faker, NUMBERS)
+    _learn(source, origin, plan, faker, WORDS)
     hunt = Hunt(origin, faker, [_read(source, tp) for tp in plan.masked])
     try:
         total = sum(sizes.values())
@@ -183,19 +198,22 @@ def load_masked(
     return masked
 
 
-def _learn(source: Connection, origin: Origin, plan: Plan, faker: Faker) -> None:
-    """Production's distinct names, emails and numbers, to find them inside text.
+def _learn(
+    source: Connection, origin: Origin, plan: Plan, faker: Faker, kinds: tuple[str, ...]
+) -> None:
+    """Production's distinct values of the ``kinds`` of columns, to find them in text.
 
-    Read before any row is masked (and before any process is forked), so a
-    name quoted in a message gets the fake its column gets, in every process;
-    the phone numbers are then given their fakes, all at once.
+    Read before any row is masked (and before any process that masks text
+    is forked), so a name quoted in a message gets the fake its column gets,
+    in every process. Phone numbers are then given their fakes, all at once,
+    before any process masking numbers is forked.
     """
     started = time.monotonic()
     reads = [
         (rule.rule, column, _distinct(source, tp, column))
         for tp in plan.masked
         for column, rule in tp.masked
-        if rule.rule in ("name", "email", "phone")
+        if _learnt_in(kinds, rule.rule, column)
     ]
     for kind, column, _ in reads:
         if kind == "email":
@@ -206,18 +224,31 @@ def _learn(source: Connection, origin: Origin, plan: Plan, faker: Faker) -> None
         fetched = [readers.submit(_read_all, origin, query) for _, _, query in reads]
         for (kind, column, _), future in zip(reads, fetched, strict=True):
             for chunk in future.result():
-                for line in chunk:
-                    _remember(faker, kind, unescape(line.decode()), column)
+                _remember(
+                    faker, kind, [unescape(line.decode()) for line in chunk], column
+                )
+    if kinds == NUMBERS:
+        faker.settle()
+        refuse_twins(source, plan, faker)
+        log.info(
+            "Learnt %s ways to write production's numbers in %.1fs.",
+            len(faker.known.phones),
+            time.monotonic() - started,
+        )
+        return
     faker.known.finish()
-    faker.settle()
-    refuse_twins(source, plan, faker)
     log.info(
-        "Learnt production's names and emails (%s) and %s ways to write its numbers "
-        "in %.1fs.",
+        "Learnt production's names and emails (%s) in %.1fs.",
         len(faker.known.automaton),
-        len(faker.known.phones),
         time.monotonic() - started,
     )
+
+
+def _learnt_in(kinds: tuple[str, ...], kind: str, column: Column) -> bool:
+    """Whether a column is learnt in the pass of ``kinds`` (see NUMBERS)."""
+    if kind == "email" and column.unique:
+        return kinds == NUMBERS
+    return kind in kinds
 
 
 def _distinct(source: Connection, tp: TablePlan, column: Column) -> str:
@@ -239,16 +270,18 @@ def _read_all(origin: Origin, query: str) -> list[list[bytes]]:
     return list(lines(origin, query))
 
 
-def _remember(faker: Faker, kind: str, value: str, column: Column) -> None:
+def _remember(faker: Faker, kind: str, values: list[str], column: Column) -> None:
     unique = column.key_name if column.unique else None
     if kind == "name":
-        faker.known.add("name", value)
+        faker.known.add_all("name", values)
     elif kind == "email":
-        faker.known.add("email", value.strip())
+        faker.known.add_all("email", (value.strip() for value in values))
         if unique is not None:
-            faker.learn_email(value, unique, column.width)
+            for value in values:
+                faker.learn_email(value, unique, column.width)
     else:
-        faker.learn_phone(value, unique)
+        for value in values:
+            faker.learn_phone(value, unique)
 
 
 def _shared(plan: Plan, rows: int) -> bool:
@@ -266,20 +299,34 @@ def _load_split(
     origin: Origin,
     target: str,
     tables: list[Source],
-    plans: dict[str, TablePlan],
+    plan: Plan,
     faker: Faker,
     masked: Masked,
     sizes: dict[str, int],
     progress: Progress,
 ) -> None:
-    """The masked tables shared between two forked processes, the rest done here.
+    """The masked tables shared between forked processes, the rest done here.
 
-    A table both processes mask half of is written here, in one COPY, from
-    the masked lines they send: it is loaded frozen, like every other.
+    Once the numbers are learnt, a process masks the tables without text
+    while this one learns the names and emails that only text needs; then
+    two more mask the rest. A table both of those mask ranges of is written
+    here, in one COPY, from the masked lines they send: it is loaded frozen,
+    like every other.
     """
-    shares, joined = _shares(source, tables, plans, sizes)
-    workers = [Worker(origin, target, share, faker) for share in shares]
+    plans = {tp.table.key_name: tp for tp in plan.masked}
+    workers: list[Worker] = []
+    _learn(source, origin, plan, faker, NUMBERS)
+    shares = _shares(source, tables, plans, sizes)
+    joined = shares.joined
+    taken = multiprocessing.get_context("fork").Value("i", 0)
     try:
+        if shares.early:
+            workers.append(Worker(origin, target, (shares.early, [], taken), faker))
+        _learn(source, origin, plan, faker, WORDS)
+        workers += [
+            Worker(origin, target, (own, shares.ranges, taken), faker)
+            for own in shares.own
+        ]
         with ThreadPoolExecutor(1) as beside, _joined(target, joined) as write:
             # Tables without masks go psql to psql while the workers mask.
             passing = beside.submit(
@@ -316,13 +363,30 @@ def _load_split(
 Part = tuple[Source, TablePlan, str, bool]
 
 
+@dataclass
+class Shares:
+    """The masked tables dealt to two processes, and the ranges of one they share.
+
+    ``early`` are tables without text, masked by a process of their own
+    while the names and emails are learnt, up to half the work. Each of the
+    two other processes masks its own tables, then takes the next free range
+    of the shared table until none is left: the ranges go largest first, so
+    the two end together, whichever had more of its own to do.
+    """
+
+    early: list[Part]
+    own: list[list[Part]]
+    ranges: list[Part]
+    joined: Source | None
+
+
 def _shares(
     source: Connection,
     tables: list[Source],
     plans: dict[str, TablePlan],
     sizes: dict[str, int],
-) -> tuple[list[list[Part]], Source | None]:
-    """The masked tables dealt to two processes by work, the largest halved if need be."""
+) -> Shares:
+    """The masked tables dealt to two processes by work, the largest shared if need be."""
     parts: list[tuple[int, Part]] = []
     for table in tables:
         tp = plans.get(table.key_name)
@@ -330,47 +394,61 @@ def _shares(
             work = sizes[table.key_name] * (1 + len(tp.masked))
             parts.append((work, (table, tp, _query(source, table), False)))
     parts.sort(key=lambda p: -p[0])
-    joined = None
     total = sum(work for work, _ in parts)
+    ranges: list[Part] = []
+    joined = None
     if parts and 2 * parts[0][0] > total:
-        # The largest table is cut so that each process gets half the work.
-        work, (table, tp, _, _) = parts[0]
-        share = total / 2 / work
-        cut = _cut(source, table, share) if sizes[table.key_name] > SPLIT_ROWS else []
-        if cut:
-            parts[:1] = [
-                (total // 2, (table, tp, cut[0], True)),
-                (work - total // 2, (table, tp, cut[1], True)),
-            ]
+        # Alone, the largest table would keep one process busy long after the other.
+        _, (table, tp, _, _) = parts[0]
+        if sizes[table.key_name] > SPLIT_ROWS:
+            ranges = [(table, tp, query, True) for query in _cut(source, table, tp)]
             joined = table
-    shares: list[list[Part]] = [[], []]
+            parts = parts[1:]
+    early: list[Part] = []
+    own: list[list[Part]] = [[], []]
     loads = [0, 0]
+    done = 0
     for work, part in parts:
+        if not _texts(part[1]) and done + work <= total / 2:
+            early.append(part)
+            done += work
+            continue
         lighter = loads.index(min(loads))
-        shares[lighter].append(part)
+        own[lighter].append(part)
         loads[lighter] += work
-    return shares, joined
+    return Shares(early, own, ranges, joined)
 
 
-def _cut(source: Connection, table: Source, share: float) -> list[str]:
-    """Two COPY queries reading a table's pages before and from a cut.
+def _texts(tp: TablePlan) -> bool:
+    """Whether a table masks text, which needs production's names and emails."""
+    return any(rule.rule == "text" for _, rule in tp.masked)
 
-    The first reads ``share`` of the pages. Pages past the end the size gave
-    are read by the second, so every row is read once whatever the size says.
+
+def _cut(source: Connection, table: Source, tp: TablePlan) -> list[str]:
+    """COPY queries reading a table's rows in ranges of a hash, largest first.
+
+    Rows go by a hash of their costliest masked field (message bodies
+    before phone numbers, say), so each distinct value there is masked by
+    one process only, and its memo serves every row holding it; cut by
+    pages, both processes would meet most values and mask them twice. A
+    NULL counts as hash 0: every row is read by exactly one query.
     """
-    row = source.execute(
-        "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::bigint",
-        (f'"{table.schema}"."{table.name}"',),
-    ).fetchone()
-    middle = int(int(str(row[0])) * share) if row else 0
-    if middle < 1:
-        return []
-    cut = sql.Literal(f"({middle},0)")
+    column = max(tp.masked, key=lambda masked: COSTLIEST.get(masked[1].rule, 0))[0]
+    bucket = sql.SQL("coalesce(hashtext({}::text), 0) & {}").format(
+        sql.Identifier(column.name), sql.Literal(BUCKETS - 1)
+    )
+    bounds = list(itertools.accumulate(RANGES, initial=0))
     return [
-        sql.SQL("COPY (SELECT {} FROM {} WHERE ctid {} {}::tid) TO STDOUT")
-        .format(table.listed, table.ident, sql.SQL(side), cut)
+        sql.SQL("COPY (SELECT {} FROM {} WHERE ({}) BETWEEN {} AND {}) TO STDOUT")
+        .format(
+            table.listed,
+            table.ident,
+            bucket,
+            sql.Literal(low),
+            sql.Literal(high - 1),
+        )
         .as_string(source)
-        for side in ("<", ">=")
+        for low, high in itertools.pairwise(bounds)
     ]
 
 
@@ -411,10 +489,26 @@ def _query(source: Connection, table: Source) -> str:
 class Worker(Forked):
     """A forked process masking some tables into the copy and fingerprinting them."""
 
-    def __init__(
-        self, origin: Origin, target: str, share: list[Part], faker: Faker
-    ) -> None:
+    def __init__(self, origin: Origin, target: str, share: Share, faker: Faker) -> None:
         super().__init__(_work, origin, target, share, faker)
+
+
+# A worker's own parts, the ranges of the shared table, and how many of those
+# are taken, a counter both workers share.
+Share = tuple[list[Part], list[Part], Any]
+
+
+def _parts(share: Share) -> Iterator[Part]:
+    """A worker's own parts, then each range of the shared table no one took yet."""
+    own, ranges, taken = share
+    yield from own
+    while ranges:
+        with taken.get_lock():
+            index = taken.value
+            taken.value += 1
+        if index >= len(ranges):
+            return
+        yield ranges[index]
 
 
 def collect(
@@ -459,7 +553,7 @@ def _work(
     parent: int,
     origin: Origin,
     target: str,
-    share: list[Part],
+    share: Share,
     faker: Faker,
     sender: multiprocessing.connection.Connection,
 ) -> None:
@@ -469,7 +563,7 @@ def _work(
     try:
         with psycopg.connect(target, autocommit=True) as writer:
             _settle(writer)
-            for table, tp, query, joined in share:
+            for table, tp, query, joined in _parts(share):
                 before = sum(rows.values())
                 if joined:
                     count = _send_masked(
