@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from conftest import Source, backup_config, postgres_runner, verger
 
@@ -25,7 +26,7 @@ from verger.backup.engines import pg_dump as pg_dump_engine
 from verger.backup.engines.base import Context, RestorePoint
 from verger.backup.engines.pg_dump import NO_PITR, NO_POINT_IN_TIME, PgDump
 from verger.backup.storage import LocalStorage, S3Storage, Storage
-from verger.backup.tables import checksums
+from verger.backup.tables import NICENESS, checksums, table_checks
 from verger.config.model import S3, Backup, Repository
 from verger.errors import BackupError, VergerError, WrongPassphrase
 
@@ -137,6 +138,30 @@ def test_each_table_is_checked_with_the_method_its_backup_recorded(
         changed = checksums(url, None, recorded)
         assert changed["public.members"]["rows"] == recorded["public.members"]["rows"]
         assert changed["public.members"] != recorded["public.members"]
+
+
+def test_the_checks_beside_a_dump_yield_the_cpu_to_it(source: Source) -> None:
+    """Beside a dump the table checks run without parallel workers, with their
+    backend at a lowered CPU priority (the server runs here and verger as root
+    or its owner may lower it), and JIT is off for every check; the sums are
+    the same either way."""
+    seen = {}
+    for beside in (False, True):
+        with psycopg.connect(source.url("app")) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            found = table_checks(conn, beside=beside)
+            pid = conn.info.backend_pid
+            seen[beside] = (
+                found,
+                conn.execute("SHOW max_parallel_workers_per_gather").fetchone(),
+                conn.execute("SHOW jit").fetchone(),
+                os.getpriority(os.PRIO_PROCESS, pid),
+            )
+
+    assert seen[True][0] == seen[False][0]
+    assert seen[True][0]["public.members"]["rows"] == 5000
+    assert seen[False][1:] == (("2",), ("off",), 0)
+    assert seen[True][1:] == (("0",), ("off",), NICENESS)
 
 
 def test_owners_grants_and_policies_are_restored(workdir: Path, source: Source) -> None:

@@ -15,6 +15,13 @@ the CPU, so the cheaper of two row hashes is used where it can be:
   some types depends on session settings (time zone, date style, float
   digits, money locale), so both sides are read with the same fixed ones.
 
+Beside a dump the checks yield to it (``beside=True``): one process per
+scan rather than a parallel plan, and, where the server is on this machine
+and verger may, a backend at a lower CPU priority, so that they take the
+cores pg_dump and the database's own users leave idle. JIT compilation is
+off everywhere: for one scan of each table it costs more than it saves
+(about 0.4 s of 1.5 s on a 5-million-row table).
+
 The method is recorded beside each table (none recorded means ``text``, as
 in manifests written before there was a choice), and a restored copy is
 checked with the method its backup used.
@@ -29,7 +36,10 @@ left out.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Required, TypedDict
 
 import psycopg
@@ -37,6 +47,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from verger.errors import BackupError
+
+log = logging.getLogger("verger.backup")
 
 # Fixed output settings for both sides; row_security off makes a table the
 # reader cannot see whole an error rather than a silently short count.
@@ -48,7 +60,13 @@ SET extra_float_digits = 1;
 SET bytea_output = 'hex';
 SET lc_monetary = 'C';
 SET row_security = off;
+SET jit = off;
 """
+# Beside a dump: no parallel workers, which would run at the full priority.
+BESIDE = "SET max_parallel_workers_per_gather = 0"
+# How far the checks' backend is lowered beside a dump (nice 0 is the default).
+NICENESS = 10
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 TABLES = r"""
 SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname)
@@ -93,7 +111,9 @@ Connection = psycopg.Connection[tuple[object, ...]]
 
 
 def table_checks(
-    conn: Connection, methods: Mapping[str, str] | None = None
+    conn: Connection,
+    methods: Mapping[str, str] | None = None,
+    beside: bool = False,
 ) -> dict[str, TableCheck]:
     """Row count and checksum of every table, read in ``conn``'s transaction.
 
@@ -101,14 +121,37 @@ def table_checks(
     compare a restored copy); a table it does not name gets the cheapest
     method that works. The caller picks the snapshot: run it inside a
     REPEATABLE READ transaction for one consistent view of all tables.
+    ``beside``: the checks run beside a dump and yield the CPU to it.
     """
     conn.execute(SETTINGS)
+    if beside:
+        conn.execute(BESIDE)
+        _lower_priority(conn)
     found: dict[str, TableCheck] = {}
     for schema, table, name in conn.execute(TABLES).fetchall():
         relation = sql.Identifier(str(schema), str(table))
         wanted = (methods or {}).get(str(name))
         found[str(name)] = _check(conn, relation, wanted)
     return found
+
+
+def _lower_priority(conn: Connection) -> None:
+    """Lower the CPU priority of ``conn``'s backend, if it runs here and verger may.
+
+    Only a backend reached through a socket folder or loopback is this
+    machine's, and its process must still say it is PostgreSQL's: a number
+    from another host must never lower a process of this one.
+    """
+    host, pid = conn.info.host, conn.info.backend_pid
+    if not (host.startswith("/") or host in LOOPBACK):
+        return
+    try:
+        if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"postgres"):
+            return
+        os.setpriority(os.PRIO_PROCESS, pid, NICENESS)
+    except OSError as exc:
+        # Another user's server, unless verger runs as root or as its owner.
+        log.debug("The checks' backend %d keeps its priority: %s", pid, exc)
 
 
 def _check(

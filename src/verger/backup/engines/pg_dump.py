@@ -288,7 +288,7 @@ class PgDump(Engine):
     def _dump(self, label: str, snapshot: Snapshot, progress: Progress) -> Dumped:
         """Stream pg_dump through encryption into storage while the tables are checked."""
         step(progress, "backup", snapshot.size)
-        checks = _Background(lambda: table_checks(snapshot.conn))
+        checks = _Background(lambda: table_checks(snapshot.conn, beside=True))
         args = [
             pg_program("pg_dump"),
             "--format=custom",
