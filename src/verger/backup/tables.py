@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Required, TypedDict
@@ -138,20 +139,31 @@ def table_checks(
 def _lower_priority(conn: Connection) -> None:
     """Lower the CPU priority of ``conn``'s backend, if it runs here and verger may.
 
-    Only a backend reached through a socket folder or loopback is this
-    machine's, and its process must still say it is PostgreSQL's: a number
-    from another host must never lower a process of this one.
+    The process must be this connection's own: the backend's title names
+    the client's port (or ``[local]`` and the database, over a socket), so
+    a server in a container, whose numbers are not this machine's, or on
+    another host never has a stranger's process lowered.
     """
-    host, pid = conn.info.host, conn.info.backend_pid
-    if not (host.startswith("/") or host in LOOPBACK):
-        return
+    pid = conn.info.backend_pid
     try:
-        if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"postgres"):
-            return
-        os.setpriority(os.PRIO_PROCESS, pid, NICENESS)
+        title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if title.startswith(b"postgres") and _ours(conn, title):
+            os.setpriority(os.PRIO_PROCESS, pid, NICENESS)
     except OSError as exc:
         # Another user's server, unless verger runs as root or as its owner.
         log.debug("The checks' backend %d keeps its priority: %s", pid, exc)
+
+
+def _ours(conn: Connection, title: bytes) -> bool:
+    """Whether a backend's process title is that of ``conn``'s backend."""
+    host = conn.info.host
+    if host.startswith("/"):
+        return b"[local]" in title and conn.info.dbname.encode() in title
+    if host not in LOOPBACK:
+        return False
+    with socket.socket(fileno=os.dup(conn.pgconn.socket)) as mine:
+        port = mine.getsockname()[1]
+    return f"({port})".encode() in title
 
 
 def _check(
