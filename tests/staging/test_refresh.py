@@ -6,7 +6,9 @@ import re
 
 import phonenumbers
 import pytest
+from conftest import SERVER
 
+from verger.config import load_config
 from verger.errors import BusyError, DeployError
 from verger.staging import (
     LeakError,
@@ -569,3 +571,23 @@ def test_a_leaked_value_counts_once_and_the_message_says_how_many(site):
     assert "found 40 production values" in message
     assert "messages.note: a production email (40 values)" in message
     assert "more" not in message
+
+
+def test_a_staging_url_naming_its_database_by_option_is_never_written_live(site):
+    """A staging URL whose dbname option names the database over its path builds
+    the new copy in a database of its own: a leak leaves live staging untouched,
+    and a clean refresh swaps the copy in under the option's name."""
+    url = f"{SERVER}{site.prefix}_path?dbname={site.staging}&application_name=a%20b"
+    site.sql("ALTER TABLE churches ADD COLUMN contact text")
+    site.sql("UPDATE churches SET contact = 'ring 415 555 1003 after 6pm' WHERE id = 2")
+    site.keep.append("churches.contact")
+
+    with pytest.raises(LeakError):
+        refresh(load_config(site.write_config(url)), site.store(), use_snapshot=True)
+    assert site.sql("SELECT to_regclass('churches')", site.staging_url) == [(None,)]
+    assert site.sql("SELECT note FROM marker", site.staging_url) == [("old copy",)]
+
+    site.sql("UPDATE churches SET contact = NULL")
+    refresh(load_config(site.write_config(url)), site.store(), use_snapshot=True)
+    assert site.sql("SELECT count(*) FROM members", site.staging_url) == [(300,)]
+    assert f"{site.prefix}_path" not in site.databases()

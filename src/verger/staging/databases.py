@@ -14,7 +14,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -38,10 +38,25 @@ def name_of(dsn: str) -> str:
 
 
 def with_name(dsn: str, name: str) -> str:
-    """The same server and credentials, another database; a URL stays a URL."""
+    """The same server and credentials, another database; a URL stays a URL.
+
+    A ``dbname`` among a URL's options names the database over its path (libpq
+    reads it last), so it is dropped: left in, every other database this
+    module names, the half-built copy included, would be the live one.
+    """
     if dsn.startswith(("postgresql://", "postgres://")):
         parts = urlsplit(dsn)
-        return urlunsplit(parts._replace(path="/" + quote(name, safe="")))
+        options = [
+            (key, value)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+            if key != "dbname"
+        ]
+        return urlunsplit(
+            parts._replace(
+                path="/" + quote(name, safe=""),
+                query=urlencode(options, quote_via=quote),
+            )
+        )
     return make_conninfo(dsn, dbname=name)
 
 
