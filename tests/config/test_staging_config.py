@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from verger.backup.context import passphrase
 from verger.config import load_config
-from verger.errors import ConfigError
+from verger.config.model import Backup
+from verger.config.staging import Staging
+from verger.errors import BackupError, ConfigError
 from verger.scheduler.jobs import jobs_for
+from verger.staging import RefreshError, salt_of
 
 BASE = """\
 app: shop
@@ -105,3 +109,42 @@ def test_the_nightly_refresh_is_a_scheduled_job(tmp_path: Path) -> None:
     assert refresh_jobs("staging:\n  refresh: '30 2 * * *'\n")[0][1] == "30 2 * * *"
     assert refresh_jobs("staging:\n  refresh: null\n") == []
     assert refresh_jobs("") == []
+
+
+@pytest.mark.parametrize(
+    ("salt", "said"),
+    [
+        ("${REVSTG_SALT:-defaultdefaultdefault}", "written ${REVSTG_SALT…}"),
+        ("$VERGER_STAGING_SALT_TYPO", "written $VERGER_STAGING_SALT_TYPO"),
+        ("prefix-${NOT CLOSED and long enough", "written ${NOT…}"),
+        (" " * 20, "fewer than 8 different characters"),
+        ("aaaaaaaaaaaaaaaaaaaa", "fewer than 8 different characters"),
+        ("ab ab ab ab ab ab ab ab", "fewer than 8 different characters"),
+    ],
+)
+def test_a_salt_anyone_could_guess_is_refused(salt: str, said: str) -> None:
+    """A salt verger would use as literal text (a shell default or a bare $NAME,
+    which it does not expand) or with fewer than 8 different characters is
+    refused with a sentence saying why, never used to mask."""
+    section = Staging(salt=salt, mask={}, keep=[])  # type: ignore[arg-type]
+    with pytest.raises(RefreshError) as caught:
+        salt_of(section)
+    assert said in caught.value.message
+    assert caught.value.hint
+
+
+def test_a_random_salt_and_a_dollar_inside_one_are_accepted() -> None:
+    """A random salt, one with a $ inside it, and one from the environment are
+    used as they are."""
+    for salt in ("q8Zx$2vLr9TmB1nKw4Yp", "correct horse battery staple $9"):
+        section = Staging(salt=salt, mask={}, keep=[])  # type: ignore[arg-type]
+        assert salt_of(section) == salt
+
+
+@pytest.mark.parametrize("written", ["${PASS:-fallback}", "x${PASS"])
+def test_a_passphrase_written_as_a_shell_default_is_refused(written: str) -> None:
+    """backup.passphrase: ${NAME:-default} is refused (verger expands only
+    ${NAME}), while a passphrase that merely starts with $ is used."""
+    with pytest.raises(BackupError, match="only \\$\\{NAME\\} is taken"):
+        passphrase(Backup(passphrase=written))
+    assert passphrase(Backup(passphrase="$uperSecret-9f2")) == "$uperSecret-9f2"

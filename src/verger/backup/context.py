@@ -7,7 +7,7 @@ import os
 from verger.backup.engines.base import Context
 from verger.backup.system import Runner, resolve_user
 from verger.config import Loaded
-from verger.config.loader import unset_reference
+from verger.config.loader import unexpanded, unset_reference
 from verger.config.model import Backup
 from verger.errors import BackupError, ConfigError
 
@@ -36,6 +36,14 @@ def passphrase(section: Backup) -> str:
             f"backup.passphrase names ${{{unset}}}, which is not set",
             f"export {unset} with the repository's passphrase, then run "
             "the command again",
+        )
+    # "$ecret" is a fair passphrase, so only the ${...} forms are refused.
+    literal = unexpanded(value, bare=False)
+    if literal:
+        raise BackupError(
+            f"backup.passphrase is written {literal}, which verger reads as "
+            "literal text: only ${NAME} is taken from the environment",
+            "write backup.passphrase: ${NAME} and export NAME with the passphrase",
         )
     if not value:
         raise BackupError(

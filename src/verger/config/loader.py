@@ -21,6 +21,9 @@ from verger.errors import ConfigError
 
 FILENAME = "verger.yml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# References of a shell's that verger does not expand (see unexpanded).
+_SHELL_REF = re.compile(r"\$\{([A-Za-z0-9_]*)")
+_BARE_REF = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*")
 # A whole-config check names the key it is about first: "environments.b.listen uses".
 _KEY_FIRST = re.compile(r"^([a-z_]+(?:\.[A-Za-z0-9_-]+)+) (.+)$", re.DOTALL)
 
@@ -211,6 +214,21 @@ def unset_reference(value: str) -> str | None:
     """
     found = _ENV_REF.search(value)
     return found.group(1) if found else None
+
+
+def unexpanded(value: str, bare: bool = True) -> str | None:
+    """A shell-style reference in ``value`` that verger reads as literal text.
+
+    Only ``${NAME}`` is taken from the environment; ``${NAME:-default}`` and a
+    bare ``$NAME`` (the whole value; with ``bare``) stay as written, and a
+    secret written so is known to anyone who reads verger.yml.
+    """
+    shell = _SHELL_REF.search(value)
+    if shell is not None:
+        # Named by its variable alone: the rest may be the secret itself.
+        return f"${{{shell.group(1)}…}}"
+    found = _BARE_REF.fullmatch(value.strip()) if bare else None
+    return found.group(0) if found else None
 
 
 def _unset_hint(value: Any) -> str:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import string
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ import psycopg
 from verger.backup.lock import exclusive
 from verger.children import running
 from verger.config import Loaded
-from verger.config.loader import unset_reference
+from verger.config.loader import unexpanded, unset_reference
 from verger.config.staging import Staging
 from verger.errors import BusyError, VergerError
 from verger.notify import StagingEvent, make_notifier
@@ -45,6 +46,9 @@ from verger.state.base import Store
 log = logging.getLogger("verger.staging")
 
 SALT_VARIABLE = "VERGER_STAGING_SALT"
+# Different characters a salt needs at the least: fewer is a salt anyone guesses.
+DISTINCT = 8
+RANDOM = "the output of 'openssl rand -base64 32'"
 # (step name, done, total): the CLI turns these into progress bars.
 Progress = Callable[[str, int, int], None]
 Restart = Callable[[], str]
@@ -99,12 +103,25 @@ def salt_of(section: Staging) -> str:
             f"export {unset} with the salt used every night (keep it the same), "
             "then run the refresh again",
         )
+    literal = unexpanded(value)
+    if literal:
+        raise RefreshError(
+            f"staging.salt is written {literal}, which verger reads as literal "
+            "text: only ${NAME} is taken from the environment",
+            "write staging.salt: ${NAME} and export NAME with the salt",
+        )
     if len(value) < 16:
         raise RefreshError(
             "no salt of 16 characters or more is set for masking",
             f"export {SALT_VARIABLE} (or set staging.salt: ${{{SALT_VARIABLE}}}) to a "
-            "long random secret, such as the output of 'openssl rand -base64 32', "
-            "and keep it the same every night",
+            f"long random secret, such as {RANDOM}, and keep it the same every night",
+        )
+    if len(set(value) - set(string.whitespace)) < DISTINCT:
+        # Twenty spaces or "aaaa..." would make every fake guessable.
+        raise RefreshError(
+            f"the salt for masking has fewer than {DISTINCT} different characters",
+            f"use a long random secret, such as {RANDOM}, and keep it the same "
+            "every night",
         )
     return value
 
