@@ -81,10 +81,10 @@ def test_a_refresh_killed_halfway_leaves_staging_serving_the_old_copy(site):
     site.sql("DELETE FROM messages WHERE id > 400")
     done = verger(config, "--json", "staging", "refresh", "--snapshot")
     assert done.returncode == 0, done.stderr
-    assert (
-        f"dropped {half[0]}, left by an interrupted refresh"
-        in json.loads(done.stdout)["notes"]
-    )
+    answer = json.loads(done.stdout)
+    assert f"dropped {half[0]}, left by an interrupted refresh" in answer["notes"]
+    # The copy is live under staging's own name once swapped in.
+    assert answer["database"] == site.staging
     assert not [n for n in site.databases() if "_refresh_" in n]
     statuses = [
         r["status"]
@@ -291,10 +291,18 @@ def test_a_lock_left_held_after_its_refresh_died_is_taken_back(site):
             holder.wait()
 
 
-def test_ctrl_c_during_a_refresh_says_staging_keeps_its_old_copy(site):
-    """Ctrl-C while masking: one line says the refresh was interrupted, staging
-    still serves the old copy and the half-built copy was removed, which is so;
-    the exit status is 130 and the refresh is recorded as interrupted."""
+@pytest.mark.parametrize(
+    ("how", "code", "said"),
+    [("ctrl-c", 130, "with Ctrl-C"), ("sigterm", 143, "by SIGTERM")],
+)
+def test_a_refresh_stopped_by_a_signal_says_staging_keeps_its_old_copy(
+    site, how, code, said
+):
+    """Ctrl-C (SIGINT to the terminal's whole group) or SIGTERM (to verger alone,
+    as kill or a service manager sends it) while masking: one line and a hint
+    say the refresh was interrupted, staging still serves the old copy and the
+    half-built copy was removed, which is so; the exit status is 130 or 143
+    and the refresh is recorded as interrupted."""
     site.sql(
         "INSERT INTO messages (member_id, to_phone, body) SELECT 1 + g % 300,"
         " '+14155551001', 'call 415-555-1001 now ' || g FROM generate_series(1, 60000) g"
@@ -309,19 +317,22 @@ def test_ctrl_c_during_a_refresh_says_staging_keeps_its_old_copy(site):
     )
     try:
         _wait_for_loaded_copy(site.folder / ".verger" / "state.db", process)
-        # What a terminal's Ctrl-C does: SIGINT to the whole foreground group.
-        os.killpg(process.pid, signal.SIGINT)
+        if how == "ctrl-c":
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
 
-    assert process.returncode == 130, err
+    assert process.returncode == code, err
     lines = [line for line in err.splitlines() if "interrupted" in line]
     assert len(lines) == 1, err
-    assert "staging still serves the old copy" in lines[0]
+    assert f"interrupted {said}: staging still serves the old copy" in lines[0]
     assert "was removed" in lines[0] and "Traceback" not in err
+    assert "hint: run 'verger staging refresh' again when ready" in err
     assert site.sql("SELECT note FROM marker", site.staging_url) == [("old copy",)]
     assert not [n for n in site.databases() if "_refresh_" in n]
     shown = verger(config, "--json", "staging", "status")

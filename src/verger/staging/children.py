@@ -55,7 +55,7 @@ class Forked:
         context = multiprocessing.get_context("fork")
         self.answers, sender = context.Pipe(duplex=False)
         self.process = context.Process(
-            target=target, args=(os.getpid(), *args, sender), daemon=True
+            target=_child, args=(target, os.getpid(), *args, sender), daemon=True
         )
         self.process.start()
         sender.close()
@@ -65,3 +65,14 @@ class Forked:
             self.process.kill()
         self.process.join()
         self.answers.close()
+
+
+def _child(target: Callable[..., None], *args: Any) -> None:
+    """``target`` with Ctrl-C and SIGTERM ending the child quietly.
+
+    The refresh that forked it cleans up and says what happened; the child
+    would otherwise inherit its handlers and print a traceback of its own.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    target(*args)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import psycopg
@@ -229,19 +230,23 @@ def _refresh(
     refresh_id = store.add_refresh(server.live, new, actor())
     outcome = Outcome(refresh_id, new, "", notes=notes)
     try:
-        _build(loaded, store, section, server, outcome, faker, use_snapshot, progress)
-        server.swap(new)
+        with _stoppable():
+            _build(
+                loaded, store, section, server, outcome, faker, use_snapshot, progress
+            )
+            server.swap(new)
     except KeyboardInterrupt as exc:
-        # A second Ctrl-C must not stop the cleanup that makes the line true.
+        # A second signal must not stop the cleanup that makes the line true.
         with _uninterrupted():
             dropped = _fail(loaded, store, server, outcome, exc)
-        raise _interrupted(new, dropped) from None
+        raise _interrupted(new, dropped, exc) from None
     except BaseException as exc:
         _fail(loaded, store, server, outcome, exc)
         raise
     log.info(
         "Swapped %s in as %s; the old copy is %s.", new, server.live, server.previous
     )
+    outcome.database = server.live
     outcome.seconds = time.monotonic() - started
     try:
         outcome.restart = restart() if restart is not None else ""
@@ -461,34 +466,67 @@ def _restored(
 
 
 class Interrupted(RefreshError):
-    """Ctrl-C stopped a refresh before its swap; staging keeps its old copy."""
+    """Ctrl-C or SIGTERM stopped a refresh before its swap; staging keeps its old copy."""
 
     exit_code = 130
 
 
-def _interrupted(new: str, dropped: bool) -> Interrupted:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager stopping verger) asked a refresh to stop."""
+
+
+def _interrupted(new: str, dropped: bool, exc: KeyboardInterrupt) -> Interrupted:
     removed = (
         f"the half-built copy {new} was removed"
         if dropped
         else f"the half-built copy {new} is removed by the next refresh"
     )
-    return Interrupted(
-        f"the refresh was interrupted: staging still serves the old copy, and {removed}",
-        "",
+    how = "by SIGTERM" if isinstance(exc, Terminated) else "with Ctrl-C"
+    error = Interrupted(
+        f"the refresh was interrupted {how}: staging still serves the old copy, "
+        f"and {removed}",
+        "run 'verger staging refresh' again when ready",
     )
+    error.exit_code = 143 if isinstance(exc, Terminated) else 130
+    return error
+
+
+@contextmanager
+def _stoppable() -> Iterator[None]:
+    """SIGTERM stops the refresh as Ctrl-C does, where this is the main thread.
+
+    Python's own default would end the process at once, leaving the refresh
+    marked running and its half-built copy behind until the next one.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(number: int, frame: FrameType | None) -> None:
+        raise Terminated()
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 @contextmanager
 def _uninterrupted() -> Iterator[None]:
-    """SIGINT ignored inside, where this is the main thread (signals go to it only)."""
+    """SIGINT and SIGTERM ignored inside, where this is the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    before = {
+        number: signal.signal(number, signal.SIG_IGN)
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before)
+        for number, action in before.items():
+            signal.signal(number, action)
 
 
 def _fail(
@@ -506,7 +544,8 @@ def _fail(
     )
     status = "failed"
     if isinstance(exc, KeyboardInterrupt):
-        status, reason = "interrupted", "interrupted with Ctrl-C"
+        how = "by SIGTERM" if isinstance(exc, Terminated) else "with Ctrl-C"
+        status, reason = "interrupted", f"interrupted {how}"
     store.update_refresh(
         outcome.refresh_id, status=status, finished_at=time.time(), detail=reason
     )
