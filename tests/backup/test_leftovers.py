@@ -158,8 +158,9 @@ def test_a_job_killed_once_postgres_starts_leaves_no_server_running(
 def test_a_drill_killed_midway_is_marked_interrupted_and_its_server_stopped(
     workdir: Path, source: Source
 ) -> None:
-    """SIGKILL of 'dr drill' once its copy is starting: the next command stops
-    the copy and marks the drill interrupted, never passed."""
+    """SIGKILL of 'dr drill' once its copy is starting: 'dr report' alone already
+    shows the drill interrupted, never running or passed, and the next backup
+    command stops the copy."""
     config = backup_config(workdir, source)
     _slow_restore(source, config)
     scratch = workdir / "scratch"
@@ -175,11 +176,11 @@ def test_a_drill_killed_midway_is_marked_interrupted_and_its_server_stopped(
     assert pid is not None
     _kill(process)
 
-    verger(config, "backup", "list", check=True)
-    _wait_for(lambda: not _running(pid), "the drill's server stopping", 15)
     report = json.loads(verger(config, "--json", "dr", "report", check=True).stdout)
     assert report[0]["status"] == "interrupted"
     assert "interrupted" in report[0]["detail"]
+    verger(config, "backup", "list", check=True)
+    _wait_for(lambda: not _running(pid), "the drill's server stopping", 15)
     assert not list(scratch.iterdir())
 
 

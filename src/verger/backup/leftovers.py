@@ -13,15 +13,13 @@ half-done is counted.
 from __future__ import annotations
 
 import logging
-import os
-import time
 from pathlib import Path
 
 from verger.backup.cluster import clean_stale
 from verger.backup.engines.base import Context
 from verger.backup.engines.pgbackrest import CONFIG_NAME
-from verger.backup.runs import INTERRUPTED, mark_orphans
-from verger.children import end, orphans, running
+from verger.backup.runs import mark_orphans
+from verger.children import end, orphans
 from verger.state.base import Store
 
 log = logging.getLogger("verger.backup")
@@ -32,18 +30,6 @@ def tidy(context: Context, store: Store) -> list[str]:
     said = _end_engine_orphans(context)
     said += clean_stale(context.scratch)
     said += mark_orphans(store, context.database)
-    for row in store.drills(context.database):
-        if row.status != "running":
-            continue
-        if row.pid is not None and (row.pid == os.getpid() or running(int(row.pid))):
-            continue
-        store.update_drill(
-            row.id,
-            status=INTERRUPTED,
-            finished_at=time.time(),
-            detail="interrupted: the process running it ended before it finished",
-        )
-        said.append(f"Drill #{row.id} is marked interrupted: its process is gone.")
     for sentence in said:
         log.warning(sentence)
     return said

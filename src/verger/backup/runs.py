@@ -149,15 +149,17 @@ def reconcile(engine: Engine, store: Store) -> list[str]:
 
 
 def mark_orphans(store: Store, database: str) -> list[str]:
-    """Mark interrupted the running backups whose process is gone; say which.
+    """Mark interrupted the running backups and drills whose process is gone.
 
     This needs only the catalog, so commands that never read the repository
-    (``backup list`` without a passphrase) still never show a dead run as
-    running.
+    (``backup list`` without a passphrase, ``dr report``) still never show a
+    dead run as running. Every command marks before it makes rows of its
+    own, so a running row naming this very process names a dead verger's
+    number, used again.
     """
     changes: list[str] = []
     for row in store.backups(database, "running"):
-        if row.pid is not None and running(int(row.pid)) and row.pid != os.getpid():
+        if _alive(row.pid):
             continue
         # No finished_at: when it was noticed is not when it stopped, and
         # "took" would count the time nobody looked.
@@ -167,4 +169,19 @@ def mark_orphans(store: Store, database: str) -> list[str]:
             detail="interrupted: the process taking it ended before it finished",
         )
         changes.append(f"Backup #{row.id} is marked interrupted: its process is gone.")
+    for drill in store.drills(database):
+        if drill.status != "running" or _alive(drill.pid):
+            continue
+        store.update_drill(
+            drill.id,
+            status=INTERRUPTED,
+            finished_at=time.time(),
+            detail="interrupted: the process running it ended before it finished",
+        )
+        changes.append(f"Drill #{drill.id} is marked interrupted: its process is gone.")
     return changes
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether a run's process is another verger still running."""
+    return pid is not None and int(pid) != os.getpid() and running(int(pid))

@@ -540,9 +540,13 @@ def dr_drill(c: Ctx, lead: str | None) -> None:
 def dr_report(c: Ctx) -> None:
     """Past drills against the RTO and RPO targets."""
     from verger.backup.context import backup_section
+    from verger.backup.runs import mark_orphans
 
     database = backup_section(c.loaded).database
-    rows = _store(c).drills(database)
+    store = _store(c)
+    for sentence in mark_orphans(store, database):
+        c.out.warn(sentence)
+    rows = store.drills(database)
     c.out.table(
         f"Drills of {database}",
         ["#", "when", "status", "RTO", "target", "RPO", "target", "detail"],
