@@ -578,9 +578,10 @@ def test_a_run_as_that_does_not_own_the_cluster_is_named_before_pgbackrest(
     workdir: Path, source: Source
 ) -> None:
     """With backup.run_as set to a user who does not own the cluster's data
-    folder, 'backup setup' and 'backup run' refuse before pgBackRest runs, in
-    one line naming the owner and run_as, with a hint to set run_as to the
-    owner; setup writes nothing."""
+    folder, 'backup setup', 'backup run', 'backup verify', 'restore' and
+    'dr drill' refuse before pgBackRest runs, in one line naming the owner and
+    run_as, with a hint to set run_as to the owner; setup writes nothing and
+    no drill is recorded."""
     if os.geteuid() != 0:
         pytest.skip("needs root to act as another user")
     config = backup_config(workdir, source)
@@ -600,12 +601,19 @@ def test_a_run_as_that_does_not_own_the_cluster_is_named_before_pgbackrest(
     state = config.parent / ".verger" / "backup"
     subprocess.run(["chown", "-R", "nobody", str(workdir / "repo"), str(state)])
     config.write_text(good.replace("run_as: postgres", "run_as: nobody"))
-    done = verger(config, "backup", "run")
-    assert done.returncode == 6, done.stderr
-    assert "Permission denied" not in done.stderr
-    message, hint = done.stderr.strip().splitlines()
-    assert "owned by postgres" in message and "backup.run_as is nobody" in message
-    assert "set backup.run_as: postgres" in hint
+    for command in (
+        ["backup", "run"],
+        ["backup", "verify"],
+        ["restore", "--latest", "--target", str(workdir / "copy")],
+        ["dr", "drill", "--lead", "0s"],
+    ):
+        done = verger(config, *command)
+        assert done.returncode == 6, (command, done.stderr)
+        assert "Permission denied" not in done.stderr
+        message, hint = done.stderr.strip().splitlines()[-2:]
+        assert "owned by postgres" in message and "backup.run_as is nobody" in message
+        assert "set backup.run_as: postgres" in hint
+    assert json.loads(verger(config, "--json", "dr", "report").stdout) == []
 
 
 def test_a_backup_killed_midway_is_never_listed_as_good(
@@ -1192,7 +1200,8 @@ def test_a_missing_repository_is_named_and_never_answered_with_setup(
 ) -> None:
     """With the repository folder gone, 'backup list' warns that it is missing or
     not mounted and still shows the catalog, other commands say the same without
-    suggesting setup, and nothing in the catalog is expired meanwhile."""
+    suggesting setup ('dr drill' records no drill), and nothing in the catalog is
+    expired meanwhile."""
     config = backup_config(workdir, source)
     _ready(config, source)
     verger(config, "backup", "run", "--no-verify", check=True)
@@ -1204,10 +1213,13 @@ def test_a_missing_repository_is_named_and_never_answered_with_setup(
         assert listed.returncode == 0, listed.stdout + listed.stderr
         assert "missing or not mounted" in listed.stderr
         assert "done" in listed.stdout
-        verify = verger(config, "backup", "verify")
-        assert verify.returncode == 6
-        assert "missing or not mounted" in verify.stderr
-        assert "setup" not in verify.stderr
+        for command in (["backup", "verify"], ["dr", "drill", "--lead", "0s"]):
+            refused = verger(config, *command)
+            assert refused.returncode == 6, refused.stderr
+            assert "missing or not mounted" in refused.stderr
+            assert "setup" not in refused.stderr
+        # A drill refused before it began is no drill: the report stays empty.
+        assert json.loads(verger(config, "--json", "dr", "report").stdout) == []
     finally:
         repo.rmdir()
         (workdir / "elsewhere").rename(repo)

@@ -36,7 +36,7 @@ from verger.backup.markers import (
     prune,
 )
 from verger.backup.restore import restorable, unusable
-from verger.backup.runs import INTERRUPTED
+from verger.backup.runs import INTERRUPTED, refuse_missing_repository
 from verger.backup.verify import _database, content_error, mark_unrestorable
 from verger.errors import Interrupted, VergerError
 from verger.state.base import Row, Store, actor
@@ -92,6 +92,7 @@ def drill(
     targets = context.section.targets
     for sentence in clean_stale(context.scratch):
         log.warning(sentence)
+    _refuse_unready(engine, store)
     drill_id = store.add_drill(context.database, actor(), targets.rto, targets.rpo)
     store.audit(actor(), "drill", None, database=context.database)
     prune(context.dsn, KIND, 7 * 86400)
@@ -130,6 +131,18 @@ def drill(
     _record(store, result, incident)
     log.info(result.sentence())
     return result
+
+
+def _refuse_unready(engine: Engine, store: Store) -> None:
+    """What stops any restore here (setup, not recovery) refused before a drill counts.
+
+    A missing repository, a wrong passphrase or a run_as that cannot read it
+    would fail every command alike; recorded as failed drills they would
+    fill the report with drills that never ran.
+    """
+    engine.preflight()
+    refuse_missing_repository(engine, store)
+    engine.backups()
 
 
 def _durable(engine: Engine, writer: MarkerWriter) -> float | None:

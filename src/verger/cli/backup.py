@@ -64,6 +64,7 @@ def _job(c: Ctx, what: str) -> Iterator[tuple[Any, Any, _Bar]]:
 
     context = make_context(c.loaded)
     engine = make_engine(context)
+    engine.preflight()
     store = _store(c)
     with (
         interruptible(what),

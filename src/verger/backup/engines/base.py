@@ -141,6 +141,10 @@ class Engine(ABC):
         """The archive_command this engine needs on the database, if it archives WAL."""
         return None
 
+    def preflight(self) -> None:
+        """Refuse, before a job runs anything, what would fail it deep inside."""
+        return None
+
     @abstractmethod
     def setup(self, apply: bool) -> list[str]:
         """Configure the database and repository; return what was done or is needed.

@@ -599,6 +599,12 @@ class PgBackRest(Engine):
             )
         return Cluster(data, port, socket, user, database)
 
+    def preflight(self) -> None:
+        """A run_as that cannot read the cluster is named before pgBackRest runs."""
+        facts = self.saved_facts()
+        if facts is not None:
+            self.refuse_other_owner(facts.data)
+
     def refuse_other_owner(self, data: str) -> None:
         """Refuse up front when run_as does not own the cluster's data folder.
 
