@@ -1288,3 +1288,33 @@ print(sorted(cli.commands) == cli.list_commands(None))
     assert loaded == ""
     assert missing == ""
     assert listed == "True"
+
+
+def test_a_gap_a_later_full_backup_healed_only_narrows_the_window(
+    workdir: Path, source: Source
+) -> None:
+    """Once a full backup is taken after a deleted WAL segment, 'verger check'
+    warns of the gap instead of failing, 'backup verify' of the older backup
+    passes with the gap as a warning, and '--latest' restores again."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    names = []
+    for _ in range(3):
+        source.sql("INSERT INTO churches (name) VALUES ('gap test')")
+        names.append(_switch_wal(source))
+    sorted((workdir / "repo" / "archive").rglob(f"{names[1]}-*"))[0].unlink()
+    verger(config, "backup", "run", "--type", "full", "--no-verify", check=True)
+
+    check = verger(config, "--json", "check")
+    found = [c for c in json.loads(check.stdout) if c["name"] == "backup.wal-gaps"]
+    assert [c["status"] for c in found] == ["warn"], check.stdout
+    assert "a backup taken since restores past it" in found[0]["hint"]
+    done = verger(config, "--json", "backup", "verify", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["verified"] is True
+    assert [gap["first"] for gap in result["gaps"]] == [names[1]]
+    assert "no restore can reach" in done.stderr
+    latest = verger(config, "restore", "--latest", "--target", str(workdir / "copy"))
+    assert latest.returncode == 0, latest.stdout + latest.stderr

@@ -9,8 +9,9 @@ live server (``pg_stat_archiver`` and the WAL waiting in
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import psycopg
 
@@ -18,6 +19,9 @@ from verger.backup.engines.base import Engine
 from verger.config.types import format_duration
 from verger.errors import VergerError
 from verger.state.base import Store
+
+if TYPE_CHECKING:
+    from verger.backup.gaps import Gap
 
 Level = Literal["ok", "warn", "fail"]
 LOW_SPACE = 1_000_000_000
@@ -272,8 +276,13 @@ def gaps(engine: Engine) -> list[Finding]:
         ]
     if not found:
         return [Finding("backup.wal-gaps", "ok", "the WAL archive has no gap")]
-    return [
-        Finding(
+    return [_gap_finding(gap, when) for gap in found]
+
+
+def _gap_finding(gap: Gap, when: Callable[[float | None], str]) -> Finding:
+    """A gap no backup after it heals fails; a healed one only narrows the window."""
+    if gap.broken_until is None:
+        return Finding(
             "backup.wal-gaps",
             "fail",
             gap.sentence(when),
@@ -281,5 +290,11 @@ def gaps(engine: Engine) -> list[Finding]:
             "restores after the gap work again, and find out what deleted the WAL",
             "archiving_failed",
         )
-        for gap in found
-    ]
+    return Finding(
+        "backup.wal-gaps",
+        "warn",
+        gap.sentence(when),
+        "a backup taken since restores past it; times inside it stay out of "
+        "reach until retention drops the backups before it; find out what "
+        "deleted the WAL",
+    )
