@@ -605,7 +605,7 @@ def test_a_run_as_that_does_not_own_the_cluster_is_named_before_pgbackrest(
         ["backup", "run"],
         ["backup", "verify"],
         ["restore", "--latest", "--target", str(workdir / "copy")],
-        ["dr", "drill", "--lead", "0s"],
+        ["dr", "drill", "--lead", "1s"],
     ):
         done = verger(config, *command)
         assert done.returncode == 6, (command, done.stderr)
@@ -1213,7 +1213,7 @@ def test_a_missing_repository_is_named_and_never_answered_with_setup(
         assert listed.returncode == 0, listed.stdout + listed.stderr
         assert "missing or not mounted" in listed.stderr
         assert "done" in listed.stdout
-        for command in (["backup", "verify"], ["dr", "drill", "--lead", "0s"]):
+        for command in (["backup", "verify"], ["dr", "drill", "--lead", "1s"]):
             refused = verger(config, *command)
             assert refused.returncode == 6, refused.stderr
             assert "missing or not mounted" in refused.stderr
@@ -1318,3 +1318,18 @@ def test_a_gap_a_later_full_backup_healed_only_narrows_the_window(
     assert "no restore can reach" in done.stderr
     latest = verger(config, "restore", "--latest", "--target", str(workdir / "copy"))
     assert latest.returncode == 0, latest.stdout + latest.stderr
+
+
+@pytest.mark.parametrize("lead", ["0s", "2h"])
+def test_a_drill_lead_outside_a_second_to_an_hour_is_refused(
+    workdir: Path, source: Source, lead: str
+) -> None:
+    """'dr drill --lead' of no time or of hours is refused in one line with a
+    hint, exit 2, before anything is written or recorded."""
+    config = backup_config(workdir, source)
+    done = verger(config, "dr", "drill", "--lead", lead)
+    assert done.returncode == 2, done.stderr
+    message, hint = done.stderr.strip().splitlines()
+    assert f"--lead {lead} is outside 1s to 1h" in message
+    assert "archive_timeout" in hint
+    assert json.loads(verger(config, "--json", "dr", "report").stdout) == []

@@ -71,7 +71,8 @@ class DrillResult:
             f"Drill #{self.drill_id} {verdict}: RTO {self.rto:.1f}s (target "
             f"{self.rto_target:g}s), RPO {self.rpo:.1f}s (target {self.rpo_target:g}s)"
         )
-        return ". ".join([text, *self.notes])
+        notes = [note[:1].upper() + note[1:] for note in self.notes]
+        return ". ".join([text, *notes])
 
 
 def drill(
@@ -252,8 +253,9 @@ def _notes(pitr: bool, recovered: float | None, held: float) -> tuple[str, ...]:
     elif recovered is None:
         at = time.strftime("%H:%M:%S UTC", time.gmtime(held))
         notes.append(
-            "the copy holds none of this drill's markers (is WAL archived?);"
-            f" RPO counts from its newest data, at {at}"
+            "the copy holds none of this drill's markers (their WAL was not"
+            " archived by the incident: a lead shorter than archive_timeout, or"
+            f" archiving failing); RPO counts from its newest data, at {at}"
         )
     return tuple(notes)
 

@@ -153,9 +153,8 @@ def backup_run(c: Ctx, kind: str | None, no_verify: bool) -> None:
         if decided.remove:
             c.out.say(f"Retention removed {', '.join(decided.remove)}.")
     final = store.backup(row.id)
-    # The verdict, said above, already names the backup's status.
-    human = None if verdict is not None else f"Backup #{final.id} is {final.status}."
-    c.out.result(_backup_data(final), human)
+    # The lines said above already name the backup and its status.
+    c.out.result(_backup_data(final), None)
     if verdict is not None and not verdict.verified:
         c.out.exit_code = 6
 
@@ -442,7 +441,8 @@ def restore(
     reached = when(done["recovered_to"]) if done["recovered_to"] else "the backup's end"
     human = f"Restored {done['backup']} into {done['target']}, recovered to {reached}"
     if done.get("access"):
-        human += f". {done['access'][0].upper()}{done['access'][1:]}"
+        # "pg_hba.conf allows ...": a file's name keeps its case at a sentence's start.
+        human += f". Access: {done['access']}"
     if done.get("start_with"):
         human += f". Start it with: {done['start_with']}"
     c.out.result(done, human)
@@ -499,6 +499,10 @@ def dr() -> None:
     """Disaster-recovery drills: measured RTO and RPO."""
 
 
+# The shortest and longest lead a drill accepts, in seconds.
+LEAD = (1.0, 3600.0)
+
+
 @dr.command("drill")
 @click.option(
     "--lead",
@@ -516,6 +520,12 @@ def dr_drill(c: Ctx, lead: str | None) -> None:
         seconds = None if lead is None else parse_duration(lead)
     except ValueError as exc:
         raise UsageError(f"--lead: {exc}", "write it like 90s or 2m") from None
+    if seconds is not None and not LEAD[0] <= seconds <= LEAD[1]:
+        raise UsageError(
+            f"--lead {lead} is outside 1s to 1h: the drill writes markers that "
+            "long before its incident",
+            "give a lead a little longer than backup.archive_timeout, like 90s",
+        )
     with _job(c, "drill") as (engine, store, progress):
         result = drill(engine, store, lead=seconds, progress=progress)
         if not result.passed:
