@@ -30,6 +30,9 @@ class Column:
     unique: bool = False
     # The columns a foreign key joins this one to, on either side of it.
     joins: list[str] = field(default_factory=list)
+    # A numeric column's declared digits and digits after the point (None: any).
+    precision: int | None = None
+    scale: int | None = None
 
     @property
     def key_name(self) -> str:
@@ -50,7 +53,9 @@ class Table:
 COLUMNS = """
 SELECT c.table_schema, c.table_name, c.column_name, c.data_type,
        format_type(a.atttypid, a.atttypmod), c.character_maximum_length,
-       c.is_nullable = 'YES'
+       c.is_nullable = 'YES',
+       CASE WHEN c.data_type = 'numeric' THEN c.numeric_precision END,
+       CASE WHEN c.data_type = 'numeric' THEN c.numeric_scale END
   FROM information_schema.columns c
   JOIN information_schema.tables t
     ON t.table_schema = c.table_schema AND t.table_name = c.table_name
@@ -116,9 +121,8 @@ def read_tables(conn: psycopg.Connection[tuple[object, ...]]) -> list[Table]:
         joins.setdefault(own, []).append(_key_name(*other))
         joins.setdefault(other, []).append(_key_name(*own))
     tables: dict[tuple[str, str], Table] = {}
-    for schema, table, name, kind, sql_type, width, nullable in conn.execute(
-        COLUMNS
-    ).fetchall():
+    for row in conn.execute(COLUMNS).fetchall():
+        schema, table, name, kind, sql_type, width, nullable, digits, scale = row
         where = (str(schema), str(table))
         entry = tables.setdefault(where, Table(*where))
         entry.columns.append(
@@ -127,11 +131,13 @@ def read_tables(conn: psycopg.Connection[tuple[object, ...]]) -> list[Table]:
                 name=str(name),
                 type=str(kind),
                 sql_type=str(sql_type),
-                width=None if width is None else int(str(width)),
+                width=_number(width),
                 nullable=bool(nullable),
                 key=(schema, table, name) in keys,
                 unique=(schema, table, name) in unique,
                 joins=joins.get((schema, table, name), []),
+                precision=_number(digits),
+                scale=_number(scale),
             )
         )
     return list(tables.values())
@@ -140,3 +146,7 @@ def read_tables(conn: psycopg.Connection[tuple[object, ...]]) -> list[Table]:
 def _key_name(schema: object, table: object, column: object) -> str:
     where = str(table) if schema == "public" else f"{schema}.{table}"
     return f"{where}.{column}"
+
+
+def _number(value: object) -> int | None:
+    return None if value is None else int(str(value))

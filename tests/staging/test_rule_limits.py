@@ -1,0 +1,66 @@
+"""Rules at the edges of their columns: types, widths, partitions and the scan."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from verger.staging import MaskError, refresh
+
+
+def test_number_noise_stays_inside_its_columns_type(site):
+    """Noise on values at the edge of numeric(5,2), smallint and bigint keeps them
+    inside the type, rounded to the numeric's scale, a numeric without one keeps
+    the original's digits after the point, and the refresh succeeds."""
+    site.sql(
+        "CREATE TABLE ledger (id serial PRIMARY KEY, balance numeric(5, 2),"
+        " small smallint, big bigint, amount numeric);"
+        " INSERT INTO ledger (balance, small, big, amount)"
+        " SELECT sign * (999.99 - g / 100.0), sign * (32767 - g) - (sign < 0)::int,"
+        "        sign * (9223372036854775807 - g), sign * (10 + g + 0.5)"
+        "   FROM generate_series(0, 19) g, (VALUES (1), (-1)) s(sign)"
+    )
+    site.mask.update(
+        {
+            "ledger.balance": {"rule": "number_noise", "ratio": 0.0001},
+            "ledger.small": {"rule": "number_noise", "ratio": 0.5},
+            "ledger.big": {"rule": "number_noise", "ratio": 0.5},
+            "ledger.amount": "number_noise",
+        }
+    )
+    site.keep.append("ledger.id")
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    rows = site.sql("SELECT balance, small, big, amount FROM ledger", site.staging_url)
+    assert len(rows) == 40
+    for balance, small, big, amount in rows:
+        assert abs(balance) <= Decimal("999.99")
+        assert balance == balance.quantize(Decimal("0.01"))
+        assert -32768 <= small <= 32767
+        assert -(2**63) <= big < 2**63
+        assert amount.as_tuple().exponent == -1
+    edges = site.sql(
+        "SELECT count(*) FROM ledger WHERE small IN (-32768, 32767)", site.staging_url
+    )
+    assert edges[0][0] > 0
+
+
+def test_a_masked_value_its_column_refuses_names_the_table_and_column(site):
+    """A noised number its domain's check refuses fails the refresh naming the column,
+    and staging keeps its old copy."""
+    site.sql(
+        "CREATE DOMAIN percent AS integer CHECK (VALUE BETWEEN 0 AND 100);"
+        " CREATE TABLE scores (id serial PRIMARY KEY, score percent);"
+        " INSERT INTO scores (score) SELECT g FROM generate_series(60, 100) g"
+    )
+    site.mask["scores.score"] = {"rule": "number_noise", "ratio": 0.5}
+    site.keep.append("scores.id")
+
+    with pytest.raises(MaskError, match=r"masking scores\.score ") as raised:
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    assert "percent" in raised.value.message
+    assert "scores.score" in raised.value.hint
+    assert site.sql("SELECT note FROM marker", site.staging_url) == [("old copy",)]
