@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from verger.staging import MaskError, refresh
+from verger.staging import LeakError, MaskError, refresh
 
 
 def test_number_noise_stays_inside_its_columns_type(site):
@@ -64,3 +64,54 @@ def test_a_masked_value_its_column_refuses_names_the_table_and_column(site):
     assert "percent" in raised.value.message
     assert "scores.score" in raised.value.hint
     assert site.sql("SELECT note FROM marker", site.staging_url) == [("old copy",)]
+
+
+def _accounts(site) -> None:
+    site.sql(
+        "CREATE TABLE accounts (id serial PRIMARY KEY, pin char(4) NOT NULL,"
+        " old_pin text);"
+        " INSERT INTO accounts (pin) SELECT CASE WHEN g % 3 = 0 THEN '0000'"
+        " ELSE lpad(g::text, 4, '7') END FROM generate_series(1, 30) g"
+    )
+    site.keep.append("accounts.id")
+
+
+def test_a_fixed_value_that_production_also_holds_is_no_leak_in_its_column(site):
+    """{rule: fixed, value: "0000"} over production PINs that include 0000 refreshes
+    cleanly: the config's own value is no production value left behind."""
+    _accounts(site)
+    site.mask["accounts.pin"] = {"rule": "fixed", "value": "0000"}
+    site.keep.append("accounts.old_pin")
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    pins = site.sql("SELECT DISTINCT pin FROM accounts", site.staging_url)
+    assert pins == [("0000",)]
+
+
+def test_a_production_value_equal_to_a_fixed_value_still_leaks_in_other_columns(
+    site,
+):
+    """The fixed value is exempt only in its own column: a kept column holding the
+    same production PIN still fails the refresh, naming that column."""
+    _accounts(site)
+    site.sql("UPDATE accounts SET old_pin = pin WHERE pin = '0000'")
+    site.mask["accounts.pin"] = {"rule": "fixed", "value": "0000"}
+    site.keep.append("accounts.old_pin")
+
+    with pytest.raises(LeakError, match=r"accounts\.old_pin: a production value"):
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+
+
+def test_a_fixed_value_longer_than_its_column_is_refused_up_front(site):
+    """A fixed value that a char(4) column would cut is refused before anything is
+    masked, naming the column and its width."""
+    _accounts(site)
+    site.mask["accounts.pin"] = {"rule": "fixed", "value": "123456"}
+    site.keep.append("accounts.old_pin")
+
+    with pytest.raises(MaskError, match=r"accounts\.pin is character\(4\)") as raised:
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    assert "4 characters or fewer" in raised.value.hint
+    assert not [n for n in site.databases() if "_refresh_" in n]

@@ -92,6 +92,20 @@ def _check(
             f"mask {where} with hash",
         )
     _check_type(column, rule)
+    _check_fixed(column, rule)
+
+
+def _check_fixed(column: Column, rule: Rule) -> None:
+    """A fixed value fits its column whole: cut, it would not be the value chosen."""
+    value = rule.value or ""
+    if rule.rule != "fixed" or column.width is None or len(value) <= column.width:
+        return
+    raise MaskError(
+        f"{column.key_name} is {column.sql_type}, and its fixed value {value!r} is "
+        f"{len(value)} characters long",
+        f"give {column.key_name} a fixed value of {column.width} characters or "
+        "fewer, or widen the column",
+    )
 
 
 def _check_key(
