@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -115,3 +116,49 @@ def test_a_fixed_value_longer_than_its_column_is_refused_up_front(site):
 
     assert "4 characters or fewer" in raised.value.hint
     assert not [n for n in site.databases() if "_refresh_" in n]
+
+
+@pytest.mark.parametrize(
+    ("declared", "rule", "offered", "not_offered"),
+    [
+        (
+            "text",
+            "date_noise",
+            "email, phone, name, text, hash, fixed, null or keep",
+            "number_noise",
+        ),
+        ("inet", "text", "fits inet: null or keep", "date_noise"),
+        ("integer NOT NULL", "phone", "fits integer: number_noise or keep", "null"),
+        ("bytea", "name", "fits bytea: hash, null or keep", "number_noise"),
+    ],
+)
+def test_a_rule_for_another_type_is_refused_offering_the_rules_that_fit(
+    site, declared, rule, offered, not_offered
+):
+    """The type-mismatch hint lists the rules that fit the column's own type."""
+    site.sql(f"CREATE TABLE devices (id serial PRIMARY KEY, x {declared})")
+    site.mask["devices.x"] = rule
+    site.keep.append("devices.id")
+
+    with pytest.raises(MaskError, match=rf"devices\.x is .*the {rule} rule") as raised:
+        refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    assert offered in raised.value.hint
+    assert not_offered not in raised.value.hint
+
+
+def test_hash_fits_a_bytea_column(site):
+    """hash, offered for bytea, masks it: each value becomes its 32 hex digits as bytes."""
+    site.sql(
+        "CREATE TABLE photos (id serial PRIMARY KEY, data bytea);"
+        " INSERT INTO photos (data) SELECT convert_to('Anna Smith ' || g, 'UTF8')"
+        " FROM generate_series(1, 5) g"
+    )
+    site.mask["photos.data"] = "hash"
+    site.keep.append("photos.id")
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    rows = site.sql("SELECT convert_from(data, 'UTF8') FROM photos", site.staging_url)
+    assert len(rows) == 5
+    assert all(re.fullmatch(r"[0-9a-f]{32}", text) for (text,) in rows)

@@ -10,6 +10,8 @@ from verger.staging.fakes import MaskError
 
 # Rules whose output is meant to hide the original value, so the leak scan hunts it.
 HIDING = ("email", "phone", "name", "hash", "fixed", "null")
+# Rules whose fakes are text, for text columns (see fitting).
+TEXT_RULES = ("email", "phone", "name", "text", "hash", "fixed", "null", "keep")
 # Rules that give a value the same fake in every column, distinct for distinct values.
 KEY_RULES = ("hash", "email", "phone")
 
@@ -148,14 +150,31 @@ def _room(column: Column) -> int:
     return 64 if column.width is None else min(column.width, 64)
 
 
+def fitting(column: Column) -> tuple[str, ...]:
+    """The rules whose output the column's type accepts."""
+    if column.type in TEXT_TYPES:
+        return TEXT_RULES
+    if column.type in DATE_TYPES:
+        return ("date_noise", "null", "keep")
+    if column.type in NUMBER_TYPES:
+        return ("number_noise", "null", "keep")
+    if column.type == "bytea":
+        # Hex digits are bytes too; no other fake is.
+        return ("hash", "null", "keep")
+    return ("null", "keep")
+
+
 def _check_type(column: Column, rule: Rule) -> None:
+    rules = fitting(column)
+    if rule.rule in rules:
+        return
     expected = {"date_noise": DATE_TYPES, "number_noise": NUMBER_TYPES}.get(
         rule.rule, TEXT_TYPES
     )
-    if rule.rule == "null" or column.type in expected:
-        return
+    offered = [r for r in rules if column.nullable or r != "null"]
     raise MaskError(
         f"{column.key_name} is {column.sql_type}, and the {rule.rule} rule applies to "
         f"{', '.join(expected)} columns",
-        "pick a rule for its type (date_noise, number_noise, null, keep)",
+        f"pick a rule that fits {column.sql_type}: "
+        f"{', '.join(offered[:-1])} or {offered[-1]}",
     )
