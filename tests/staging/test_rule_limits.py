@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from verger.staging import LeakError, MaskError, refresh
+from verger.staging.classify import classify
 
 
 def test_number_noise_stays_inside_its_columns_type(site):
@@ -162,3 +163,34 @@ def test_hash_fits_a_bytea_column(site):
     rows = site.sql("SELECT convert_from(data, 'UTF8') FROM photos", site.staging_url)
     assert len(rows) == 5
     assert all(re.fullmatch(r"[0-9a-f]{32}", text) for (text,) in rows)
+
+
+def test_classify_reads_json_and_arrays_and_warns_of_bytea(site):
+    """classify samples json, jsonb and array columns in their text form, proposing
+    null where they hold emails or names, and never keep for bytea."""
+    site.sql(
+        "CREATE TABLE profiles (id serial PRIMARY KEY, data jsonb, extra json,"
+        " aliases text[], avatar bytea, settings jsonb, scan bytea NOT NULL);"
+        " INSERT INTO profiles (data, extra, aliases, avatar, settings, scan)"
+        " SELECT jsonb_build_object('contact', email),"
+        "        json_build_object('who', json_build_object('full_name', full_name)),"
+        "        ARRAY[email, 'x' || id || '@mail.example'],"
+        "        convert_to(full_name, 'UTF8'), '{\"theme\": \"dark\"}', '\\x00'"
+        "   FROM members WHERE email <> ''"
+    )
+    section = site.loaded().config.staging
+
+    proposals = {
+        p.column: p
+        for p in classify(site.production_url, section, "US")
+        if p.column.startswith("profiles.")
+    }
+
+    for column in ("profiles.data", "profiles.extra", "profiles.aliases"):
+        assert proposals[column].rule == "null", proposals[column]
+        assert "only rule that fits" in proposals[column].reason
+    assert "'full_name' field" in proposals["profiles.extra"].reason
+    assert proposals["profiles.avatar"].rule == "null"
+    assert proposals["profiles.scan"].rule == "hash"
+    assert "cannot read bytea" in proposals["profiles.scan"].reason
+    assert proposals["profiles.settings"].rule == "keep"
