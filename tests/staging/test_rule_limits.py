@@ -194,3 +194,29 @@ def test_classify_reads_json_and_arrays_and_warns_of_bytea(site):
     assert proposals["profiles.scan"].rule == "hash"
     assert "cannot read bytea" in proposals["profiles.scan"].reason
     assert proposals["profiles.settings"].rule == "keep"
+
+
+def test_a_rule_on_a_partitioned_table_masks_its_partitions(site):
+    """events.note: text masks every partition's notes, a partition's own rule wins,
+    and the kept events.id keeps each partition's ids."""
+    site.sql(
+        "CREATE TABLE events (id int NOT NULL, note text) PARTITION BY RANGE (id);"
+        " CREATE TABLE events_a PARTITION OF events FOR VALUES FROM (0) TO (150);"
+        " CREATE TABLE events_b PARTITION OF events FOR VALUES FROM (150) TO (1000);"
+        " INSERT INTO events SELECT id, 'Write to ' || email FROM members"
+        "  WHERE email <> ''"
+    )
+    site.mask["events.note"] = "text"
+    site.mask["events_b.note"] = {"rule": "fixed", "value": "(removed)"}
+    site.keep.append("events.id")
+
+    refresh(site.loaded(), site.store(), use_snapshot=True)
+
+    masked = site.sql("SELECT note FROM events_a", site.staging_url)
+    assert len(masked) > 100
+    assert all("church.org" not in note.lower() for (note,) in masked)
+    assert all(note.startswith("Write to ") for (note,) in masked)
+    removed = site.sql("SELECT DISTINCT note FROM events_b", site.staging_url)
+    assert removed == [("(removed)",)]
+    ids = "SELECT id FROM events ORDER BY id"
+    assert site.sql(ids, site.staging_url) == site.sql(ids)

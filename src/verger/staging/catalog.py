@@ -44,6 +44,10 @@ class Table:
     schema: str
     name: str
     columns: list[Column] = field(default_factory=list)
+    # The partitioned table this one is a partition of, by its key name.
+    parent: str | None = None
+    # A partitioned table holds no rows of its own: its partitions hold them.
+    partitioned: bool = False
 
     @property
     def key_name(self) -> str:
@@ -97,6 +101,23 @@ SELECT cn.nspname, c.relname, ca.attname, pn.nspname, p.relname, pa.attname
  WHERE k.contype = 'f'
 """
 
+# Each partition with the table it is a partition of; and each partitioned table.
+PARENTS = """
+SELECT cn.nspname, c.relname, pn.nspname, p.relname
+  FROM pg_inherits i
+  JOIN pg_class c ON c.oid = i.inhrelid
+  JOIN pg_namespace cn ON cn.oid = c.relnamespace
+  JOIN pg_class p ON p.oid = i.inhparent
+  JOIN pg_namespace pn ON pn.oid = p.relnamespace
+ WHERE c.relispartition
+"""
+PARTITIONED = """
+SELECT n.nspname, c.relname
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'p'
+"""
+
 UNIQUE = """
 SELECT n.nspname, r.relname, a.attname
   FROM pg_index i
@@ -140,7 +161,22 @@ def read_tables(conn: psycopg.Connection[tuple[object, ...]]) -> list[Table]:
                 scale=_number(scale),
             )
         )
+    _partitions(conn, tables)
     return list(tables.values())
+
+
+def _partitions(
+    conn: psycopg.Connection[tuple[object, ...]], tables: dict[tuple[str, str], Table]
+) -> None:
+    """Each table told whether it is partitioned, and a partition its parent."""
+    for schema, name in conn.execute(PARTITIONED).fetchall():
+        table = tables.get((str(schema), str(name)))
+        if table is not None:
+            table.partitioned = True
+    for schema, name, parent_schema, parent in conn.execute(PARENTS).fetchall():
+        table = tables.get((str(schema), str(name)))
+        if table is not None:
+            table.parent = Table(str(parent_schema), str(parent)).key_name
 
 
 def _key_name(schema: object, table: object, column: object) -> str:

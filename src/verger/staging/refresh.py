@@ -332,7 +332,7 @@ def _fixed(plan: Plan) -> dict[str, str]:
     """Each column under the fixed rule, with the value the config chose for it."""
     return {
         column.key_name: rule.value
-        for tp in plan.masked
+        for tp in plan.tables
         for column, rule in tp.masked
         if rule.rule == "fixed" and rule.value
     }
