@@ -30,6 +30,9 @@ class Column:
     unique: bool = False
     # The columns a foreign key joins this one to, on either side of it.
     joins: list[str] = field(default_factory=list)
+    # A numeric column's declared digits and digits after the point (None: any).
+    precision: int | None = None
+    scale: int | None = None
 
     @property
     def key_name(self) -> str:
@@ -41,6 +44,10 @@ class Table:
     schema: str
     name: str
     columns: list[Column] = field(default_factory=list)
+    # The partitioned table this one is a partition of, by its key name.
+    parent: str | None = None
+    # A partitioned table holds no rows of its own: its partitions hold them.
+    partitioned: bool = False
 
     @property
     def key_name(self) -> str:
@@ -50,7 +57,9 @@ class Table:
 COLUMNS = """
 SELECT c.table_schema, c.table_name, c.column_name, c.data_type,
        format_type(a.atttypid, a.atttypmod), c.character_maximum_length,
-       c.is_nullable = 'YES'
+       c.is_nullable = 'YES',
+       CASE WHEN c.data_type = 'numeric' THEN c.numeric_precision END,
+       CASE WHEN c.data_type = 'numeric' THEN c.numeric_scale END
   FROM information_schema.columns c
   JOIN information_schema.tables t
     ON t.table_schema = c.table_schema AND t.table_name = c.table_name
@@ -92,6 +101,23 @@ SELECT cn.nspname, c.relname, ca.attname, pn.nspname, p.relname, pa.attname
  WHERE k.contype = 'f'
 """
 
+# Each partition with the table it is a partition of; and each partitioned table.
+PARENTS = """
+SELECT cn.nspname, c.relname, pn.nspname, p.relname
+  FROM pg_inherits i
+  JOIN pg_class c ON c.oid = i.inhrelid
+  JOIN pg_namespace cn ON cn.oid = c.relnamespace
+  JOIN pg_class p ON p.oid = i.inhparent
+  JOIN pg_namespace pn ON pn.oid = p.relnamespace
+ WHERE c.relispartition
+"""
+PARTITIONED = """
+SELECT n.nspname, c.relname
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'p'
+"""
+
 UNIQUE = """
 SELECT n.nspname, r.relname, a.attname
   FROM pg_index i
@@ -116,9 +142,8 @@ def read_tables(conn: psycopg.Connection[tuple[object, ...]]) -> list[Table]:
         joins.setdefault(own, []).append(_key_name(*other))
         joins.setdefault(other, []).append(_key_name(*own))
     tables: dict[tuple[str, str], Table] = {}
-    for schema, table, name, kind, sql_type, width, nullable in conn.execute(
-        COLUMNS
-    ).fetchall():
+    for row in conn.execute(COLUMNS).fetchall():
+        schema, table, name, kind, sql_type, width, nullable, digits, scale = row
         where = (str(schema), str(table))
         entry = tables.setdefault(where, Table(*where))
         entry.columns.append(
@@ -127,16 +152,37 @@ def read_tables(conn: psycopg.Connection[tuple[object, ...]]) -> list[Table]:
                 name=str(name),
                 type=str(kind),
                 sql_type=str(sql_type),
-                width=None if width is None else int(str(width)),
+                width=_number(width),
                 nullable=bool(nullable),
                 key=(schema, table, name) in keys,
                 unique=(schema, table, name) in unique,
                 joins=joins.get((schema, table, name), []),
+                precision=_number(digits),
+                scale=_number(scale),
             )
         )
+    _partitions(conn, tables)
     return list(tables.values())
+
+
+def _partitions(
+    conn: psycopg.Connection[tuple[object, ...]], tables: dict[tuple[str, str], Table]
+) -> None:
+    """Each table told whether it is partitioned, and a partition its parent."""
+    for schema, name in conn.execute(PARTITIONED).fetchall():
+        table = tables.get((str(schema), str(name)))
+        if table is not None:
+            table.partitioned = True
+    for schema, name, parent_schema, parent in conn.execute(PARENTS).fetchall():
+        table = tables.get((str(schema), str(name)))
+        if table is not None:
+            table.parent = Table(str(parent_schema), str(parent)).key_name
 
 
 def _key_name(schema: object, table: object, column: object) -> str:
     where = str(table) if schema == "public" else f"{schema}.{table}"
     return f"{where}.{column}"
+
+
+def _number(value: object) -> int | None:
+    return None if value is None else int(str(value))

@@ -8,7 +8,9 @@ proposals and pastes them into verger.yml; nothing is applied by itself.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -47,6 +49,11 @@ PEOPLE = re.compile(
 PERSONAL = re.compile(r"e_?mail|phone|mobile|birth")
 
 
+# Values the leak scan reads in their text form, which no rule but null can
+# replace while keeping the type valid.
+STRUCTURED = ("json", "jsonb", "ARRAY")
+
+
 @dataclass(frozen=True)
 class Proposal:
     column: str
@@ -75,9 +82,9 @@ def classify(
 def _sample(
     conn: psycopg.Connection[tuple[object, ...]], table: Table, column: Column
 ) -> list[str]:
-    if column.type not in TEXT_TYPES:
+    if column.type not in TEXT_TYPES and column.type not in STRUCTURED:
         return []
-    query = sql.SQL("SELECT {}::text FROM {} WHERE {} <> '' LIMIT 200").format(
+    query = sql.SQL("SELECT {}::text FROM {} WHERE {}::text <> '' LIMIT 200").format(
         sql.Identifier(column.name),
         sql.Identifier(table.schema, table.name),
         sql.Identifier(column.name),
@@ -91,6 +98,10 @@ def propose(
     """One column's rule, from its name, its table, its keys and a sample of its values."""
     if column.key:
         return Proposal(column.key_name, "keep", "part of a primary or foreign key")
+    if column.type == "bytea":
+        return _unreadable(column)
+    if column.type in STRUCTURED:
+        return _structured(column, sample, region)
     lowered = column.name.lower()
     if table is not None and _names_people(column, table):
         return Proposal(
@@ -104,6 +115,73 @@ def propose(
     return Proposal(
         column.key_name, "keep", "nothing in its name or values looks personal"
     )
+
+
+def _unreadable(column: Column) -> Proposal:
+    """A bytea column: whatever it holds, the leak scan cannot read it to prove it gone."""
+    return Proposal(
+        column.key_name,
+        "null" if column.nullable else "hash",
+        "the leak scan cannot read bytea, so personal data left in it would go "
+        "unseen; keep it only knowingly",
+    )
+
+
+def _structured(column: Column, sample: list[str], region: str) -> Proposal:
+    """A json or array column, judged by its name, its fields and its text form.
+
+    Only null replaces such a value and keeps the type valid, so a personal
+    one is proposed null (the schema guard refuses it for a NOT NULL column,
+    which a person must then keep knowingly).
+    """
+    reason = _personal_name(column.name.lower())
+    if reason is None:
+        field = next((key for key in _keys(sample) if _personal_name(key)), None)
+        if field is not None:
+            reason = f"its values have a {field!r} field"
+    if reason is None and sample:
+        found = _from_values(column, sample, region)
+        reason = None if found.rule == "keep" else found.reason
+    if reason is None:
+        return Proposal(
+            column.key_name, "keep", "nothing in its name or values looks personal"
+        )
+    return Proposal(
+        column.key_name,
+        "null",
+        f"{reason}; null is the only rule that fits {column.sql_type}"
+        + ("" if column.nullable else ", which NOT NULL refuses: keep it knowingly"),
+    )
+
+
+def _personal_name(name: str) -> str | None:
+    """Why a column or field named ``name`` looks personal, if it does."""
+    for pattern, rule in NAMES:
+        if re.search(pattern, name):
+            return f"its name looks like {rule}"
+    if PLAIN_NAME.match(name):
+        return "its name looks like name"
+    return None
+
+
+def _keys(sample: list[str]) -> Iterator[str]:
+    """The field names of the json values sampled, at any depth, lowercased."""
+    for value in sample:
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            continue
+        yield from _fields(parsed)
+
+
+def _fields(value: object) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield str(key).lower()
+            yield from _fields(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _fields(inner)
 
 
 def _names_people(column: Column, table: Table) -> bool:

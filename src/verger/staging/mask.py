@@ -16,10 +16,12 @@ largest cut between them by a hash of its costliest masked field.
 from __future__ import annotations
 
 import datetime
+import decimal
 import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -76,7 +78,16 @@ NUMBERS = ("phone",)
 WORDS = ("name", "email")
 # Which masked field a halved table is cut by: the one whose fakes cost most.
 COSTLIEST = {"text": 3, "phone": 2, "name": 1, "email": 1}
-INTEGER_TYPES = ("smallint", "integer", "bigint")
+# Noise is held inside these: past them, the copy would refuse the value.
+INTEGER_RANGES = {
+    "smallint": (-(2**15), 2**15 - 1),
+    "integer": (-(2**31), 2**31 - 1),
+    "bigint": (-(2**63), 2**63 - 1),
+}
+# Enough digits for any numeric with a precision (at most 1000), so none is rounded.
+EXACT = decimal.Context(prec=1100)
+# Where COPY says which field it refused: "COPY accounts, line 3, column balance: ...".
+COPY_COLUMN = re.compile(r"^COPY [^\n]*?, line \d+, column (.+?)(?:: |$)", re.M)
 # Every table pg_dump copies data for: ordinary tables and partitions, not
 # partitioned parents (their rows are their partitions'), not extensions' own.
 TABLES = """
@@ -461,7 +472,7 @@ def _joined(target: str, table: Source | None) -> Iterator[Callable[[bytes], Non
     with psycopg.connect(target, autocommit=True) as conn:
         _settle(conn)
         cursor = conn.cursor()
-        with conn.transaction():
+        with _named(table), conn.transaction():
             conn.execute(_truncate(table))
             with cursor.copy(_into(table), writer=QueuedLibpqWriter(cursor)) as copy:
                 yield copy.write
@@ -711,7 +722,7 @@ def _mask_table(
 ) -> int:
     rows = 0
     cursor = writer.cursor()
-    with writer.transaction():
+    with _named(table), writer.transaction():
         writer.execute(_truncate(table))
         # A thread sends the rows while this one masks the next lines.
         with cursor.copy(_into(table), writer=QueuedLibpqWriter(cursor)) as target:
@@ -721,6 +732,22 @@ def _mask_table(
                 progress(rows)
     progress(rows)
     return rows
+
+
+@contextmanager
+def _named(table: Source) -> Iterator[None]:
+    """A masked value the copy refuses, told by its table and column."""
+    try:
+        yield
+    except (psycopg.DataError, psycopg.IntegrityError) as exc:
+        found = COPY_COLUMN.search(exc.diag.context or "")
+        where = table.key_name + (f".{found.group(1)}" if found else "")
+        reason = (exc.diag.message_primary or str(exc)).strip().splitlines()[0]
+        raise MaskError(
+            f"masking {where} gave a value its column refuses: {reason}",
+            f"change the rule for {where} under staging.mask (keep, null or "
+            "another rule that fits its type), then refresh again",
+        ) from exc
 
 
 def _into(table: Source) -> sql.Composed:
@@ -775,7 +802,10 @@ def _field(
         value = unescape(raw.decode())
         if hunt is not None and seen is not None:
             hunt(value, seen)
-        result = transform(value)
+        try:
+            result = transform(value)
+        except (ValueError, ArithmeticError) as exc:
+            raise _unmasked(column, rule, exc) from exc
         if result is None:
             fake = NULL
         elif SPECIAL.search(result):
@@ -787,6 +817,13 @@ def _field(
         return fake
 
     return memo, work
+
+
+def _unmasked(column: Column, rule: Rule, exc: Exception) -> MaskError:
+    return MaskError(
+        f"masking {column.key_name} with {rule.rule} failed: {exc}",
+        f"change the rule for {column.key_name} under staging.mask, then refresh again",
+    )
 
 
 def _transform(faker: Faker, column: Column, rule: Rule) -> Transform:
@@ -810,8 +847,7 @@ def _transform(faker: Faker, column: Column, rule: Rule) -> Transform:
     if kind == "date_noise":
         return lambda v: _shifted(v, faker.shift(v, rule.days))
     if kind == "number_noise":
-        whole = column.type in INTEGER_TYPES
-        return lambda v: _scaled(v, faker.factor(v, rule.ratio), whole)
+        return _noise(faker, column, rule.ratio)
     return lambda v: None
 
 
@@ -830,11 +866,43 @@ def _shifted(value: str, days: int) -> str:
     return moved.isoformat() + value[10:]
 
 
-def _scaled(value: str, factor: float, whole: bool) -> str:
-    scaled = float(value) * factor
-    if whole:
-        return str(round(scaled))
-    return repr(scaled)
+def _noise(faker: Faker, column: Column, ratio: float) -> Transform:
+    """Numbers moved by up to ``ratio`` of themselves, held inside the column's type.
+
+    A value at the edge of its type (a smallint's -32768, a numeric(5,2)'s
+    999.99) is kept at the edge rather than pushed past it, where the copy
+    would refuse it on one night's salt and not another's.
+    """
+    bounds = INTEGER_RANGES.get(column.type)
+    if bounds is not None:
+        low, high = bounds
+        return lambda v: str(
+            min(max(round(float(v) * faker.factor(v, ratio)), low), high)
+        )
+    if column.type == "numeric":
+        digits, scale = column.precision, column.scale
+        return lambda v: _scaled(v, faker.factor(v, ratio), digits, scale)
+    return lambda v: repr(float(v) * faker.factor(v, ratio))
+
+
+def _scaled(value: str, factor: float, digits: int | None, scale: int | None) -> str:
+    """A numeric scaled, rounded to its scale and held below its precision.
+
+    A numeric without them keeps the original's digits after the point, and
+    may grow; NaN and infinity stay as they are.
+    """
+    number = decimal.Decimal(value)
+    if not number.is_finite():
+        return value
+    scaled = EXACT.multiply(number, decimal.Decimal(factor))
+    if digits is None or scale is None:
+        exponent = int(number.as_tuple().exponent)
+        step = decimal.Decimal(1).scaleb(min(exponent, 0))
+        return str(scaled.quantize(step, decimal.ROUND_HALF_EVEN, EXACT))
+    step = decimal.Decimal(1).scaleb(-scale)
+    largest = EXACT.subtract(decimal.Decimal(1).scaleb(digits - scale), step)
+    rounded = scaled.quantize(step, decimal.ROUND_HALF_EVEN, EXACT)
+    return str(min(max(rounded, -largest), largest))
 
 
 def _sequences(reader: Connection, writer: Connection) -> None:

@@ -334,6 +334,7 @@ def _build(
         masked.fingerprints,
         section.canaries,
         lambda d, t: progress("Scanning for leaks", d, t),
+        _fixed(plan),
     )
     outcome.values_scanned = scan.values
     if scan.count:
@@ -347,6 +348,16 @@ def _build(
     log.info(
         "The leak scan checked %s values and found no production value.", scan.values
     )
+
+
+def _fixed(plan: Plan) -> dict[str, str]:
+    """Each column under the fixed rule, with the value the config chose for it."""
+    return {
+        column.key_name: rule.value
+        for tp in plan.tables
+        for column, rule in tp.masked
+        if rule.rule == "fixed" and rule.value
+    }
 
 
 def _listed(scan: Scan) -> str:

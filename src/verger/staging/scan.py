@@ -130,14 +130,29 @@ def scan_database(
     seen: set[int],
     canaries: list[str],
     progress: Progress,
+    fixed: dict[str, str] | None = None,
 ) -> Scan:
-    """Every text value in the copy checked against production's fingerprints."""
+    """Every text value in the copy checked against production's fingerprints.
+
+    ``fixed`` maps each column under the fixed rule to its value: chosen in
+    the config, it is no production value left behind in that column, even
+    where production held it too (a PIN of 0000). It is one in any other.
+    """
     wanted = Canaries.of(canaries, faker)
-    scanned = [t for t in tables if any(c.type in SCANNED_TYPES for c in t.columns)]
+    # A partitioned table's rows are read once, as its partitions'.
+    scanned = [
+        t
+        for t in tables
+        if not t.partitioned and any(c.type in SCANNED_TYPES for c in t.columns)
+    ]
     with psycopg.connect(dsn, autocommit=True) as conn:
         shares = _shares(conn, scanned)
     found: dict[tuple[int, int], Scan] = {}
-    scanners = [Scanner(dsn, share, faker, seen, wanted) for share in shares if share]
+    scanners = [
+        Scanner(dsn, share, faker, seen, wanted, fixed or {})
+        for share in shares
+        if share
+    ]
     try:
         for index, part in _collect(scanners):
             found[index] = part
@@ -219,8 +234,9 @@ class Scanner(Forked):
         faker: Faker,
         seen: set[int],
         canaries: Canaries,
+        fixed: dict[str, str],
     ) -> None:
-        super().__init__(_scan_share, dsn, share, faker, seen, canaries)
+        super().__init__(_scan_share, dsn, share, faker, seen, canaries, fixed)
 
 
 def _collect(scanners: list[Scanner]) -> Iterator[tuple[tuple[int, int], Scan]]:
@@ -251,6 +267,7 @@ def _scan_share(
     faker: Faker,
     seen: set[int],
     canaries: Canaries,
+    fixed: dict[str, str],
     sender: multiprocessing.connection.Connection,
 ) -> None:
     die_with_parent(parent)
@@ -258,7 +275,7 @@ def _scan_share(
         with psycopg.connect(dsn, autocommit=True) as conn:
             for index, (table, pages) in share:
                 result = Scan()
-                _scan_table(conn, table, pages, faker, seen, canaries, result)
+                _scan_table(conn, table, pages, faker, seen, canaries, result, fixed)
                 sender.send(("part", index, result))
     except Exception as exc:
         sender.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -275,6 +292,7 @@ def _scan_table(
     seen: set[int],
     canaries: Canaries,
     result: Scan,
+    fixed: dict[str, str],
 ) -> None:
     columns = [c for c in table.columns if c.type in SCANNED_TYPES]
     listed = sql.SQL(", ").join(
@@ -286,7 +304,8 @@ def _scan_table(
         sql.SQL("") if pages is None else sql.SQL(" WHERE {}").format(pages),
     )
     # A value repeats (a fake number in every message to it): checked once.
-    verdicts: list[dict[str, list[str]]] = [{} for _ in columns]
+    # A column's fixed value is the config's, clean from the start.
+    verdicts = [_chosen(fixed.get(c.key_name)) for c in columns]
     with conn.cursor().copy(query) as source:
         for row in source.rows():
             for column, value, known in zip(columns, row, verdicts, strict=True):
@@ -300,6 +319,13 @@ def _scan_table(
                     if found:
                         # One value is one leak, told by its most telling finding.
                         result.add(column.key_name, found[0])
+
+
+def _chosen(value: str | None) -> dict[str, list[str]]:
+    """A column's verdicts to start with: its fixed value, as char(n) or text gives it."""
+    if value is None:
+        return {}
+    return {value: [], value.rstrip(" "): []}
 
 
 def _check(value: str, faker: Faker, seen: set[int], canaries: Canaries) -> list[str]:
