@@ -35,9 +35,22 @@ DATE_SHAPE = re.compile(
     r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}"
 )
 # A run of digits with the separators people write between them; phonenumbers decides.
-PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d ().\-]{5,17}\d(?!\w)")
+# Bounded by digits alone: a letter or an underscore touching a number
+# (ph4155550134, 415-555-0134x12, _4155550134_) does not hide it.
+PHONE = re.compile(r"(?<![\d+])\+?\(?\d[\d ().\-/]{5,17}\d(?!\d)")
 # Seven digits with few separators between them: the least a phone number has.
-SEVEN_DIGITS = re.compile(r"\d(?:[ ().-]{0,2}\d){6}")
+SEVEN_DIGITS = re.compile(r"\d(?:[ ().\-/]{0,2}\d){6}")
+# A date standing alone, or before a time (2024-04-15 10:30), not the first
+# groups of a longer number (91-22-2345 6789, 06.12.34.56.78).
+DATE = rf"(?<!\d)(?:{DATE_SHAPE.pattern})(?![-./]?\d|[ ().\-/]{{1,2}}\d{{3}})"
+# What numbers are read among in text: the hex digits of a fake email are the
+# fake's own, rewriting them would part a member's email from its fake in the
+# other tables, and dates are left as written. Only ``number`` is a number.
+# The lookahead skips at once the places none of the three can begin, which
+# makes the search as fast as PHONE's alone.
+NUMBERS = re.compile(
+    rf"(?=[\d+(u])(?:{FAKE_EMAIL.pattern}|{DATE}|(?P<number>{PHONE.pattern}))"
+)
 NON_DIGITS = re.compile(r"\D")
 ASCII_DIGIT = re.compile("[0-9]")
 # +1 415 555 1001, (415) 555-1001, 415.555.1001, 1-415-555-1001 and the like.
@@ -723,7 +736,9 @@ class Faker:
 
         All of it if ``whole``. A production name (or email, or number, in any
         format) gets the fake its own column gets; any other phone-looking
-        run of digits, a fake of its own.
+        run of digits, a fake of its own, whatever letters touch either
+        (ph4155550134). The digits of the fake emails just written, and dates,
+        are left as they are (NUMBERS).
 
         With ``seen``, what ``embedded`` would give of ``value`` is added to
         it on the way, so the text is searched once for both.
@@ -746,7 +761,7 @@ class Faker:
             # embedded searches the original, so this does too.
             found.update(self._phones_in(value))
         if SEVEN_DIGITS.search(masked):
-            masked = PHONE.sub(lambda m: self._phone_in_text(m, found), masked)
+            masked = NUMBERS.sub(lambda m: self._phone_in_text(m, found), masked)
         return _fit(masked, width)
 
     def _known_in_text(self, value: str) -> str:
@@ -771,6 +786,9 @@ class Faker:
 
     def _phone_in_text(self, match: re.Match[str], seen: set[int]) -> str:
         candidate = match.group(0)
+        if match.lastgroup != "number":
+            # A fake email or a date (see NUMBERS).
+            return candidate
         known = self._in_text.get(candidate)
         if known is None:
             known = self._new_in_text(candidate)
@@ -843,13 +861,20 @@ class Faker:
 
     def _phones_in(self, value: str) -> Iterator[int]:
         """Each number in ``value`` read as masking reads it in text (_new_in_text)."""
-        for match in PHONE.finditer(value):
+        for match in numbers(value):
             written = match.group(0)
             if DATE_SHAPE.fullmatch(written):
                 continue
             found = self.known.phone(written) or self.e164(written)
             if found is not None:
                 yield self.fingerprint("p", found)
+
+
+def numbers(value: str) -> Iterator[re.Match[str]]:
+    """The phone-looking runs of ``value``, read as masking reads them (NUMBERS)."""
+    for match in NUMBERS.finditer(value):
+        if match.lastgroup == "number":
+            yield match
 
 
 def check_email_width(where: str, width: int | None) -> None:

@@ -37,6 +37,7 @@ from verger.staging.fakes import (
     Faker,
     normal_email,
     normal_text,
+    numbers,
 )
 from verger.staging.hunt import REMEMBERED, SHORTEST
 from verger.staging.known import NON_DIGITS, Known
@@ -104,7 +105,7 @@ class Canaries:
         folded = value.casefold()
         planted = [c for c in self.written if c in text or c in folded]
         if self.numbers and SEVEN_DIGITS.search(value):
-            for match in PHONE.finditer(value):
+            for match in numbers(value):
                 canary = self._number(match.group(0), faker)
                 if canary is not None and canary.casefold() not in planted:
                     planted.append(canary.casefold())
@@ -355,7 +356,7 @@ def _embedded(value: str, faker: Faker) -> str | None:
     for span in faker.known.find(value):
         return f"the production {span.kind} {_hint(span.value)}"
     if SEVEN_DIGITS.search(value):
-        for match in PHONE.finditer(value):
+        for match in numbers(value):
             if faker.known.phone(match.group(0)):
                 return f"the production number {_hint(match.group(0))}"
     if "@" in value:
