@@ -153,6 +153,32 @@ def test_a_time_after_the_gap_starts_names_only_the_ranges_that_restore(
         assert ", and from" not in ranges[1]
 
 
+def test_a_target_that_is_no_place_to_restore_is_refused_before_anything_is_said(
+    gapped: Gapped,
+) -> None:
+    """A foreign URL or an empty --target exits 2, and a folder inside the
+    repository, inside .verger/ or that cannot be created exits 6, each in one
+    line and a hint with nothing said about the backup, and nothing written."""
+    repo = gapped.workdir / "repo"
+    verger_folder = gapped.config.parent / ".verger"
+    refusals = [
+        ("mysql://x@y/z", 2, "mysql:// URL"),
+        ("", 2, "--target is empty"),
+        (str(repo / "copy"), 6, "inside the backup repository"),
+        (str(verger_folder / "restores" / "mine"), 6, "inside verger's own folder"),
+        ("/proc/verger-restore", 6, "cannot create /proc/verger-restore"),
+    ]
+    for target, code, why in refusals:
+        done = verger(gapped.config, "restore", "--backup", "1", "--target", target)
+        assert done.returncode == code, (target, done.stdout + done.stderr)
+        assert done.stdout == ""
+        message, hint = done.stderr.strip().splitlines()
+        assert why in message and hint.startswith("hint:"), done.stderr
+    assert not (repo / "copy").exists()
+    assert not (gapped.config.parent / "mysql:").exists()
+    assert not (verger_folder / "restores").exists()
+
+
 def test_a_gap_a_later_backup_heals_leaves_two_ranges(
     workdir: Path, source: Source
 ) -> None:

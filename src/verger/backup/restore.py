@@ -9,10 +9,12 @@ restored. A restore never writes over the database it came from.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Collection
@@ -42,6 +44,8 @@ log = logging.getLogger("verger.backup")
 
 # A --target starting so is a database to restore into, not a folder.
 DATABASE_URL = ("postgresql://", "postgres://")
+# A --target written as a URL: only PostgreSQL's schemes name a place to restore.
+ANY_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def when(epoch: float | None) -> str:
@@ -351,20 +355,83 @@ def _target_problem(data: Path) -> str | None:
     return None
 
 
+def check_target_spelling(target: str | None) -> None:
+    """Refuse a --target that is neither a folder nor a postgresql:// URL.
+
+    Left alone, ``mysql://x@y/z`` would be a relative folder ``mysql:/x@y/z``
+    and an empty string the default folder: neither is what was meant.
+    """
+    if target is None:
+        return
+    if not target.strip():
+        raise BackupError(
+            "--target is empty",
+            "name a new folder or an empty database's postgresql:// URL, or leave "
+            "--target out to restore under .verger/restores/",
+        )
+    if ANY_URL.match(target) and not target.startswith(DATABASE_URL):
+        scheme = target.split("://", 1)[0]
+        raise BackupError(
+            f"--target is a {scheme}:// URL, and verger restores only into PostgreSQL",
+            "give an empty database's postgresql:// URL, or a new folder",
+        )
+
+
 def refuse_target(engine: Engine, target: str | None) -> None:
     """Refuse a target that cannot receive a restore, before anything is said.
 
     ``restore`` checks again as it starts; this lets the CLI refuse before it
     names the backup it would restore from.
     """
+    check_target_spelling(target)
     if target and target.startswith(DATABASE_URL):
         _refuse_database(engine, target)
     elif target:
         folder = Path(target).resolve()
+        _refuse_verger_folder(engine, folder)
         problem = _target_problem(folder)
         if problem:
             raise BackupError(problem, "restore into a new or empty folder")
         engine.context.runner.check_reachable(folder.parent)
+        _refuse_uncreatable(folder)
+
+
+def _refuse_verger_folder(engine: Engine, folder: Path) -> None:
+    """Refuse a folder inside the repository, verger's own folder or the scratch.
+
+    Retention, cleanup of stale runs or the next backup would change or remove
+    what was restored there, or the restore would change the backups.
+    """
+    context = engine.context
+    places = {
+        "the backup repository": context.repository_path(),
+        "verger's own folder": (context.root / ".verger").resolve(),
+        "the scratch folder": context.scratch,
+    }
+    for what, place in places.items():
+        if place is not None and (folder == place or place in folder.parents):
+            raise BackupError(
+                f"{folder} is inside {what} ({place})",
+                "restore into a new folder outside it, or leave --target out",
+            )
+
+
+def _refuse_uncreatable(folder: Path) -> None:
+    """Refuse a folder that cannot be made, by making it and removing it again."""
+    if folder.exists():
+        return
+    missing = [path for path in [folder, *folder.parents] if not path.exists()]
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise BackupError(
+            f"cannot create {folder}: {exc.strerror or exc}",
+            "restore into a new or empty folder that the database user can write",
+        ) from exc
+    finally:
+        for path in missing:
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 def restore(

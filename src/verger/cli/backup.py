@@ -408,7 +408,7 @@ def restore(
     """Restore the database as it was at a time, or as late as the archive reaches."""
     from verger.backup import parse_time, plan, unusable, when
     from verger.backup import restore as run_restore
-    from verger.backup.restore import refuse_target
+    from verger.backup.restore import check_target_spelling, refuse_target
     from verger.backup.runs import refuse_missing_repository
     from verger.backup.verify import content_error, mark_unrestorable
 
@@ -417,6 +417,10 @@ def restore(
         moment = parse_time(to_time) if to_time is not None else None
     except VergerError as exc:
         raise UsageError(f"--to-time: {exc.message}", exc.hint) from None
+    try:
+        check_target_spelling(target)
+    except VergerError as exc:
+        raise UsageError(exc.message, exc.hint) from None
     with _job(c, "restore") as (engine, store, progress):
         database = engine.context.database
         label = None if backup_id is None else _label_of(store, database, backup_id)
