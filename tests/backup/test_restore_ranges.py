@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -177,6 +178,39 @@ def test_a_target_that_is_no_place_to_restore_is_refused_before_anything_is_said
     assert not (repo / "copy").exists()
     assert not (gapped.config.parent / "mysql:").exists()
     assert not (verger_folder / "restores").exists()
+
+
+_LEAVE_RUNNING = """
+import sys
+from pathlib import Path
+from verger.state import open_store
+
+store = open_store(".verger/state.db", Path(sys.argv[1]))
+store.add_backup("production", "pgbackrest", "full", "test")
+store.close()
+"""
+
+
+def test_a_backup_that_never_finished_is_named_and_an_unknown_one_exits_2(
+    gapped: Gapped,
+) -> None:
+    """'restore --backup' names an interrupted backup as such (exit 6), and a
+    backup ID the catalog does not hold exits 2 for restore and verify alike."""
+    subprocess.run(
+        [sys.executable, "-c", _LEAVE_RUNNING, str(gapped.config.parent)], check=True
+    )
+    listed = verger(gapped.config, "--json", "backup", "list", check=True)
+    newest = json.loads(listed.stdout)["backups"][0]
+    assert newest["status"] == "interrupted"
+    done = verger(gapped.config, "restore", "--backup", str(newest["id"]))
+    assert done.returncode == 6, done.stdout + done.stderr
+    message, hint = done.stderr.strip().splitlines()[-2:]
+    assert f"backup #{newest['id']} was interrupted" in message, done.stderr
+    assert "cannot be restored" in message and hint.startswith("hint:")
+    for args in (("restore", "--backup", "99"), ("backup", "verify", "99")):
+        done = verger(gapped.config, *args)
+        assert done.returncode == 2, (args, done.stdout + done.stderr)
+        assert "there is no backup #99" in done.stderr
 
 
 def test_a_gap_a_later_backup_heals_leaves_two_ranges(

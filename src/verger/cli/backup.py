@@ -15,7 +15,7 @@ import click
 
 from verger.cli.main import Ctx, UsageError, _store, cli, pass_ctx
 from verger.config.types import format_duration
-from verger.errors import RepositoryMissing, VergerError, WrongPassphrase
+from verger.errors import BackupError, RepositoryMissing, VergerError, WrongPassphrase
 
 # What the progress bar says in each step of a job.
 PHASES = {
@@ -289,6 +289,8 @@ def backup_verify(c: Ctx, backup_id: int | None) -> None:
                 "unrestorable (name one to verify it again: verger backup verify ID).",
             )
             return
+        if backup_id is not None:
+            _existing(store, engine.context.database, backup_id)
         row = to_verify(store, engine.context.database, backup_id)
         verdict = verify_backup(engine, store, row, progress)
         gaps = _gaps(engine)
@@ -464,11 +466,32 @@ def _require_one_point(
         )
 
 
-def _label_of(store: Any, database: str, backup_id: int) -> str:
+def _existing(store: Any, database: str, backup_id: int) -> Any:
+    """The catalog's backup #ID of this database; an unknown ID is a usage error."""
     row = store.backup(backup_id)
-    if row is None or row.database != database or not row.label:
+    if row is None or row.database != database:
         raise UsageError(
             f"there is no backup #{backup_id}", "see 'verger backup list' for ids"
+        )
+    return row
+
+
+# Why a backup in the catalog with this status cannot be restored.
+NOT_RESTORABLE = {
+    "running": "is still running",
+    "failed": "failed before it finished",
+    "interrupted": "was interrupted before it finished",
+    "expired": "was removed from the repository by retention",
+}
+
+
+def _label_of(store: Any, database: str, backup_id: int) -> str:
+    row = _existing(store, database, backup_id)
+    why = NOT_RESTORABLE.get(row.status)
+    if why is not None or not row.label:
+        raise BackupError(
+            f"backup #{backup_id} {why or 'never finished'}, so it cannot be restored",
+            "pick a done or verified backup from 'verger backup list'",
         )
     return str(row.label)
 
