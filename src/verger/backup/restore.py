@@ -9,10 +9,12 @@ restored. A restore never writes over the database it came from.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Collection
@@ -42,12 +44,28 @@ log = logging.getLogger("verger.backup")
 
 # A --target starting so is a database to restore into, not a folder.
 DATABASE_URL = ("postgresql://", "postgres://")
+# A --target written as a URL: only PostgreSQL's schemes name a place to restore.
+ANY_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def when(epoch: float | None) -> str:
     if epoch is None:
         return "now"
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def exact(epoch: float | None) -> str:
+    """A time as ``when`` says it, with its fraction of a second where it has one.
+
+    Range ends and gap starts are commit times: cut to the second, a time a
+    user copies from a message would stop before the commit it names.
+    """
+    if epoch is None:
+        return "now"
+    moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    if not moment.microsecond:
+        return when(epoch)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f UTC")
 
 
 def parse_time(text: str) -> float:
@@ -76,8 +94,28 @@ class Reach:
     # The newest commit in the archive, where one was found.
     commit: float | None = None
 
-    def sentence(self) -> str:
-        return f"from {when(self.earliest)} to {when(self.latest)}"
+    def ranges(self, gaps: list[Gap]) -> list[tuple[float, float]]:
+        """The spans of time a restore can reach: this reach less each gap.
+
+        Each span is closed: its start is a backup's end, its end a commit
+        (reached by replaying all the WAL up to it) or a backup's end.
+        """
+        spans = [(self.earliest, self.latest)]
+        for gap in gaps:
+            start = -math.inf if gap.broken_from is None else gap.broken_from
+            end = math.inf if gap.broken_until is None else gap.broken_until
+            cut = [((a, min(b, start)), (max(a, end), b)) for a, b in spans]
+            spans = [(a, b) for pair in cut for a, b in pair if a <= b]
+        return spans
+
+    def sentence(self, gaps: list[Gap]) -> str:
+        """The ranges as a user can type them back, such as "from A to B"."""
+        spans = self.ranges(gaps)
+        if not spans:
+            return "no point in time: WAL is missing right after its backups"
+        text = ", and ".join(f"from {exact(a)} to {exact(b)}" for a, b in spans)
+        ends_at_gap = any(gap.broken_until is None for gap in gaps)
+        return text + (" (a gap follows)" if ends_at_gap else "")
 
 
 def unusable(store: Store, database: str) -> set[str]:
@@ -154,34 +192,53 @@ def plan(
             "restore with --latest, or use the pgbackrest engine for point-in-time "
             "recovery",
         )
-    if not span.earliest <= to_time <= span.latest:
-        raise BackupError(
-            f"cannot restore to {when(to_time)}: the repository can restore "
-            f"{span.sentence()}",
-            "pick a time in that range, or --latest",
-        )
-    for gap in find_gaps(span.backups, span.segments, last_commit=engine.last_commit):
-        start = gap.broken_from or 0.0
-        end = gap.broken_until or float("inf")
-        # Recovery stops after a commit at the target time itself, so the
-        # newest commit before the gap may still be reached.
-        if start < to_time <= end:
-            raise BackupError(
-                f"cannot restore to {when(to_time)}: {gap.sentence(when)}",
-                "pick a time outside that range",
-            )
+    gaps = _refuse_unreachable(engine, span, to_time)
     usable = [b for b in span.backups if b.finished_at <= to_time]
     if not usable:
         raise BackupError(
-            f"cannot restore to {when(to_time)}: backup {label} finished after it",
+            f"cannot restore to {exact(to_time)}: backup {label} finished after it",
             "pick a later time, or another backup",
         )
     base = max(usable, key=lambda b: b.finished_at)
-    if span.commit is not None and to_time > span.commit:
-        # No commit follows the time, so recovery to it would replay all WAL
-        # and fail looking for one; replaying all WAL is that very state.
+    end = _replay_end(span, gaps, base)
+    if end is not None and to_time >= end:
+        # Recovery to a time stops only before a commit later than it (even
+        # with recovery_target_inclusive), so at or after the last commit replay
+        # can reach it would fail looking for one; replaying all the WAL it can
+        # reach, up to the archive's end or a gap, is that very state.
         return RestorePoint(label=base.label, latest=True, size=base.size)
     return RestorePoint(label=base.label, time=to_time, size=base.size)
+
+
+def _replay_end(span: Reach, gaps: list[Gap], base: EngineBackup) -> float | None:
+    """The last commit replay from ``base`` reaches: before its first gap, or the
+    archive's newest; None where none was found."""
+    ahead = [gap for gap in gaps if _needs(base, gap)]
+    if not ahead:
+        return span.commit
+    return min(ahead, key=lambda gap: gap.first[8:]).broken_from
+
+
+def _refuse_unreachable(engine: Engine, span: Reach, to_time: float) -> list[Gap]:
+    """Refuse a time inside a gap or outside every range the repository reaches;
+    the gaps, each broken from the newest commit before it, when it is neither."""
+    gaps = find_gaps(span.backups, span.segments, last_commit=engine.last_commit)
+    spans = span.ranges(gaps)
+    if any(start <= to_time <= end for start, end in spans):
+        return gaps
+    for gap in gaps:
+        start = -math.inf if gap.broken_from is None else gap.broken_from
+        end = math.inf if gap.broken_until is None else gap.broken_until
+        if start < to_time < end:
+            raise BackupError(
+                f"cannot restore to {exact(to_time)}: {gap.sentence(exact)}",
+                f"pick a time the repository can restore: {span.sentence(gaps)}",
+            )
+    raise BackupError(
+        f"cannot restore to {exact(to_time)}: the repository can restore "
+        f"{span.sentence(gaps)}",
+        "pick a time in that range, or --latest",
+    )
 
 
 def _only(span: Reach, label: str, skip: Collection[str]) -> Reach:
@@ -226,7 +283,7 @@ def _refuse_latest_across_a_gap(engine: Engine, span: Reach) -> None:
     for gap in find_gaps(span.backups, span.segments):
         if gap.broken_until is None:
             raise BackupError(
-                f"--latest cannot reach now: {gap.sentence(when)}",
+                f"--latest cannot reach now: {gap.sentence(exact)}",
                 _before_the_gap(engine, span, gap),
             )
 
@@ -234,19 +291,17 @@ def _refuse_latest_across_a_gap(engine: Engine, span: Reach) -> None:
 def _before_the_gap(engine: Engine, span: Reach, gap: Gap) -> str:
     """A hint with a --to-time that recovery can reach: the newest commit before the gap.
 
-    Recovery to a time stops at the first commit after it, so the time must lie
-    before a commit the archive still holds; rounded down to the second, the
-    newest commit's own time does.
+    ``plan`` restores that commit's exact time, fraction and all, by replaying
+    all the WAL up to the gap: everything the archive holds before it.
     """
     commit = newest_commit(span.segments, engine.last_commit, gap.first)
-    stop = None if commit is None else math.ceil(commit) - 1
-    if stop is None or stop < span.earliest:
+    if commit is None or commit < span.earliest:
         return (
             "restore with --to-time at a time before the gap (see 'verger backup "
             "list'), and take a new backup"
         )
     return (
-        f"restore with --to-time '{when(stop)}' to get everything up to the gap "
+        f"restore with --to-time '{exact(commit)}' to get everything up to the gap "
         "(writes after it are not in the archive), and take a new backup"
     )
 
@@ -300,20 +355,83 @@ def _target_problem(data: Path) -> str | None:
     return None
 
 
+def check_target_spelling(target: str | None) -> None:
+    """Refuse a --target that is neither a folder nor a postgresql:// URL.
+
+    Left alone, ``mysql://x@y/z`` would be a relative folder ``mysql:/x@y/z``
+    and an empty string the default folder: neither is what was meant.
+    """
+    if target is None:
+        return
+    if not target.strip():
+        raise BackupError(
+            "--target is empty",
+            "name a new folder or an empty database's postgresql:// URL, or leave "
+            "--target out to restore under .verger/restores/",
+        )
+    if ANY_URL.match(target) and not target.startswith(DATABASE_URL):
+        scheme = target.split("://", 1)[0]
+        raise BackupError(
+            f"--target is a {scheme}:// URL, and verger restores only into PostgreSQL",
+            "give an empty database's postgresql:// URL, or a new folder",
+        )
+
+
 def refuse_target(engine: Engine, target: str | None) -> None:
     """Refuse a target that cannot receive a restore, before anything is said.
 
     ``restore`` checks again as it starts; this lets the CLI refuse before it
     names the backup it would restore from.
     """
+    check_target_spelling(target)
     if target and target.startswith(DATABASE_URL):
         _refuse_database(engine, target)
     elif target:
         folder = Path(target).resolve()
+        _refuse_verger_folder(engine, folder)
         problem = _target_problem(folder)
         if problem:
             raise BackupError(problem, "restore into a new or empty folder")
         engine.context.runner.check_reachable(folder.parent)
+        _refuse_uncreatable(folder)
+
+
+def _refuse_verger_folder(engine: Engine, folder: Path) -> None:
+    """Refuse a folder inside the repository, verger's own folder or the scratch.
+
+    Retention, cleanup of stale runs or the next backup would change or remove
+    what was restored there, or the restore would change the backups.
+    """
+    context = engine.context
+    places = {
+        "the backup repository": context.repository_path(),
+        "verger's own folder": (context.root / ".verger").resolve(),
+        "the scratch folder": context.scratch,
+    }
+    for what, place in places.items():
+        if place is not None and (folder == place or place in folder.parents):
+            raise BackupError(
+                f"{folder} is inside {what} ({place})",
+                "restore into a new folder outside it, or leave --target out",
+            )
+
+
+def _refuse_uncreatable(folder: Path) -> None:
+    """Refuse a folder that cannot be made, by making it and removing it again."""
+    if folder.exists():
+        return
+    missing = [path for path in [folder, *folder.parents] if not path.exists()]
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise BackupError(
+            f"cannot create {folder}: {exc.strerror or exc}",
+            "restore into a new or empty folder that the database user can write",
+        ) from exc
+    finally:
+        for path in missing:
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 def restore(

@@ -15,7 +15,7 @@ import click
 
 from verger.cli.main import Ctx, UsageError, _store, cli, pass_ctx
 from verger.config.types import format_duration
-from verger.errors import RepositoryMissing, VergerError, WrongPassphrase
+from verger.errors import BackupError, RepositoryMissing, VergerError, WrongPassphrase
 
 # What the progress bar says in each step of a job.
 PHASES = {
@@ -289,6 +289,8 @@ def backup_verify(c: Ctx, backup_id: int | None) -> None:
                 "unrestorable (name one to verify it again: verger backup verify ID).",
             )
             return
+        if backup_id is not None:
+            _existing(store, engine.context.database, backup_id)
         row = to_verify(store, engine.context.database, backup_id)
         verdict = verify_backup(engine, store, row, progress)
         gaps = _gaps(engine)
@@ -410,7 +412,7 @@ def restore(
     """Restore the database as it was at a time, or as late as the archive reaches."""
     from verger.backup import parse_time, plan, unusable, when
     from verger.backup import restore as run_restore
-    from verger.backup.restore import refuse_target
+    from verger.backup.restore import check_target_spelling, refuse_target
     from verger.backup.runs import refuse_missing_repository
     from verger.backup.verify import content_error, mark_unrestorable
 
@@ -419,6 +421,10 @@ def restore(
         moment = parse_time(to_time) if to_time is not None else None
     except VergerError as exc:
         raise UsageError(f"--to-time: {exc.message}", exc.hint) from None
+    try:
+        check_target_spelling(target)
+    except VergerError as exc:
+        raise UsageError(exc.message, exc.hint) from None
     with _job(c, "restore") as (engine, store, progress):
         database = engine.context.database
         label = None if backup_id is None else _label_of(store, database, backup_id)
@@ -463,11 +469,32 @@ def _require_one_point(
         )
 
 
-def _label_of(store: Any, database: str, backup_id: int) -> str:
+def _existing(store: Any, database: str, backup_id: int) -> Any:
+    """The catalog's backup #ID of this database; an unknown ID is a usage error."""
     row = store.backup(backup_id)
-    if row is None or row.database != database or not row.label:
+    if row is None or row.database != database:
         raise UsageError(
             f"there is no backup #{backup_id}", "see 'verger backup list' for ids"
+        )
+    return row
+
+
+# Why a backup in the catalog with this status cannot be restored.
+NOT_RESTORABLE = {
+    "running": "is still running",
+    "failed": "failed before it finished",
+    "interrupted": "was interrupted before it finished",
+    "expired": "was removed from the repository by retention",
+}
+
+
+def _label_of(store: Any, database: str, backup_id: int) -> str:
+    row = _existing(store, database, backup_id)
+    why = NOT_RESTORABLE.get(row.status)
+    if why is not None or not row.label:
+        raise BackupError(
+            f"backup #{backup_id} {why or 'never finished'}, so it cannot be restored",
+            "pick a done or verified backup from 'verger backup list'",
         )
     return str(row.label)
 
