@@ -21,6 +21,26 @@ import phonenumbers
 from phonenumbers.phonemetadata import PhoneMetadata
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
+
+def _marks() -> tuple[str, str]:
+    """The combining marks as two regular expression classes: in and past the BMP."""
+    ranges: list[list[int]] = []
+    for point in range(0x300, 0x1F000):
+        if unicodedata.combining(chr(point)):
+            if ranges and ranges[-1][1] == point - 1:
+                ranges[-1][1] = point
+            else:
+                ranges.append([point, point])
+    written = [
+        (first, f"{re.escape(chr(first))}-{re.escape(chr(last))}")
+        for first, last in ranges
+    ]
+    return (
+        "".join(text for first, text in written if first < 0x10000),
+        "".join(text for first, text in written if first >= 0x10000),
+    )
+
+
 # Shorter values (initials, "n/a") are too common to stand for anyone.
 SHORTEST = 4
 NON_DIGITS = re.compile(r"\D")
@@ -33,20 +53,42 @@ UNSPACED_CHAR = re.compile(f"[{chr(UNSPACED)}-{chr(0x10FFFF)}]")
 # more often than it parts a name, and the scan would fail kept text for it.
 JOINED = re.compile(r"[^\W\d_][-._][^\W\d_]")
 JOINERS = str.maketrans("-._", "   ")
+# Apostrophes and hyphens as keyboards and word processors write them (O'Connell
+# with U+2019, Adeyemi-Okafor with U+2010), read as the ASCII ones in names and
+# in text alike. One character for one, so what is found in the copy is where
+# it was in the text. An em dash is left out: unspaced it parts clauses in prose
+# ("Olivia—Quartermaine Road is shut"), and JOINED would take them for a name.
+PUNCTUATION = dict.fromkeys("\u2018\u2019\u02bc\u02bb\u00b4\u2032\uff07", "'") | (
+    dict.fromkeys("\u2010\u2011\u2012\u2013\u2212\ufe63\uff0d", "-")
+)
+ODD_PUNCTUATION = re.compile(f"[{''.join(PUNCTUATION)}]")
 # What stands between the words of a name written in text, kept in its fake.
-BETWEEN = re.compile(r"\s*[-._,]\s*|\s+")
+BETWEEN = re.compile(r"\s*[-._,\u2010-\u2013]\s*|\s+")
 # Before a one-word name, a title that makes it a saint's, and so a church's,
 # a school's or a street's (St Mary's, Saint Grace, San José); after one, a
 # chapter and verse, which make it a book of the Bible (John 3:16). In a
 # church's messages both are far more common than a member's bare first name.
 # A possessive alone ("Mary's lift") is still taken for the person.
 SAINTED = re.compile(r"(?:^|[^\w.])(?:st|ste|saint|sainte|san|santa|santo|são)\.? $")
-VERSE = re.compile(r" \d{1,3}[:.]\d{1,3}")
+VERSE = re.compile(r" ?\d{1,3}[:.]\d{1,3}")
 # Whitespace other than one plain space between words ("John  Smith",
 # "John\nSmith", "John\u00a0Smith"): known values have theirs collapsed.
 # Written as any odd space or two plain ones, which searches twice as fast.
 ODD_SPACE = re.compile(r"[^\S ]|  ")
 SPACES = re.compile(r"\s+")
+# Combining marks (canonical combining class above 0), as a text written
+# decomposed (NFD: "José" as "Jose" and U+0301) puts them after their letters.
+# Those past U+FFFF are tried only on such a character: in one class with the
+# others, they make the search five times slower.
+MARKS = re.compile("(?:[{}]|(?=[\U00010000-\U0010ffff])[{}])+".format(*_marks()))
+# Letters that Unicode does not decompose but that people type as plain ASCII
+# (Lukasz for Łukasz, Soren for Søren), as case folding writes them.
+LETTERS = str.maketrans(
+    {"ł": "l", "ø": "o", "đ": "d", "ð": "d", "\u0131": "i", "ħ": "h", "ŧ": "t"}
+    | {"æ": "ae", "œ": "oe", "þ": "th"}
+)
+# What parts a surname written first from the given names, in a key.
+AFTER_SURNAME = re.compile(r" ?, ?| ")
 # Given names tried after the comma, and what may follow the last of them.
 GIVEN_WORDS = 4
 TRAILING = ".,;:!?)]}\"'"
@@ -80,12 +122,22 @@ class Found:
 
 
 def key(value: str) -> str:
-    """A value as it is searched for: case folded, spaces collapsed."""
-    return " ".join(value.casefold().split())
+    """A value as it is searched for: case folded, spaces collapsed.
+
+    Composed (NFC), with its apostrophes and hyphens the ASCII ones: a name
+    stored decomposed or with a curly apostrophe is found however a text writes it.
+    """
+    folded = " ".join(value.casefold().split())
+    if folded.isascii():
+        return folded
+    return _ascii_punctuation(unicodedata.normalize("NFC", folded))
 
 
 def plain(folded: str) -> str:
     """``folded`` with its accents dropped: "josé núñez" as "jose nunez".
+
+    Letters without a decomposition are written as their plain ASCII ones
+    (LETTERS): "łukasz" as "lukasz".
 
     Word by word, each distinct word worked out once: names share their words
     (a million members have a few thousand given names and surnames), and
@@ -104,7 +156,7 @@ def _plain_word(word: str) -> str:
         decomposed = unicodedata.normalize("NFKD", word)
         bare = unicodedata.normalize(
             "NFC", "".join(c for c in decomposed if not unicodedata.combining(c))
-        )
+        ).translate(LETTERS)
         if len(_PLAIN_WORDS) < PLAIN_WORDS:
             _PLAIN_WORDS[word] = bare
     return bare
@@ -136,7 +188,8 @@ class Known:
         """One production name or email, under its folded form and without accents.
 
         People often type a name without its accents ("Jose Nunez" for José
-        Núñez); a value that is written so in production keeps its own key.
+        Núñez), and a hyphenated one with a space ("Adeyemi Okafor"); a value
+        that is written so in production keeps its own key.
         """
         folded = key(value)
         # Two characters of a script without spaces are a whole name (李雷).
@@ -152,12 +205,19 @@ class Known:
         if " " in folded:
             self.surnames.add(folded.rpartition(" ")[2])
             self.given.add(folded.partition(" ")[0])
-        if bare == folded:
-            return
-        self._add(bare, kind, value, True)
-        if " " in bare:
-            self.surnames.add(bare.rpartition(" ")[2])
-            self.given.add(bare.partition(" ")[0])
+        if bare != folded:
+            self._add(bare, kind, value, True)
+            if " " in bare:
+                self.surnames.add(bare.rpartition(" ")[2])
+                self.given.add(bare.partition(" ")[0])
+        if "-" in folded:
+            self._unhyphenated(folded, bare, value)
+
+    def _unhyphenated(self, folded: str, bare: str, value: str) -> None:
+        """A hyphenated name's keys with spaces for hyphens, found as "Adeyemi Okafor"."""
+        self._add(" ".join(folded.replace("-", " ").split()), "name", value, True)
+        if bare != folded:
+            self._add(" ".join(bare.replace("-", " ").split()), "name", value, True)
 
     def _add(self, folded: str, kind: str, value: str, bare: bool) -> None:
         if folded in self.automaton:
@@ -229,10 +289,26 @@ class Known:
         """Production names and emails in ``text``: longest first, never overlapping.
 
         Whitespace between words counts as one space, as in the values
-        searched for: "John  Smith" and "John\nSmith" are John Smith.
+        searched for: "John  Smith" and "John\nSmith" are John Smith. A text
+        written decomposed is searched without its combining marks, which
+        finds its names under their keys without accents. A composed one
+        (NFC, as most are) keeps its marks: those that no letter takes are
+        in the names' own keys the same way.
         """
         if not self.ready or len(text) < 2:
             return []
+        if text.isascii() or unicodedata.is_normalized("NFC", text):
+            return self._find_spaced(text)
+        bare, breaks, shifts = _unmarked(text)
+        if len(breaks) == 1:
+            return self._find_spaced(text)
+        return [
+            self._exact(text, _with_marks(text, span, breaks, shifts))
+            for span in self._find_spaced(bare)
+        ]
+
+    def _find_spaced(self, text: str) -> list[Found]:
+        """``find`` in a text without combining marks."""
         if ODD_SPACE.search(text) is None:
             return self._find(text)
         collapsed, breaks, shifts = _collapsed(text)
@@ -246,6 +322,24 @@ class Known:
             )
             for span in self._find(collapsed)
         ]
+
+    def _exact(self, text: str, span: Found) -> Found:
+        """``span`` as the production name it writes with its accents, if one is.
+
+        Found without its marks, "José Núñez" decomposed is under the key of
+        "Jose Nunez", which may be another member's name; composed, it is the
+        key of the one it writes.
+        """
+        if span.kind != "name":
+            return span
+        written = key(text[span.start : span.end])
+        if span.reordered:
+            # "núñez, josé" as "josé núñez"; a surname always has given names after.
+            written = " ".join(AFTER_SURNAME.split(written, maxsplit=1)[::-1])
+        entry = self.automaton.get(written, None)
+        if entry is None or entry[1] != "name" or entry[2] == span.value:
+            return span
+        return Found(span.start, span.end, "name", entry[2], span.reordered)
 
     def _find(self, text: str) -> list[Found]:
         """``find`` in a text whose words are apart by single spaces."""
@@ -429,12 +523,25 @@ def _read_plan(metadata: PhoneMetadata) -> _RegionPlan:
 def _folded(text: str) -> tuple[str, list[int] | None]:
     """``text`` case folded, with where each folded character came from when sizes differ."""
     folded = text.casefold()
+    if not folded.isascii():
+        folded = _ascii_punctuation(folded)
     if len(folded) == len(text):
         return folded, None
     starts: list[int] = []
     for index, char in enumerate(text):
         starts.extend([index] * len(char.casefold()))
     return folded, starts
+
+
+def _ascii_punctuation(text: str) -> str:
+    """``text`` with ASCII apostrophes and hyphens for the others (PUNCTUATION).
+
+    One replace per kind of character the text has: ``str.translate`` looks
+    up each character of a non-ASCII text, several times slower.
+    """
+    for odd in set(ODD_PUNCTUATION.findall(text)):
+        text = text.replace(odd, PUNCTUATION[odd])
+    return text
 
 
 def _collapsed(text: str) -> tuple[str, list[int], list[int]]:
@@ -461,6 +568,38 @@ def _collapsed(text: str) -> tuple[str, list[int], list[int]]:
 
 def _original(index: int, breaks: list[int], shifts: list[int]) -> int:
     return index + shifts[bisect_right(breaks, index) - 1]
+
+
+def _unmarked(text: str) -> tuple[str, list[int], list[int]]:
+    """``text`` without its combining marks, and where its characters were.
+
+    The map is ``_collapsed``'s: a break after each run of marks.
+    """
+    parts: list[str] = []
+    breaks, shifts = [0], [0]
+    at = shift = 0
+    for run in MARKS.finditer(text):
+        parts.append(text[at : run.start()])
+        at = run.end()
+        # The character after the run, in the copy: where the run began.
+        breaks.append(run.start() - shift)
+        shift += run.end() - run.start()
+        shifts.append(shift)
+    parts.append(text[at:])
+    return "".join(parts), breaks, shifts
+
+
+def _with_marks(text: str, span: Found, breaks: list[int], shifts: list[int]) -> Found:
+    """A span found in ``_unmarked(text)`` in ``text``, with its last letter's marks."""
+    end = _original(span.end - 1, breaks, shifts) + 1
+    marks = MARKS.match(text, end)
+    return Found(
+        _original(span.start, breaks, shifts),
+        marks.end() if marks else end,
+        span.kind,
+        span.value,
+        span.reordered,
+    )
 
 
 def _written(text: str, first: int, last: int, kind: str, value: str) -> bool:
@@ -504,9 +643,16 @@ def _capitals(text: str, starts: list[int] | None, words: tuple[int, int]) -> bo
 
 
 def _bounded(text: str, first: int, last: int) -> bool:
-    """Whole words only, where the script puts spaces between words."""
+    """Whole words only, where the script puts spaces between words.
+
+    Digits after a name end it, as handles add them ("quigley2", "Anna1987");
+    prose glues no digits to a word, so a name followed by them is the name.
+    Digits before one do not: they make a Bible book ("1John").
+    """
     before = text[first - 1] if first > 0 else " "
     after = text[last] if last < len(text) else " "
+    if after.isdecimal() and not text[last - 1].isdecimal():
+        after = " "
     return not (_spaced(before) and _spaced(text[first])) and not (
         _spaced(after) and _spaced(text[last - 1])
     )
