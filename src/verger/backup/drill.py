@@ -71,8 +71,9 @@ class DrillResult:
             f"Drill #{self.drill_id} {verdict}: RTO {self.rto:.1f}s (target "
             f"{self.rto_target:g}s), RPO {self.rpo:.1f}s (target {self.rpo_target:g}s)"
         )
-        notes = [note[:1].upper() + note[1:] for note in self.notes]
-        return ". ".join([text, *notes])
+        # Notes may start with a program's name (pg_dump), so they follow a
+        # semicolon rather than begin sentences of their own.
+        return "; ".join([text, *self.notes])
 
 
 def drill(
