@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,40 @@ def test_an_empty_repository_path_is_refused_with_its_line(
     done = verger(config, "backup", "list")
     assert done.returncode == 2, done.stdout + done.stderr
     assert line in done.stderr and "Traceback" not in done.stderr
+
+
+def _ready(config: Path, source: Source) -> None:
+    """Set up archiving and restart the source so that archive_mode applies."""
+    verger(config, "backup", "setup", check=True)
+    source.restart()
+    verger(config, "backup", "setup", check=True)
+
+
+@needs_pgbackrest
+def test_list_shows_the_catalog_unchecked_when_the_repository_cannot_be_read(
+    workdir: Path, source: Source
+) -> None:
+    """With the repository, or only its WAL archive, unreadable to run_as,
+    'backup list' warns in one line with pgBackRest's reason, still shows the
+    catalog, and --json says the repository was not checked and why."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    repo = workdir / "repo"
+    [timeline] = (repo / "archive" / "koinonia-production").glob("*-*")
+    for closed in (repo, timeline):
+        closed.chmod(0o000)
+        try:
+            shown = verger(config, "backup", "list")
+            listed = verger(config, "--json", "backup", "list")
+        finally:
+            closed.chmod(0o750)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        [warning] = shown.stderr.strip().splitlines()
+        assert "could not be read" in warning and "Permission denied" in warning
+        assert "done" in shown.stdout and "Traceback" not in shown.stderr
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        data = json.loads(listed.stdout)
+        assert data["repository_checked"] is False
+        assert "Permission denied" in data["repository_problem"]
+        assert [row["status"] for row in data["backups"]] == ["done"]

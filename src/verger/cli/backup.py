@@ -15,7 +15,7 @@ import click
 
 from verger.cli.main import Ctx, UsageError, _store, cli, pass_ctx
 from verger.config.types import format_duration
-from verger.errors import RepositoryMissing, VergerError, WrongPassphrase
+from verger.errors import BackupError, RepositoryMissing, VergerError, WrongPassphrase
 
 # What the progress bar says in each step of a job.
 PHASES = {
@@ -238,6 +238,14 @@ def _checked_against_repository(
             raise
         # The catalog is what is left to go by: show it, marked as unchecked.
         c.out.warn(f"{exc.message}; {exc.hint}. The catalog below is unchecked.")
+        return [], exc
+    except BackupError as exc:
+        # During an incident the catalog is still worth seeing, whatever stops
+        # the repository from being read (permissions, a damaged stanza).
+        c.out.warn(
+            f"the repository could not be read: {exc.message}; the catalog below "
+            f"is unchecked and WAL gaps are not looked for ({exc.hint})"
+        )
         return [], exc
 
 
