@@ -1191,8 +1191,9 @@ def test_a_missing_repository_is_named_and_never_answered_with_setup(
     workdir: Path, source: Source
 ) -> None:
     """With the repository folder gone, 'backup list' warns that it is missing or
-    not mounted and still shows the catalog, other commands say the same without
-    suggesting setup, and nothing in the catalog is expired meanwhile."""
+    not mounted and still shows the catalog, its backup as missing, other
+    commands say the same without suggesting setup, and nothing in the catalog
+    is expired meanwhile."""
     config = backup_config(workdir, source)
     _ready(config, source)
     verger(config, "backup", "run", "--no-verify", check=True)
@@ -1203,7 +1204,7 @@ def test_a_missing_repository_is_named_and_never_answered_with_setup(
         listed = verger(config, "backup", "list")
         assert listed.returncode == 0, listed.stdout + listed.stderr
         assert "missing or not mounted" in listed.stderr
-        assert "done" in listed.stdout
+        assert "missing" in listed.stdout and "done" not in listed.stdout
         verify = verger(config, "backup", "verify")
         assert verify.returncode == 6
         assert "missing or not mounted" in verify.stderr

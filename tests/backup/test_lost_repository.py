@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import PASSPHRASE, Source, backup_config, verger
+from conftest import PASSPHRASE, Source, backup_config, postgres_runner, verger
 
 from verger.config import load_config
 from verger.errors import ConfigError
@@ -69,3 +71,102 @@ def test_list_shows_the_catalog_unchecked_when_the_repository_cannot_be_read(
         assert data["repository_checked"] is False
         assert "Permission denied" in data["repository_problem"]
         assert [row["status"] for row in data["backups"]] == ["done"]
+
+
+def _stanza_create(config: Path) -> None:
+    """Start an empty stanza where the repository was, as an old setup did."""
+    conf = config.parent / ".verger" / "backup" / "production" / "pgbackrest.conf"
+    postgres_runner().run(
+        [
+            "/usr/bin/pgbackrest",
+            f"--config={conf}",
+            "--stanza=koinonia-production",
+            "stanza-create",
+        ],
+        timeout=120,
+    )
+
+
+def _verified_check(config: Path) -> dict[str, str]:
+    done = verger(config, "--json", "check")
+    [found] = [c for c in json.loads(done.stdout) if c["name"] == "backup.verified"]
+    return dict(found)
+
+
+def _assert_shown_missing(config: Path, why: str) -> None:
+    """The catalog's verified backup is listed missing and never counted."""
+    shown = verger(config, "backup", "list")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert why in shown.stderr
+    assert re.search(r"│ missing +│", shown.stdout), shown.stdout
+    assert not re.search(r"│ verified +│", shown.stdout), shown.stdout
+    data = json.loads(verger(config, "--json", "backup", "list", check=True).stdout)
+    [row] = data["backups"]
+    assert (row["status"], row["catalog_status"]) == ("missing", "verified")
+    assert row["in_repository"] is False
+    assert data["repository_checked"] is False
+    assert why in data["repository_problem"]
+    found = _verified_check(config)
+    assert found["status"] == "fail", found
+    assert "no verified backup is in the repository" in found["message"]
+
+
+@needs_pgbackrest
+def test_pgbackrest_backups_the_repository_lost_are_missing_never_verified(
+    workdir: Path, source: Source
+) -> None:
+    """With the pgBackRest repository emptied, or replaced by an empty stanza,
+    'backup list' shows the catalog's verified backup as missing, --json says so
+    per backup and in repository_problem, backup.verified fails, and restore
+    refuses; with the repository back, all is as before."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", check=True)
+    assert _verified_check(config)["status"] == "ok"
+    repo = workdir / "repo"
+    repo.rename(workdir / "elsewhere")
+    repo.mkdir(mode=0o750)
+    shutil.chown(repo, "postgres", "postgres")
+    try:
+        _assert_shown_missing(config, "missing or not mounted")
+        _stanza_create(config)
+        _assert_shown_missing(config, "holds none of the 1 backups")
+        done = verger(config, "restore", "--latest", "--target", str(workdir / "c"))
+        assert done.returncode == 6, done.stdout + done.stderr
+        assert "holds none of the 1 backups the catalog lists" in done.stderr
+        assert "--forget-missing" in done.stderr
+    finally:
+        shutil.rmtree(repo)
+        (workdir / "elsewhere").rename(repo)
+    data = json.loads(verger(config, "--json", "backup", "list", check=True).stdout)
+    assert [r["status"] for r in data["backups"]] == ["verified"]
+    assert data["backups"][0]["in_repository"] is True
+    assert _verified_check(config)["status"] == "ok"
+
+
+def test_pg_dump_backups_the_repository_lost_are_missing_never_verified(
+    workdir: Path, source: Source
+) -> None:
+    """With the pg_dump repository folder replaced by another holding none of
+    the catalog's backups, the verified backup is listed missing and
+    backup.verified fails; with the folder back, it is verified again."""
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    verger(config, "backup", "run", check=True)
+    repo = workdir / "repo"
+    repo.rename(workdir / "elsewhere")
+    repo.mkdir()
+    (repo / "notes.txt").write_text("another folder\n")
+    try:
+        _assert_shown_missing(config, "holds none of the 1 backups")
+    finally:
+        shutil.rmtree(repo)
+        (workdir / "elsewhere").rename(repo)
+    assert [r["status"] for r in _listed(config)] == ["verified"]
+    assert _verified_check(config)["status"] == "ok"
+
+
+def _listed(config: Path) -> list[dict[str, object]]:
+    done = verger(config, "--json", "backup", "list", check=True)
+    rows: list[dict[str, object]] = json.loads(done.stdout)["backups"]
+    return rows

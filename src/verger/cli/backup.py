@@ -177,6 +177,7 @@ def backup_list(c: Ctx) -> None:
         # The catalog needs no key and no run_as; the repository does.
         c.out.warn(_unread(problem))
     rows = store.backups(context.database)
+    lost = _lost(context, rows, problem)
     c.out.table(
         f"Backups of {context.database}",
         ["#", "label", "kind", "status", "taken", "took", "size", "detail"],
@@ -185,16 +186,16 @@ def backup_list(c: Ctx) -> None:
                 r.id,
                 r.label or "",
                 r.kind,
-                r.status,
+                "missing" if r.id in lost else r.status,
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)),
                 _took(r),
                 _size(r.repo_size or r.size),
-                r.verify_detail or r.detail or "",
+                _detail(r, lost),
             ]
             for r in rows
         ],
         data={
-            "backups": [_backup_data(r) for r in rows],
+            "backups": [_listed_data(r, lost, problem) for r in rows],
             "gaps": [gap.__dict__ for gap in gaps],
             "repository_checked": problem is None,
             "repository_problem": None if problem is None else problem.message,
@@ -202,6 +203,45 @@ def backup_list(c: Ctx) -> None:
     )
     for gap in gaps:
         c.out.warn(gap.sentence(when))
+
+
+def _lost(context: Any, rows: list[Any], problem: VergerError | None) -> set[int]:
+    """Ids of the catalog's backups the repository was found not to hold."""
+    from verger.backup import engine_name
+    from verger.backup.runs import KEPT
+
+    if not isinstance(problem, RepositoryMissing):
+        return set()
+    name = engine_name(context.section.engine)
+    return {r.id for r in rows if r.engine == name and r.status in KEPT}
+
+
+def _listed_data(
+    row: Any, lost: set[int], problem: VergerError | None
+) -> dict[str, Any]:
+    """A backup as ``list --json`` gives it: a lost one is "missing", never verified."""
+    from verger.backup.runs import KEPT
+
+    data = _backup_data(row)
+    data["catalog_status"] = row.status
+    data["in_repository"] = None
+    if row.id in lost:
+        data["status"] = "missing"
+        data["in_repository"] = False
+    elif problem is None and row.status in KEPT:
+        data["in_repository"] = True
+    return data
+
+
+def _detail(row: Any, lost: set[int]) -> str:
+    detail = str(row.verify_detail or row.detail or "")
+    if row.id in lost:
+        return (
+            f"not in the repository; before: {detail}"
+            if detail
+            else ("not in the repository")
+        )
+    return detail
 
 
 def _took(row: Any) -> str:
@@ -236,8 +276,12 @@ def _checked_against_repository(
     except RepositoryMissing as exc:
         if not store.backups(context.database):
             raise
-        # The catalog is what is left to go by: show it, marked as unchecked.
-        c.out.warn(f"{exc.message}; {exc.hint}. The catalog below is unchecked.")
+        # The catalog is what is left to go by: show it, the backups the
+        # repository should hold marked missing.
+        c.out.warn(
+            f"{exc.message}; {exc.hint}. The catalog below is unchecked, and "
+            "the backups the repository should hold are shown as missing."
+        )
         return [], exc
     except BackupError as exc:
         # During an incident the catalog is still worth seeing, whatever stops
