@@ -130,10 +130,10 @@ def test_pgbackrest_backups_the_repository_lost_are_missing_never_verified(
     try:
         _assert_shown_missing(config, "missing or not mounted")
         _stanza_create(config)
-        _assert_shown_missing(config, "holds none of the 1 backups")
+        _assert_shown_missing(config, "holds none of the catalog's 1 backup")
         done = verger(config, "restore", "--latest", "--target", str(workdir / "c"))
         assert done.returncode == 6, done.stdout + done.stderr
-        assert "holds none of the 1 backups the catalog lists" in done.stderr
+        assert "holds none of the catalog's 1 backup of production" in done.stderr
         assert "--forget-missing" in done.stderr
     finally:
         shutil.rmtree(repo)
@@ -158,7 +158,7 @@ def test_pg_dump_backups_the_repository_lost_are_missing_never_verified(
     repo.mkdir()
     (repo / "notes.txt").write_text("another folder\n")
     try:
-        _assert_shown_missing(config, "holds none of the 1 backups")
+        _assert_shown_missing(config, "holds none of the catalog's 1 backup")
     finally:
         shutil.rmtree(repo)
         (workdir / "elsewhere").rename(repo)
@@ -170,3 +170,73 @@ def _listed(config: Path) -> list[dict[str, object]]:
     done = verger(config, "--json", "backup", "list", check=True)
     rows: list[dict[str, object]] = json.loads(done.stdout)["backups"]
     return rows
+
+
+def _archive_command(source: Source) -> str:
+    return str(source.sql("SHOW archive_command")[0][0])
+
+
+@needs_pgbackrest
+def test_pgbackrest_setup_refuses_a_repository_without_the_catalogs_backups(
+    workdir: Path, source: Source
+) -> None:
+    """With the repository emptied, or repository.path moved to a new folder,
+    'backup setup' refuses in one line naming how many backups are missing and
+    where, changing nothing; --forget-missing records them lost and sets the
+    new repository up, and backups work again."""
+    config = backup_config(workdir, source)
+    _ready(config, source)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    conf = config.parent / ".verger" / "backup" / "production" / "pgbackrest.conf"
+    written, archiving = conf.read_bytes(), _archive_command(source)
+    repo = workdir / "repo"
+    repo.rename(workdir / "elsewhere")
+    repo.mkdir(mode=0o750)
+    shutil.chown(repo, "postgres", "postgres")
+    moved = workdir / "new-repo"
+    moved_config = backup_config(
+        workdir, source, repository=f"{{path: {moved}}}"
+    ).read_text()
+    for where in (repo, moved):
+        config.write_text(moved_config.replace(str(moved), str(where)))
+        done = verger(config, "backup", "setup")
+        assert done.returncode == 6, done.stdout + done.stderr
+        message, hint = done.stderr.strip().splitlines()
+        assert message == (
+            f"error: the repository at {where} lacks the catalog's 1 backup of "
+            "production (#1): it is missing, not mounted, emptied, or another "
+            "repository"
+        )
+        assert "--forget-missing" in hint and done.stdout == ""
+        assert conf.read_bytes() == written and _archive_command(source) == archiving
+        assert not any(repo.iterdir()) and not moved.exists()
+    assert [r["status"] for r in _listed(config)] == ["missing"]
+
+    done = verger(config, "backup", "setup", "--forget-missing")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"recorded 1 backup (#1) as lost: {moved} does not hold them" in done.stdout
+    assert "pgbackrest check passed" in done.stdout
+    verger(config, "backup", "run", "--no-verify", check=True)
+    data = json.loads(verger(config, "--json", "backup", "list", check=True).stdout)
+    assert [r["status"] for r in data["backups"]] == ["done", "lost"]
+    assert data["repository_problem"] is None
+
+
+def test_pg_dump_setup_refuses_a_missing_repository_until_told_to_forget(
+    workdir: Path, source: Source
+) -> None:
+    """With the pg_dump repository folder gone, 'backup setup' refuses without
+    making it again; --forget-missing records the backup lost and makes it."""
+    config = backup_config(workdir, source, engine="pg_dump")
+    verger(config, "backup", "setup", check=True)
+    verger(config, "backup", "run", "--no-verify", check=True)
+    repo = workdir / "repo"
+    repo.rename(workdir / "elsewhere")
+    done = verger(config, "backup", "setup")
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert f"the repository at {repo} lacks the catalog's 1 backup" in done.stderr
+    assert not repo.exists()
+    done = verger(config, "backup", "setup", "--forget-missing")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert repo.is_dir()
+    assert [r["status"] for r in _listed(config)] == ["lost"]

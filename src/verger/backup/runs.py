@@ -129,13 +129,58 @@ def catalogued(engine: Engine, store: Store) -> list[Row]:
 
 def lost_error(engine: Engine, rows: list[Row]) -> RepositoryMissing:
     return RepositoryMissing(
-        f"the repository at {engine.location()} holds none of the {len(rows)} "
-        f"backups the catalog lists for {engine.context.database} ({ids(rows)}): "
-        "it is not mounted, was emptied, or is another repository",
+        f"the repository at {engine.location()} holds none of the catalog's "
+        f"{count(rows)} of {engine.context.database} ({ids(rows)}): it is not "
+        "mounted, was emptied, or is another repository",
         "mount the repository they are in, or restore it from a copy; if they "
         "are truly gone, 'verger backup setup --forget-missing' records them "
         "as lost",
     )
+
+
+def lost_in_setup(engine: Engine, store: Store, forget: bool) -> list[str]:
+    """Refuse setup, or with ``forget`` record the backups as lost, when the
+    repository setup would start holds none of the catalog's backups.
+
+    Setup would otherwise start an empty stanza there: the catalog would
+    still count the old backups, and WAL would be archived where a restore
+    from them never looks.
+    """
+    mine = catalogued(engine, store)
+    if not mine:
+        return []
+    held = engine.setup_holdings()
+    if any(row.label in held for row in mine):
+        return []
+    where = engine.location()
+    if not forget:
+        raise RepositoryMissing(
+            f"the repository at {where} lacks the catalog's {count(mine)} of "
+            f"{engine.context.database} ({ids(mine)}): it is missing, not "
+            "mounted, emptied, or another repository",
+            "mount it or restore it from a copy, then run setup again; if those "
+            "backups are truly gone, 'verger backup setup --forget-missing' "
+            "records them as lost and sets this repository up",
+        )
+    return [forget_lost(store, mine, where)]
+
+
+def forget_lost(store: Store, rows: list[Row], where: str) -> str:
+    """Mark ``rows`` lost: never listed, verified, restored or counted again."""
+    for row in rows:
+        store.update_backup(
+            row.id,
+            status="lost",
+            detail=f"not in the repository at {where}; recorded as lost by "
+            "'backup setup --forget-missing'",
+        )
+    store.audit(actor(), "backup-lost", None, backups=[row.id for row in rows])
+    log.warning("Backups %s are recorded as lost: %s lacks them", ids(rows), where)
+    return f"recorded {count(rows)} ({ids(rows)}) as lost: {where} does not hold them"
+
+
+def count(rows: list[Row]) -> str:
+    return f"{len(rows)} backup" + ("" if len(rows) == 1 else "s")
 
 
 def ids(rows: list[Row]) -> str:

@@ -107,13 +107,28 @@ def backup() -> None:
     is_flag=True,
     help="Change nothing; print what the database needs (for managed databases).",
 )
+@click.option(
+    "--forget-missing",
+    is_flag=True,
+    help="Record as lost the catalog's backups the repository does not hold, "
+    "then set it up.",
+)
 @pass_ctx
-def backup_setup(c: Ctx, print_only: bool) -> None:
+def backup_setup(c: Ctx, print_only: bool, forget_missing: bool) -> None:
     """Configure archiving and the repository for the database."""
     from verger.backup import make_context, make_engine
+    from verger.backup.runs import lost_in_setup
 
+    if print_only and forget_missing:
+        raise UsageError(
+            "--print changes nothing, and --forget-missing changes the catalog",
+            "run 'verger backup setup --forget-missing' on its own",
+        )
     engine = make_engine(make_context(c.loaded))
-    lines = engine.setup(apply=not print_only)
+    lines = []
+    if not print_only:
+        lines = lost_in_setup(engine, _store(c), forget_missing)
+    lines += engine.setup(apply=not print_only)
     c.out.result({"engine": engine.name, "lines": lines}, "\n".join(lines))
 
 

@@ -192,6 +192,11 @@ class Engine(ABC):
     def location(self) -> str:
         return self.context.location()
 
+    def setup_holdings(self) -> set[str]:
+        """Labels of the backups in the repository as setup would find it,
+        read without writing anything."""
+        return {taken.label for taken in self.backups()}
+
     def last_commit(self, names: list[str]) -> float | None:
         """The newest commit time in the first of the archived segments ``names``
         that holds one; None for engines without WAL or when none can be read."""
