@@ -1199,9 +1199,9 @@ def test_a_missing_repository_is_named_and_never_answered_with_setup(
     workdir: Path, source: Source
 ) -> None:
     """With the repository folder gone, 'backup list' warns that it is missing or
-    not mounted and still shows the catalog, other commands say the same without
-    suggesting setup ('dr drill' records no drill), and nothing in the catalog is
-    expired meanwhile."""
+    not mounted and still shows the catalog, its backup as missing, other
+    commands say the same without suggesting setup ('dr drill' records no
+    drill), and nothing in the catalog is expired meanwhile."""
     config = backup_config(workdir, source)
     _ready(config, source)
     verger(config, "backup", "run", "--no-verify", check=True)
@@ -1212,7 +1212,7 @@ def test_a_missing_repository_is_named_and_never_answered_with_setup(
         listed = verger(config, "backup", "list")
         assert listed.returncode == 0, listed.stdout + listed.stderr
         assert "missing or not mounted" in listed.stderr
-        assert "done" in listed.stdout
+        assert "missing" in listed.stdout and "done" not in listed.stdout
         for command in (["backup", "verify"], ["dr", "drill", "--lead", "1s"]):
             refused = verger(config, *command)
             assert refused.returncode == 6, refused.stderr

@@ -15,14 +15,23 @@ from verger.state import open_store
 def _engine(pitr: bool, **schedule: Any) -> Any:
     section = Backup(schedule=Schedule(**schedule), targets=Targets(rpo=3600.0))
     return SimpleNamespace(
-        pitr=pitr, context=SimpleNamespace(database="production", section=section)
+        name="pgbackrest",
+        pitr=pitr,
+        context=SimpleNamespace(database="production", section=section),
+        missing_error=lambda: None,
+        backups=lambda: [SimpleNamespace(label="20261203-213000F")],
     )
 
 
 def _verified(tmp_path: Path, age: float) -> Any:
     store = open_store(".verger/state.db", tmp_path)
     backup_id = store.add_backup("production", "pgbackrest", "full", "test")
-    store.update_backup(backup_id, status="verified", finished_at=time.time() - age)
+    store.update_backup(
+        backup_id,
+        status="verified",
+        label="20261203-213000F",
+        finished_at=time.time() - age,
+    )
     return store
 
 

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Literal
 import psycopg
 
 from verger.backup.engines.base import Engine
+from verger.backup.runs import holdings
 from verger.config.types import format_duration
-from verger.errors import VergerError
+from verger.errors import RepositoryMissing, VergerError
 from verger.state.base import Store
 
 if TYPE_CHECKING:
@@ -204,6 +205,22 @@ def freshness(engine: Engine, store: Store, now: float | None = None) -> Finding
     now = now or time.time()
     context = engine.context
     verified = store.backups(context.database, "verified")
+    try:
+        present: set[str] | None = {b.label for b in holdings(engine, store)}
+    except RepositoryMissing as exc:
+        if verified:
+            return Finding(
+                "backup.verified",
+                "fail",
+                f"no verified backup is in the repository: {exc.message}",
+                exc.hint,
+                "backup_stale",
+            )
+        present = set()
+    except VergerError:
+        # backup.repository fails and alerts for the same cause.
+        present = None
+    verified = [r for r in verified if present is None or r.label in present]
     if not verified:
         return Finding(
             "backup.verified",

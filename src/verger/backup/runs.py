@@ -17,7 +17,7 @@ from typing import Any
 from verger.backup.engines.base import Engine, EngineBackup, Progress, no_progress
 from verger.backup.markers import write_marker
 from verger.children import running
-from verger.errors import BackupError, Interrupted, VergerError
+from verger.errors import BackupError, Interrupted, RepositoryMissing, VergerError
 from verger.state.base import Row, Store, actor
 
 log = logging.getLogger("verger.backup")
@@ -88,28 +88,113 @@ def _record(store: Store, backup_id: int, taken: EngineBackup, engine: Engine) -
     store.update_backup(backup_id, **fields)
 
 
+# The statuses of backups the repository should still hold.
+KEPT = ("done", "verified", "unrestorable")
+
+
 def refuse_missing_repository(engine: Engine, store: Store) -> None:
-    """Raise RepositoryMissing when the catalog holds backups of this repository
-    and its folder is gone or empty (unmounted, or deleted).
+    """Raise RepositoryMissing when the repository lost the catalog's backups.
 
     Without this a job would list the catalog's backups as still there, or
     write a new backup into a folder made again where the mount should be.
     """
-    database = engine.context.database
-    kept = store.backups(database, "done", "verified", "unrestorable")
-    if any(row.engine == engine.name for row in kept):
+    holdings(engine, store)
+
+
+def holdings(engine: Engine, store: Store) -> list[EngineBackup]:
+    """The repository's backups; RepositoryMissing when it holds none of the
+    catalog's backups of this engine (its folder gone or empty, unmounted, or
+    another repository).
+
+    Retention never removes every backup, so a repository holding none of
+    them is not the one they were taken into.
+    """
+    mine = catalogued(engine, store)
+    if mine:
         missing = engine.missing_error()
         if missing is not None:
             raise missing
+    listed = engine.backups()
+    labels = {taken.label for taken in listed}
+    if mine and not any(row.label in labels for row in mine):
+        raise lost_error(engine, mine)
+    return listed
+
+
+def catalogued(engine: Engine, store: Store) -> list[Row]:
+    """The catalog's backups of this engine that its repository should hold."""
+    rows = store.backups(engine.context.database, *KEPT)
+    return [row for row in rows if row.engine == engine.name]
+
+
+def lost_error(engine: Engine, rows: list[Row]) -> RepositoryMissing:
+    return RepositoryMissing(
+        f"the repository at {engine.location()} holds none of the catalog's "
+        f"{count(rows)} of {engine.context.database} ({ids(rows)}): it is not "
+        "mounted, was emptied, or is another repository",
+        "mount the repository they are in, or restore it from a copy; if they "
+        "are truly gone, 'verger backup setup --forget-missing' records them "
+        "as lost",
+    )
+
+
+def lost_in_setup(engine: Engine, store: Store, forget: bool) -> list[str]:
+    """Refuse setup, or with ``forget`` record the backups as lost, when the
+    repository setup would start holds none of the catalog's backups.
+
+    Setup would otherwise start an empty stanza there: the catalog would
+    still count the old backups, and WAL would be archived where a restore
+    from them never looks.
+    """
+    mine = catalogued(engine, store)
+    if not mine:
+        return []
+    held = engine.setup_holdings()
+    if any(row.label in held for row in mine):
+        return []
+    where = engine.location()
+    if not forget:
+        raise RepositoryMissing(
+            f"the repository at {where} lacks the catalog's {count(mine)} of "
+            f"{engine.context.database} ({ids(mine)}): it is missing, not "
+            "mounted, emptied, or another repository",
+            "mount it or restore it from a copy, then run setup again; if those "
+            "backups are truly gone, 'verger backup setup --forget-missing' "
+            "records them as lost and sets this repository up",
+        )
+    return [forget_lost(store, mine, where)]
+
+
+def forget_lost(store: Store, rows: list[Row], where: str) -> str:
+    """Mark ``rows`` lost: never listed, verified, restored or counted again."""
+    for row in rows:
+        store.update_backup(
+            row.id,
+            status="lost",
+            detail=f"not in the repository at {where}; recorded as lost by "
+            "'backup setup --forget-missing'",
+        )
+    store.audit(actor(), "backup-lost", None, backups=[row.id for row in rows])
+    log.warning("Backups %s are recorded as lost: %s lacks them", ids(rows), where)
+    return f"recorded {count(rows)} ({ids(rows)}) as lost: {where} does not hold them"
+
+
+def count(rows: list[Row]) -> str:
+    return f"{len(rows)} backup" + ("" if len(rows) == 1 else "s")
+
+
+def ids(rows: list[Row]) -> str:
+    """Backup ids as '#1, #2, #3', the first five and a count of the rest."""
+    shown = ", ".join(f"#{row.id}" for row in sorted(rows, key=lambda r: r.id)[:5])
+    return shown if len(rows) <= 5 else f"{shown} and {len(rows) - 5} more"
 
 
 def reconcile(engine: Engine, store: Store) -> list[str]:
     """Bring the catalog in line with the repository; return what changed, as sentences."""
     database = engine.context.database
     changes = mark_orphans(store, database)
-    refuse_missing_repository(engine, store)
-    held = {b.label: b for b in engine.backups()}
-    kept = store.backups(database, "done", "verified", "unrestorable")
+    held = {b.label: b for b in holdings(engine, store)}
+    kept = store.backups(database, *KEPT)
     if not held and kept:
         # A repository that lists nothing while the catalog holds backups is
         # more likely unmounted or replaced than emptied by retention.

@@ -108,13 +108,28 @@ def backup() -> None:
     is_flag=True,
     help="Change nothing; print what the database needs (for managed databases).",
 )
+@click.option(
+    "--forget-missing",
+    is_flag=True,
+    help="Record as lost the catalog's backups the repository does not hold, "
+    "then set it up.",
+)
 @pass_ctx
-def backup_setup(c: Ctx, print_only: bool) -> None:
+def backup_setup(c: Ctx, print_only: bool, forget_missing: bool) -> None:
     """Configure archiving and the repository for the database."""
     from verger.backup import make_context, make_engine
+    from verger.backup.runs import lost_in_setup
 
+    if print_only and forget_missing:
+        raise UsageError(
+            "--print changes nothing, and --forget-missing changes the catalog",
+            "run 'verger backup setup --forget-missing' on its own",
+        )
     engine = make_engine(make_context(c.loaded))
-    lines = engine.setup(apply=not print_only)
+    lines = []
+    if not print_only:
+        lines = lost_in_setup(engine, _store(c), forget_missing)
+    lines += engine.setup(apply=not print_only)
     c.out.result({"engine": engine.name, "lines": lines}, "\n".join(lines))
 
 
@@ -177,6 +192,7 @@ def backup_list(c: Ctx) -> None:
         # The catalog needs no key and no run_as; the repository does.
         c.out.warn(_unread(problem))
     rows = store.backups(context.database)
+    lost = _lost(context, rows, problem)
     c.out.table(
         f"Backups of {context.database}",
         ["#", "label", "kind", "status", "taken", "took", "size", "detail"],
@@ -185,16 +201,16 @@ def backup_list(c: Ctx) -> None:
                 r.id,
                 r.label or "",
                 r.kind,
-                r.status,
+                "missing" if r.id in lost else r.status,
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)),
                 _took(r),
                 _size(r.repo_size or r.size),
-                r.verify_detail or r.detail or "",
+                _detail(r, lost),
             ]
             for r in rows
         ],
         data={
-            "backups": [_backup_data(r) for r in rows],
+            "backups": [_listed_data(r, lost, problem) for r in rows],
             "gaps": [gap.__dict__ for gap in gaps],
             "repository_checked": problem is None,
             "repository_problem": None if problem is None else problem.message,
@@ -202,6 +218,45 @@ def backup_list(c: Ctx) -> None:
     )
     for gap in gaps:
         c.out.warn(gap.sentence(when))
+
+
+def _lost(context: Any, rows: list[Any], problem: VergerError | None) -> set[int]:
+    """Ids of the catalog's backups the repository was found not to hold."""
+    from verger.backup import engine_name
+    from verger.backup.runs import KEPT
+
+    if not isinstance(problem, RepositoryMissing):
+        return set()
+    name = engine_name(context.section.engine)
+    return {r.id for r in rows if r.engine == name and r.status in KEPT}
+
+
+def _listed_data(
+    row: Any, lost: set[int], problem: VergerError | None
+) -> dict[str, Any]:
+    """A backup as ``list --json`` gives it: a lost one is "missing", never verified."""
+    from verger.backup.runs import KEPT
+
+    data = _backup_data(row)
+    data["catalog_status"] = row.status
+    data["in_repository"] = None
+    if row.id in lost:
+        data["status"] = "missing"
+        data["in_repository"] = False
+    elif problem is None and row.status in KEPT:
+        data["in_repository"] = True
+    return data
+
+
+def _detail(row: Any, lost: set[int]) -> str:
+    detail = str(row.verify_detail or row.detail or "")
+    if row.id in lost:
+        return (
+            f"not in the repository; before: {detail}"
+            if detail
+            else ("not in the repository")
+        )
+    return detail
 
 
 def _took(row: Any) -> str:
@@ -236,8 +291,20 @@ def _checked_against_repository(
     except RepositoryMissing as exc:
         if not store.backups(context.database):
             raise
-        # The catalog is what is left to go by: show it, marked as unchecked.
-        c.out.warn(f"{exc.message}; {exc.hint}. The catalog below is unchecked.")
+        # The catalog is what is left to go by: show it, the backups the
+        # repository should hold marked missing.
+        c.out.warn(
+            f"{exc.message}; {exc.hint}. The catalog below is unchecked, and "
+            "the backups the repository should hold are shown as missing."
+        )
+        return [], exc
+    except BackupError as exc:
+        # During an incident the catalog is still worth seeing, whatever stops
+        # the repository from being read (permissions, a damaged stanza).
+        c.out.warn(
+            f"the repository could not be read: {exc.message}; the catalog below "
+            f"is unchecked and WAL gaps are not looked for ({exc.hint})"
+        )
         return [], exc
 
 

@@ -211,6 +211,18 @@ class Repository(Section):
     cold_after: Duration | None = None
     cold_path: str | None = None
 
+    @field_validator("path", "cold_path")
+    @classmethod
+    def _folder(cls, value: str | None) -> str | None:
+        # An empty path would resolve to the config's own folder, and backups
+        # would be written among the app's files.
+        if value is not None and not value.strip():
+            raise ValueError(
+                "expected a folder, such as .verger/backups or /srv/backups, "
+                "got an empty path"
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_place(self) -> Repository:
         if (self.path is None) == (self.s3 is None):

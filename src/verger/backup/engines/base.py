@@ -71,6 +71,14 @@ class Context:
         path = self.section.repository.path
         return None if path is None else (self.root / path).resolve()
 
+    def location(self) -> str:
+        """Where the repository is, as a person would look for it."""
+        path = self.repository_path()
+        s3 = self.section.repository.s3
+        if path is not None or s3 is None:
+            return str(path)
+        return f"s3://{s3.bucket}/{s3.prefix.strip('/')}".rstrip("/")
+
 
 @dataclass(frozen=True)
 class EngineBackup:
@@ -184,6 +192,14 @@ class Engine(ABC):
         if path is None or not empty_folder(path):
             return None
         return missing_repository(path)
+
+    def location(self) -> str:
+        return self.context.location()
+
+    def setup_holdings(self) -> set[str]:
+        """Labels of the backups in the repository as setup would find it,
+        read without writing anything."""
+        return {taken.label for taken in self.backups()}
 
     def last_commit(self, names: list[str]) -> float | None:
         """The newest commit time in the first of the archived segments ``names``

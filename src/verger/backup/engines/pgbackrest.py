@@ -175,6 +175,13 @@ class PgBackRest(Engine):
         file archive_command reads is replaced only once the passphrase is
         known to be right, and no second copy of it is written.
         """
+        done = self.trial_info(text)
+        if undecryptable(done.stdout + done.stderr):
+            raise self.passphrase_error()
+
+    def trial_info(self, text: str) -> subprocess.CompletedProcess[str]:
+        """``info --output=json`` run with the config ``text``, from a file of
+        its own that is removed afterwards (see refuse_wrong_passphrase)."""
         state = self.runner.own(self.context.state, 0o700)
         for folder in ("log", "lock", "spool"):
             self.runner.own(state / folder, 0o700)
@@ -182,7 +189,7 @@ class PgBackRest(Engine):
         self.write_file(trial, text)
         secret = {CIPHER_PASS_VARIABLE: self.context.passphrase}
         try:
-            done = subprocess.run(
+            return subprocess.run(
                 [
                     self.program,
                     f"--config={trial}",
@@ -197,8 +204,22 @@ class PgBackRest(Engine):
             )
         finally:
             trial.unlink(missing_ok=True)
+
+    def setup_holdings(self) -> set[str]:
+        """Labels in the repository verger.yml names now, which may not be the
+        one the config file written by an earlier setup points at."""
+        done = self.trial_info(render_config(self.context, None, secret=False))
         if undecryptable(done.stdout + done.stderr):
             raise self.passphrase_error()
+        if done.returncode != 0:
+            raise self.failure("info", (done.stdout + done.stderr).splitlines())
+        stanzas: list[dict[str, Any]] = parse_json(done.stdout, "info")
+        stanza = next((s for s in stanzas if s.get("name") == self.context.stanza), {})
+        code = stanza.get("status", {}).get("code")
+        if code not in (0, 1, 2):
+            message = stanza.get("status", {}).get("message", "unknown")
+            raise self.status_error(stanza, code, message)
+        return {str(entry["label"]) for entry in stanza.get("backup", [])}
 
     def apply_setup(self, settings: dict[str, str]) -> list[str]:
         self._refuse_foreign_archiving(settings["archive_command"])
