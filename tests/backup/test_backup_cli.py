@@ -211,14 +211,8 @@ def test_without_a_commit_since_the_newest_backup_the_range_reaches_its_end(
     assert names == [("between the backups",)]
 
 
-def test_a_deleted_wal_segment_is_reported_as_a_gap(
-    workdir: Path, source: Source, recorder: Recorder
-) -> None:
-    """One WAL segment deleted from the middle of the archive is reported by
-    'backup verify', 'backup list', 'verger check' and 'backup watch' (with an
-    archiving_failed alert) as a gap with the time range it breaks, and
-    '--latest' is refused, although the backup itself still restores."""
-    config = backup_config(workdir, source, recorder)
+def _backup_then_a_gap(config: Path, source: Source, workdir: Path) -> list[str]:
+    """A backup, three archived segments after it, and the middle one deleted."""
     _ready(config, source)
     verger(config, "backup", "run", "--no-verify", check=True)
     names = []
@@ -228,6 +222,18 @@ def test_a_deleted_wal_segment_is_reported_as_a_gap(
     archived = sorted((workdir / "repo" / "archive").rglob(f"{names[1]}-*"))
     assert archived, "the segment is in the repository"
     archived[0].unlink()
+    return names
+
+
+def test_a_deleted_wal_segment_is_reported_as_a_gap(
+    workdir: Path, source: Source, recorder: Recorder
+) -> None:
+    """One WAL segment deleted from the middle of the archive is reported by
+    'backup verify', 'backup list', 'verger check' and 'backup watch' (with an
+    archiving_failed alert) as a gap with the time range it breaks, and
+    '--latest' is refused, although the backup itself still restores."""
+    config = backup_config(workdir, source, recorder)
+    names = _backup_then_a_gap(config, source, workdir)
     done = verger(config, "--json", "backup", "verify")
     assert done.returncode == 6, done.stdout + done.stderr
     result = json.loads(done.stdout)
@@ -1297,13 +1303,7 @@ def test_a_gap_a_later_full_backup_healed_only_narrows_the_window(
     warns of the gap instead of failing, 'backup verify' of the older backup
     passes with the gap as a warning, and '--latest' restores again."""
     config = backup_config(workdir, source)
-    _ready(config, source)
-    verger(config, "backup", "run", "--no-verify", check=True)
-    names = []
-    for _ in range(3):
-        source.sql("INSERT INTO churches (name) VALUES ('gap test')")
-        names.append(_switch_wal(source))
-    sorted((workdir / "repo" / "archive").rglob(f"{names[1]}-*"))[0].unlink()
+    names = _backup_then_a_gap(config, source, workdir)
     verger(config, "backup", "run", "--type", "full", "--no-verify", check=True)
 
     check = verger(config, "--json", "check")

@@ -15,23 +15,11 @@ from pathlib import Path
 
 import pytest
 from conftest import SCHEMA, Source, backup_config, postgres_runner, verger
+from test_backup_cli import _switch_wal
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/bin/pgbackrest").exists(), reason="pgBackRest is not installed"
 )
-
-
-def _switch_wal(source: Source) -> str:
-    """Close the current WAL segment and wait until it is archived."""
-    source.sql("SELECT pg_logical_emit_message(false, 'verger', 'switch')")
-    (name,) = source.sql("SELECT pg_walfile_name(pg_switch_wal())")[0]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        (last,) = source.sql("SELECT last_archived_wal FROM pg_stat_archiver")[0]
-        if last is not None and str(last) >= str(name):
-            return str(name)
-        time.sleep(0.2)
-    raise AssertionError(f"{name} was not archived within 30s")
 
 
 def _epoch(text: str) -> float:
