@@ -140,11 +140,10 @@ def _refuse_unready(engine: Engine, store: Store) -> None:
 
     A missing repository, a wrong passphrase or a run_as that cannot read it
     would fail every command alike; recorded as failed drills they would
-    fill the report with drills that never ran.
+    fill the report with drills that never ran. The caller's job has already
+    run ``engine.preflight``; this lists the repository, which needs the rest.
     """
-    engine.preflight()
     refuse_missing_repository(engine, store)
-    engine.backups()
 
 
 def _durable(engine: Engine, writer: MarkerWriter) -> float | None:
