@@ -127,9 +127,16 @@ def unusable(store: Store, database: str) -> set[str]:
     }
 
 
-def restorable(engine: Engine, skip: Collection[str] = ()) -> list[EngineBackup]:
-    """The repository's backups, leaving out failed ones and those named in ``skip``."""
-    found = [b for b in engine.backups() if not b.error]
+def restorable(
+    engine: Engine,
+    skip: Collection[str] = (),
+    listed: list[EngineBackup] | None = None,
+) -> list[EngineBackup]:
+    """The repository's backups, leaving out failed ones and those named in ``skip``.
+
+    ``listed`` is the repository's listing where the caller has just read it.
+    """
+    found = [b for b in (engine.backups() if listed is None else listed) if not b.error]
     backups = [b for b in found if b.label not in skip]
     if not backups:
         raise BackupError(
@@ -140,25 +147,32 @@ def restorable(engine: Engine, skip: Collection[str] = ()) -> list[EngineBackup]
     return backups
 
 
-def reach(engine: Engine, skip: Collection[str] = ()) -> Reach:
+def reach(
+    engine: Engine,
+    skip: Collection[str] = (),
+    commit: bool = True,
+    listed: list[EngineBackup] | None = None,
+) -> Reach:
     """What the repository can restore, leaving out the backups named in ``skip``.
 
     Its end is read from the archived WAL (a few archive-get and pg_waldump
-    calls), so a restore of the newest backup plus all WAL, such as a drill,
-    asks ``restorable`` instead.
+    calls); without ``commit`` it is not, for a restore of all the WAL
+    (``--latest``), which never names a time, and ends at the newest backup.
     """
-    backups = restorable(engine, skip)
+    backups = restorable(engine, skip, listed)
     earliest = min(b.finished_at for b in backups)
     latest = max(b.finished_at for b in backups)
     segments = engine.wal() if engine.pitr else []
     # Recovery to a time stops at a commit: a segment archived after the newest
     # commit reaches no later point, and a time past that commit is never reached.
-    commit = newest_commit(segments, engine.last_commit) if segments else None
-    if commit is not None:
+    newest = (
+        newest_commit(segments, engine.last_commit) if segments and commit else None
+    )
+    if newest is not None:
         # Without a commit since the newest backup, its consistent point is
         # still reached: the range never ends before it.
-        latest = max(latest, commit)
-    return Reach(earliest, latest, backups, segments, commit)
+        latest = max(latest, newest)
+    return Reach(earliest, latest, backups, segments, newest)
 
 
 def plan(
@@ -168,6 +182,7 @@ def plan(
     skip: Collection[str] = (),
     verified: Collection[str] = (),
     label: str | None = None,
+    listed: list[EngineBackup] | None = None,
 ) -> RestorePoint:
     """The restore point for ``--latest`` or ``--to-time``, refused if out of reach.
 
@@ -176,7 +191,8 @@ def plan(
     the archive continues without a gap (replay brings it to the same end);
     ``label`` names the backup to start from instead.
     """
-    span = reach(engine, skip)
+    # Only a time is checked against the newest commit: --latest replays it all.
+    span = reach(engine, skip, commit=to_time is not None, listed=listed)
     if label is not None:
         span = _only(span, label, skip)
     if to_time is None:

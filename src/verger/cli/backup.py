@@ -480,7 +480,7 @@ def restore(
     from verger.backup import parse_time, plan, unusable, when
     from verger.backup import restore as run_restore
     from verger.backup.restore import check_target_spelling, refuse_target
-    from verger.backup.runs import refuse_missing_repository
+    from verger.backup.runs import holdings
     from verger.backup.verify import content_error, mark_unrestorable
 
     _require_one_point(latest, to_time, backup_id)
@@ -495,12 +495,12 @@ def restore(
     with _job(c, "restore") as (engine, store, progress):
         database = engine.context.database
         label = None if backup_id is None else _label_of(store, database, backup_id)
-        refuse_missing_repository(engine, store)
+        listed = holdings(engine, store)
         # Everything refusable is refused before the choice is said.
         refuse_target(engine, target)
         skip = unusable(store, database)
         verified = _verified(store, engine)
-        point = plan(engine, latest, moment, skip, verified, label)
+        point = plan(engine, latest, moment, skip, verified, label, listed)
         _say_choice(c, store, database, point.label, verified, skip)
         store.audit(
             "cli", "restore", None, backup=point.label, to_time=moment, target=target
