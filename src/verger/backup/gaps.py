@@ -55,9 +55,11 @@ class Gap:
         span = self.first if self.count == 1 else f"{self.first} to {self.last}"
         until = when(self.broken_until) if self.broken_until else "now"
         since = when(self.broken_from) if self.broken_from else "the backup before it"
-        plural = "segment is" if self.count == 1 else f"{self.count} segments are"
+        what = (
+            "a WAL segment is" if self.count == 1 else f"{self.count} WAL segments are"
+        )
         return (
-            f"WAL {plural} missing from the archive ({span}): no restore can reach "
+            f"{what} missing from the archive ({span}): no restore can reach "
             f"a point from {since} until {until}"
         )
 
