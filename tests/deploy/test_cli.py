@@ -288,3 +288,26 @@ def test_deploy_asks_for_approval_on_a_terminal(project: Project) -> None:
     done = project.run("deploy", "production", source, "--version", "v1", "--yes")
     assert done.returncode == 0, done.stderr
     assert project.get("production")[1] == "v1"
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (["staging", "refresh", "--snapshot=yes"], "verger staging refresh"),
+        (["--json", "staging", "refresh", "--snapshot=yes"], "verger staging refresh"),
+        (["-c", "x.yml", "backup", "run", "--no-verify=1"], "verger backup run"),
+        (["backup", "nosuch"], "verger backup"),
+    ],
+)
+def test_an_option_given_a_value_it_does_not_take_points_at_its_command(
+    tmp_path, args: list[str], where: str
+) -> None:
+    """A flag given a value (which click reports without its command) and an
+    unknown subcommand are one line, exit 2, with a hint naming the help of
+    the command typed, global options before it or not."""
+    done = subprocess.run(
+        [*VERGER, *args], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"see '{where} --help'" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr

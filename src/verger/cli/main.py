@@ -913,7 +913,7 @@ def main() -> None:
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:
-        sys.exit(Output(json_mode=json_mode).error(_from_click(exc)))
+        sys.exit(Output(json_mode=json_mode).error(_from_click(exc, args)))
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
@@ -931,12 +931,37 @@ def main() -> None:
     sys.exit(_current[-1].out.exit_code if _current else 0)
 
 
-def _from_click(exc: click.ClickException) -> VergerError:
+def _from_click(exc: click.ClickException, args: list[str]) -> VergerError:
     """A command-line mistake click found, as verger's one line and a hint."""
     context = getattr(exc, "ctx", None)
-    where = context.command_path if context is not None else "verger"
+    where = context.command_path if context is not None else _named(args)
     error = UsageError if isinstance(exc, click.UsageError) else VergerError
     return error(exc.format_message(), f"see '{where} --help'")
+
+
+def _named(args: list[str]) -> str:
+    """The command ``args`` name, as far as they name one ("verger staging refresh").
+
+    Some mistakes (an option given a value it does not take) reach verger
+    without click's context, so the path is found from the words themselves;
+    the global options hoisted to the front are passed over.
+    """
+    path: list[str] = ["verger"]
+    command: click.Command = cli
+    words = iter(args)
+    for word in words:
+        if word in GLOBAL_VALUES:
+            next(words, None)
+            continue
+        if word.startswith("-"):
+            continue
+        if isinstance(command, Commands):
+            command.load(word)
+        if not isinstance(command, click.Group) or word not in command.commands:
+            break
+        path.append(word)
+        command = command.commands[word]
+    return " ".join(path)
 
 
 __all__ = ["Commands", "cli", "main"]
